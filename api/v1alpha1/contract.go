@@ -1,0 +1,177 @@
+package v1alpha1
+
+import (
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// The pod contract (SPEC §3). Every key Kubervisor reads or writes on a pod is listed here and nowhere else.
+const (
+	// LabelTraffic says whether a pod should receive traffic: TrafficYes, TrafficNo or TrafficPause.
+	LabelTraffic = "kubervisor/traffic"
+	// LabelName names the KubervisorService that supervises the pod.
+	LabelName = "kubervisor/name"
+	// LabelStrategy names the breaker that last ejected the pod; it selects the activator.
+	LabelStrategy = "kubervisor/strategy"
+	// AnnotationBreakAt is the RFC 3339 time (sub-second precision) of the pod's last ejection.
+	AnnotationBreakAt = "kubervisor/break-at"
+	// AnnotationRetryCount is the number of ejections of the pod so far.
+	AnnotationRetryCount = "kubervisor/retry-count"
+	// AnnotationRestoredAt is the RFC 3339 time the activator last put the pod back in traffic.
+	AnnotationRestoredAt = "kubervisor/restored-at"
+
+	// TrafficYes keeps the pod in traffic.
+	TrafficYes = "yes"
+	// TrafficNo takes the pod out of traffic until the activator brings it back.
+	TrafficNo = "no"
+	// TrafficPause takes the pod out of traffic for good, for investigation.
+	TrafficPause = "pause"
+
+	// Finalizer is set on every KubervisorService so that its pods are released before it goes away.
+	Finalizer = "breaker.kubervisor.io/finalizer"
+)
+
+// OwnedLabels are the pod labels a KubervisorService owns (removed when it lets go of a pod).
+var OwnedLabels = []string{LabelName, LabelStrategy}
+
+// OwnedAnnotations are the pod annotations a KubervisorService owns (removed when it lets go of a pod).
+var OwnedAnnotations = []string{AnnotationBreakAt, AnnotationRetryCount, AnnotationRestoredAt}
+
+// Condition types of a KubervisorService.
+const (
+	// ConditionReady is True when the Service is found, the configuration is usable, there is no conflict
+	// and the last evaluation of every breaker succeeded.
+	ConditionReady = "Ready"
+	// ConditionServiceFound is True when the named Service exists.
+	ConditionServiceFound = "ServiceFound"
+	// ConditionTrafficControlled is True when the Service selector holds kubervisor/traffic: "yes".
+	ConditionTrafficControlled = "TrafficControlled"
+	// ConditionEjectionAllowed is False (reason FloorReached) while anomalies are withheld by the floor.
+	ConditionEjectionAllowed = "EjectionAllowed"
+	// ConditionConflict is True when another KubervisorService supervises the same Service or pods.
+	ConditionConflict = "Conflict"
+)
+
+// Condition reasons.
+const (
+	ReasonServiceFound       = "ServiceFound"
+	ReasonServiceNotFound    = "ServiceNotFound"
+	ReasonSelectorHasTraffic = "SelectorHasTrafficKey"
+	ReasonSelectorNoTraffic  = "SelectorLacksTrafficKey"
+	ReasonEmptySelector      = "EmptySelector"
+	ReasonNoConflict         = "NoConflict"
+	ReasonServiceClaimed     = "ServiceClaimedByOther"
+	ReasonPodsClaimed        = "PodsClaimedByOther"
+	ReasonAllBreakersOK      = "BreakersHealthy"
+	ReasonDetectorError      = "DetectorError"
+	ReasonInvalidSpec        = "InvalidSpec"
+	ReasonFloorReached       = "FloorReached"
+	ReasonBelowFloor         = "BelowFloor"
+	ReasonWithinFloor        = "WithinFloor"
+	ReasonPending            = "Pending"
+)
+
+// Built-in defaults, used wherever neither a breaker nor defaultActivator sets a field.
+const (
+	DefaultEvaluationPeriod = 5 * time.Second
+	DefaultActivatorPeriod  = 10 * time.Second
+	DefaultMaxRetryCount    = int32(3)
+	DefaultMaxPauseCount    = int32(1)
+	DefaultTolerance        = int32(50)
+	DefaultMinActivity      = int32(2)
+	DefaultMaxDeviation     = int32(75)
+	DefaultMinPodsAvailable = int32(1)
+	MaxPeriod               = 24 * time.Hour
+	// MaxPodNamesInStatus caps every pod name list in status.breakers[].
+	MaxPodNamesInStatus = 20
+)
+
+// ParsePeriod reads an integer number of seconds or a duration string; nil gives def. The API server
+// already refuses bad values; this guards against objects written before validation existed.
+func ParsePeriod(v *intstr.IntOrString, def time.Duration) (time.Duration, error) {
+	if v == nil {
+		return def, nil
+	}
+	var d time.Duration
+	switch v.Type {
+	case intstr.Int:
+		d = time.Duration(v.IntVal) * time.Second
+	default:
+		var err error
+		if d, err = time.ParseDuration(v.StrVal); err != nil {
+			return 0, fmt.Errorf("period %q: %w", v.StrVal, err)
+		}
+	}
+	if d <= 0 || d > MaxPeriod {
+		return 0, fmt.Errorf("period %s: must be more than zero and at most %s", d, MaxPeriod)
+	}
+	return d, nil
+}
+
+// ResolvedActivator is an activator with every field filled.
+type ResolvedActivator struct {
+	Mode          ActivatorMode
+	Period        time.Duration
+	MaxRetryCount int32
+	MaxPauseCount int32
+}
+
+// ActivatorFor returns the activator that applies to pods ejected by the named breaker: the breaker's own
+// activator, its unset fields taken from defaultActivator, then from the built-in defaults. An unknown
+// breaker name (a pod ejected by a breaker since removed, or a label set by hand) gets defaultActivator.
+func (s *KubervisorServiceSpec) ActivatorFor(breaker string) (ResolvedActivator, error) {
+	layers := []*ActivatorStrategy{nil, s.DefaultActivator}
+	for i := range s.Breakers {
+		if s.Breakers[i].Name == breaker {
+			layers[0] = s.Breakers[i].Activator
+		}
+	}
+	r := ResolvedActivator{Mode: ActivatorModePeriodic, MaxRetryCount: DefaultMaxRetryCount, MaxPauseCount: DefaultMaxPauseCount}
+	var period *intstr.IntOrString
+	// Apply the least specific layer first so that the most specific one wins.
+	for i := len(layers) - 1; i >= 0; i-- {
+		a := layers[i]
+		if a == nil {
+			continue
+		}
+		if a.Mode != "" {
+			r.Mode = a.Mode
+		}
+		if a.Period != nil {
+			period = a.Period
+		}
+		if a.MaxRetryCount != nil {
+			r.MaxRetryCount = *a.MaxRetryCount
+		}
+		if a.MaxPauseCount != nil {
+			r.MaxPauseCount = *a.MaxPauseCount
+		}
+	}
+	var err error
+	r.Period, err = ParsePeriod(period, DefaultActivatorPeriod)
+	return r, err
+}
+
+// EvaluationPeriodOf returns the breaker's evaluation period.
+func (b *BreakerStrategy) EvaluationPeriodOf() (time.Duration, error) {
+	return ParsePeriod(b.EvaluationPeriod, DefaultEvaluationPeriod)
+}
+
+// Floor returns the breaker's minimum count and ratio, with defaults applied.
+func (b *BreakerStrategy) Floor() (count, ratio int32) {
+	count, ratio = DefaultMinPodsAvailable, 0
+	if b.MinPodsAvailableCount != nil {
+		count = *b.MinPodsAvailableCount
+	}
+	if b.MinPodsAvailableRatio != nil {
+		ratio = *b.MinPodsAvailableRatio
+	}
+	return count, ratio
+}
+
+// IsDryRun reports whether the breaker only reports, by its own setting or the KubervisorService's.
+func (s *KubervisorServiceSpec) IsDryRun(b *BreakerStrategy) bool {
+	return s.DryRun || b.DryRun
+}

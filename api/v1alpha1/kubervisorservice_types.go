@@ -1,0 +1,347 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// KubervisorServiceSpec defines which Service is supervised and how its pods are judged and brought back.
+// +kubebuilder:validation:XValidation:rule="self.service == oldSelf.service",message="service is immutable: delete and re-create the KubervisorService to supervise another Service"
+type KubervisorServiceSpec struct {
+	// service is the name of the Service, in the same namespace, whose pods are supervised.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z]([-a-z0-9]*[a-z0-9])?$`
+	Service string `json:"service"`
+
+	// dryRun, when true, makes every breaker evaluate and report only: no pod is relabelled, paused or killed.
+	// +optional
+	DryRun bool `json:"dryRun,omitempty"`
+
+	// breakers are the anomaly detections applied to the Service's pods. Names are unique.
+	// +required
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	Breakers []BreakerStrategy `json:"breakers"`
+
+	// defaultActivator brings back the pods ejected by a breaker that has no activator of its own, and fills
+	// the unset fields of those that do.
+	// +optional
+	// +kubebuilder:default={mode: periodic, period: 10, maxRetryCount: 3, maxPauseCount: 1}
+	DefaultActivator *ActivatorStrategy `json:"defaultActivator,omitempty"`
+}
+
+// BreakerStrategy is one anomaly detection and the floor it must respect.
+// +kubebuilder:validation:XValidation:rule="(has(self.discreteValueOutOfList) ? 1 : 0) + (has(self.continuousValueDeviation) ? 1 : 0) + (has(self.customService) ? 1 : 0) == 1",message="exactly one detector must be set: discreteValueOutOfList, continuousValueDeviation or customService"
+type BreakerStrategy struct {
+	// name identifies the breaker; it is written on the pods it ejects (label kubervisor/strategy).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// evaluationPeriod is the time between two evaluations: an integer number of seconds or a duration
+	// string such as "500ms" or "15s"; more than zero and at most 24h.
+	// +optional
+	// +kubebuilder:default=5
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? (self > 0 && self <= 86400) : (self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') && duration(self) > duration('0s') && duration(self) <= duration('24h'))",message="must be a number of seconds or a duration string such as \"500ms\" or \"15s\", more than zero and at most 24h"
+	EvaluationPeriod *intstr.IntOrString `json:"evaluationPeriod,omitempty"`
+
+	// minPodsAvailableCount is the absolute number of Ready pods kept in traffic, whatever the detector says.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	MinPodsAvailableCount *int32 `json:"minPodsAvailableCount,omitempty"`
+
+	// minPodsAvailableRatio is the percentage (0..100) of the managed Ready pods kept in traffic, rounded up.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	MinPodsAvailableRatio *int32 `json:"minPodsAvailableRatio,omitempty"`
+
+	// dryRun, when true, makes this breaker evaluate and report only.
+	// +optional
+	DryRun bool `json:"dryRun,omitempty"`
+
+	// discreteValueOutOfList judges pods by the share of their events whose value is bad (e.g. HTTP codes).
+	// +optional
+	DiscreteValueOutOfList *DiscreteValueOutOfList `json:"discreteValueOutOfList,omitempty"`
+
+	// continuousValueDeviation judges pods by how far a per-pod value deviates from the fleet's.
+	// +optional
+	ContinuousValueDeviation *ContinuousValueDeviation `json:"continuousValueDeviation,omitempty"`
+
+	// customService delegates the judgement to an HTTP service that returns the anomalous pods.
+	// +optional
+	CustomService *CustomService `json:"customService,omitempty"`
+
+	// activator brings back the pods this breaker ejected; unset fields are taken from defaultActivator.
+	// +optional
+	Activator *ActivatorStrategy `json:"activator,omitempty"`
+}
+
+// DiscreteValueOutOfList flags a pod when too large a share of its events carries a bad value.
+// +kubebuilder:validation:XValidation:rule="has(self.goodValues) != has(self.badValues)",message="exactly one of goodValues or badValues must be set"
+type DiscreteValueOutOfList struct {
+	// prometheusService is the Prometheus to query: host:port or an http(s):// URL.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="self.matches('^https?://') ? isURL(self) : self.matches('^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?:[0-9]{1,5}$')",message="must be host:port or an http(s):// URL"
+	PrometheusService string `json:"prometheusService"`
+
+	// promQL returns one counter per (value, pod), e.g. sum(increase(http_requests_total[1m])) by (code, pod).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=8192
+	PromQL string `json:"promQL"`
+
+	// key is the label that holds the value, e.g. code.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key"`
+
+	// podNameKey is the label that holds the pod name, e.g. pod.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	PodNameKey string `json:"podNameKey"`
+
+	// goodValues lists the good values; every other value is bad. Exclusive with badValues.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=253
+	GoodValues []string `json:"goodValues,omitempty"`
+
+	// badValues lists the bad values; every other value is good. Exclusive with goodValues.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=253
+	BadValues []string `json:"badValues,omitempty"`
+
+	// tolerance is the percentage (0..100) of bad events tolerated before a pod is anomalous.
+	// +optional
+	// +kubebuilder:default=50
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	Tolerance *int32 `json:"tolerance,omitempty"`
+
+	// minActivity is the number of events (good plus bad) a pod needs before it is judged.
+	// +optional
+	// +kubebuilder:default=2
+	// +kubebuilder:validation:Minimum=0
+	MinActivity *int32 `json:"minActivity,omitempty"`
+}
+
+// ContinuousValueDeviation flags a pod whose value deviates from the fleet's by more than a tolerance.
+type ContinuousValueDeviation struct {
+	// prometheusService is the Prometheus to query: host:port or an http(s):// URL.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="self.matches('^https?://') ? isURL(self) : self.matches('^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?:[0-9]{1,5}$')",message="must be host:port or an http(s):// URL"
+	PrometheusService string `json:"prometheusService"`
+
+	// promQL returns one value per pod: the pod's value divided by the fleet's (1.0 is the average).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=8192
+	PromQL string `json:"promQL"`
+
+	// podNameKey is the label that holds the pod name, e.g. pod.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	PodNameKey string `json:"podNameKey"`
+
+	// maxDeviationPercent is the largest |1 - value| tolerated, in percent.
+	// +optional
+	// +kubebuilder:default=75
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100000
+	MaxDeviationPercent *int32 `json:"maxDeviationPercent,omitempty"`
+}
+
+// CustomService delegates anomaly detection to an HTTP service.
+type CustomService struct {
+	// url is the service to ask: host:port/path or an http(s):// URL. It receives a GET with the query
+	// parameters namespace, kubervisorservice and breaker, and answers 200 with a v1 PodList (JSON or YAML)
+	// or {"pods": ["name", ...]}, worst first.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="self.matches('^https?://') ? isURL(self) : self.matches('^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?(/.*)?$')",message="must be host:port/path or an http(s):// URL"
+	URL string `json:"url"`
+}
+
+// ActivatorMode says what happens to an ejected pod once its period is over.
+// +kubebuilder:validation:Enum=periodic;retryAndPause;retryAndKill
+type ActivatorMode string
+
+const (
+	// ActivatorModePeriodic brings the pod back after each period, forever.
+	ActivatorModePeriodic ActivatorMode = "periodic"
+	// ActivatorModeRetryAndPause brings the pod back maxRetryCount times, then pauses it (or kills it when
+	// maxPauseCount pods are already paused).
+	ActivatorModeRetryAndPause ActivatorMode = "retryAndPause"
+	// ActivatorModeRetryAndKill brings the pod back maxRetryCount times, then evicts it.
+	ActivatorModeRetryAndKill ActivatorMode = "retryAndKill"
+)
+
+// ActivatorStrategy says when and how ejected pods come back. In a breaker's activator every unset field is
+// taken from the KubervisorService's defaultActivator, and from the built-in defaults after that.
+type ActivatorStrategy struct {
+	// mode is periodic, retryAndPause or retryAndKill. Built-in default: periodic.
+	// +optional
+	Mode ActivatorMode `json:"mode,omitempty"`
+
+	// period is the time out of traffic before a retry: an integer number of seconds or a duration string;
+	// more than zero and at most 24h. Built-in default: 10s. Retry n waits n periods.
+	// +optional
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? (self > 0 && self <= 86400) : (self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') && duration(self) > duration('0s') && duration(self) <= duration('24h'))",message="must be a number of seconds or a duration string such as \"500ms\" or \"15s\", more than zero and at most 24h"
+	Period *intstr.IntOrString `json:"period,omitempty"`
+
+	// maxRetryCount is the number of ejections after which retryAndPause and retryAndKill stop retrying.
+	// Built-in default: 3.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
+	MaxRetryCount *int32 `json:"maxRetryCount,omitempty"`
+
+	// maxPauseCount is, for retryAndPause, the most pods paused at once; beyond it pods are killed instead.
+	// Built-in default: 1.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	MaxPauseCount *int32 `json:"maxPauseCount,omitempty"`
+}
+
+// PodCounts counts the pods a KubervisorService manages.
+type PodCounts struct {
+	// managed is the number of pods labelled with this KubervisorService's name.
+	Managed int32 `json:"managed"`
+	// ready is the number of managed pods whose Ready condition is True.
+	Ready int32 `json:"ready"`
+	// inTraffic is the number of Ready managed pods labelled kubervisor/traffic=yes.
+	InTraffic int32 `json:"inTraffic"`
+	// ejected is the number of managed pods labelled kubervisor/traffic=no.
+	Ejected int32 `json:"ejected"`
+	// paused is the number of managed pods labelled kubervisor/traffic=pause.
+	Paused int32 `json:"paused"`
+	// unknown is the number of managed pods whose kubervisor/traffic label is missing or unknown.
+	Unknown int32 `json:"unknown"`
+}
+
+// BreakerStatus is the outcome of a breaker's last evaluation. Pod name lists are capped at
+// MaxPodNamesInStatus entries.
+type BreakerStatus struct {
+	// name is the breaker's name.
+	// +required
+	Name string `json:"name"`
+
+	// lastEvaluationTime is the time of the evaluation that last changed this entry. Evaluations that change
+	// nothing are not written (no status write in steady state); the metric
+	// kubervisor_breaker_last_evaluation_timestamp_seconds follows every evaluation.
+	// +optional
+	LastEvaluationTime *metav1.Time `json:"lastEvaluationTime,omitempty"`
+
+	// lastResult is OK, NoData, or "Error: " followed by what went wrong.
+	// +optional
+	LastResult string `json:"lastResult,omitempty"`
+
+	// anomalousPods are the managed pods the detector flagged, worst first.
+	// +optional
+	AnomalousPods []string `json:"anomalousPods,omitempty"`
+
+	// ejectedPods are the pods ejected by the last evaluation.
+	// +optional
+	EjectedPods []string `json:"ejectedPods,omitempty"`
+
+	// withheldPods are anomalous pods kept in traffic by the floor.
+	// +optional
+	WithheldPods []string `json:"withheldPods,omitempty"`
+
+	// wouldEjectPods are the pods a dry run (or an inactive Service selector) would have ejected.
+	// +optional
+	WouldEjectPods []string `json:"wouldEjectPods,omitempty"`
+}
+
+// KubervisorServiceStatus is the observed state of a KubervisorService.
+type KubervisorServiceStatus struct {
+	// observedGeneration is the generation of the spec the status was computed from.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions are Ready, ServiceFound, TrafficControlled, EjectionAllowed and Conflict.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +patchStrategy=merge
+	// +patchMergeKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
+
+	// pods counts the managed pods by state.
+	// +optional
+	Pods PodCounts `json:"pods,omitempty"`
+
+	// breakers holds the outcome of each breaker's evaluations.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	Breakers []BreakerStatus `json:"breakers,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=kvs,categories=kubervisor
+// +kubebuilder:printcolumn:name="Service",type=string,JSONPath=`.spec.service`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Managed",type=integer,JSONPath=`.status.pods.managed`
+// +kubebuilder:printcolumn:name="In-Traffic",type=integer,JSONPath=`.status.pods.inTraffic`
+// +kubebuilder:printcolumn:name="Ejected",type=integer,JSONPath=`.status.pods.ejected`
+// +kubebuilder:printcolumn:name="Paused",type=integer,JSONPath=`.status.pods.paused`
+// +kubebuilder:printcolumn:name="Dry-Run",type=boolean,JSONPath=`.spec.dryRun`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// KubervisorService supervises the pods of one Service: breakers eject anomalous pods from its endpoints,
+// never under a floor, and an activator brings them back.
+type KubervisorService struct {
+	metav1.TypeMeta `json:",inline"`
+
+	// metadata is the standard object metadata.
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec says which Service is supervised and how.
+	// +required
+	Spec KubervisorServiceSpec `json:"spec"`
+
+	// status is the observed state.
+	// +optional
+	Status KubervisorServiceStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// KubervisorServiceList contains a list of KubervisorService.
+type KubervisorServiceList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []KubervisorService `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&KubervisorService{}, &KubervisorServiceList{})
+}

@@ -1,0 +1,30 @@
+package activator_test
+
+import (
+	"time"
+
+	"github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/activator"
+)
+
+// now is the fixed instant every test runs at. It has a sub-second part so that precision losses show.
+var now = time.Date(2026, 3, 14, 15, 9, 26, 535897932, time.UTC)
+
+// nowText is now as FormatTime writes it.
+const nowText = "2026-03-14T15:09:26.535897932Z"
+
+// ejected returns the state of a pod out of traffic, ejected by breaker "errors" ago before now.
+func ejected(retryCount int32, ago time.Duration) activator.PodState {
+	return activator.PodState{Traffic: v1alpha1.TrafficNo, Strategy: "errors", BreakAt: now.Add(-ago), RetryCount: retryCount}
+}
+
+// resolved returns a ResolvedActivator.
+func resolved(mode v1alpha1.ActivatorMode, period time.Duration, maxRetry, maxPause int32) v1alpha1.ResolvedActivator {
+	return v1alpha1.ResolvedActivator{Mode: mode, Period: period, MaxRetryCount: maxRetry, MaxPauseCount: maxPause}
+}
+
+const (
+	periodic      = v1alpha1.ActivatorModePeriodic
+	retryAndKill  = v1alpha1.ActivatorModeRetryAndKill
+	retryAndPause = v1alpha1.ActivatorModeRetryAndPause
+)

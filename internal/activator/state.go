@@ -1,0 +1,132 @@
+package activator
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kubervisor/kubervisor/api/v1alpha1"
+)
+
+// ClockSkew is how far in the future a break-at annotation may lie and still be trusted. Break-at is
+// written by whichever replica held the lease, so a little disagreement between clocks is expected; a time
+// further ahead was not written by Kubervisor and would keep the pod out of traffic for as long.
+const ClockSkew = 5 * time.Second
+
+// defaultedSuffix ends the problem reported when the break-at or retry-count annotation is unusable.
+const defaultedSuffix = "; treating the pod as just ejected with retry count 1"
+
+// PodState is what the activator reads from a pod's labels and annotations.
+type PodState struct {
+	// Traffic is the kubervisor/traffic label, "" when missing.
+	Traffic string
+	// Strategy is the kubervisor/strategy label (the breaker that ejected the pod), "" when missing. Pass it
+	// to KubervisorServiceSpec.ActivatorFor, which falls back to defaultActivator for "" or an unknown name.
+	Strategy string
+	// BreakAt is the time of the last ejection (kubervisor/break-at).
+	BreakAt time.Time
+	// RetryCount is the number of ejections so far (kubervisor/retry-count).
+	RetryCount int32
+	// Problems are human-readable descriptions of missing or malformed labels and annotations on a pod out
+	// of traffic, each saying what the activator does instead; one event each. Empty when all is well.
+	Problems []string
+	// Repair holds the annotations to merge-patch onto the pod so that the next ParsePodState reads the
+	// defaulted state back instead of defaulting again (with a later now) on every reconcile. Nil when
+	// nothing needs repairing. PatchFor includes it.
+	Repair map[string]string
+}
+
+// ParsePodState reads a pod's activator state from its labels and annotations. Either map may be nil.
+//
+// For a pod out of traffic (kubervisor/traffic=no) it never fails: when break-at is missing, is not an
+// RFC 3339 time or lies more than ClockSkew after now, or when retry-count is missing, is not an int32 or
+// is less than 1, the pod is treated as just ejected (BreakAt = now) with retry count 1, the problem is
+// described in Problems, and Repair holds both annotations. A missing strategy label is reported too;
+// defaultActivator then applies and nothing is repaired (there is no breaker name to write).
+//
+// For any other pod the annotations are read on a best-effort basis (zero values when missing or
+// malformed) and no problem is reported: the activator does not act on such pods, and a pod back in
+// traffic legitimately keeps the annotations of its last ejection, or has none at all.
+func ParsePodState(labels, annotations map[string]string, now time.Time) PodState {
+	s := PodState{Traffic: labels[v1alpha1.LabelTraffic], Strategy: labels[v1alpha1.LabelStrategy]}
+	breakAt, breakAtIssue := parseBreakAt(annotations, now)
+	count, countIssue := parseRetryCount(annotations)
+	if breakAtIssue == "" {
+		s.BreakAt = breakAt
+	}
+	if countIssue == "" {
+		s.RetryCount = count
+	}
+	if s.Traffic != v1alpha1.TrafficNo {
+		return s
+	}
+	if s.Strategy == "" {
+		s.Problems = append(s.Problems, fmt.Sprintf("label %s is missing; using defaultActivator", v1alpha1.LabelStrategy))
+	}
+	var issues []string
+	for _, issue := range []string{breakAtIssue, countIssue} {
+		if issue != "" {
+			issues = append(issues, issue)
+		}
+	}
+	if len(issues) == 0 {
+		return s
+	}
+	// NOTE: the breaker writes both annotations together (SPEC §5 step 4). When either is unusable the pair
+	// cannot be trusted (a pod set to "no" by hand may keep a retry count from an ejection long ago), so
+	// both are reset to a clean first ejection: the pod comes back after one period instead of being
+	// killed, paused or kept out on the strength of a value nobody can vouch for.
+	s.BreakAt = now.UTC()
+	s.RetryCount = 1
+	s.Problems = append(s.Problems, strings.Join(issues, " and ")+defaultedSuffix)
+	s.Repair = map[string]string{
+		v1alpha1.AnnotationBreakAt:    FormatTime(s.BreakAt),
+		v1alpha1.AnnotationRetryCount: "1",
+	}
+	return s
+}
+
+// FormatTime formats t the way Kubervisor writes times on pods: RFC 3339 in UTC with sub-second
+// precision (time.RFC3339Nano, which drops trailing zeros).
+func FormatTime(t time.Time) string {
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+// parseBreakAt returns the break-at annotation, or a description of what is wrong with it.
+func parseBreakAt(annotations map[string]string, now time.Time) (time.Time, string) {
+	v, ok := annotations[v1alpha1.AnnotationBreakAt]
+	if !ok {
+		return time.Time{}, fmt.Sprintf("annotation %s is missing", v1alpha1.AnnotationBreakAt)
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		// RFC3339Nano already accepts a time without fractional seconds; RFC3339 is tried for completeness.
+		if t, err = time.Parse(time.RFC3339, v); err != nil {
+			return time.Time{}, fmt.Sprintf("annotation %s %q is not an RFC 3339 time", v1alpha1.AnnotationBreakAt, v)
+		}
+	}
+	if ahead := t.Sub(now); ahead > ClockSkew {
+		return time.Time{}, fmt.Sprintf("annotation %s %q is %s in the future", v1alpha1.AnnotationBreakAt, v, ahead)
+	}
+	return t.UTC(), ""
+}
+
+// parseRetryCount returns the retry-count annotation, or a description of what is wrong with it.
+func parseRetryCount(annotations map[string]string) (int32, string) {
+	v, ok := annotations[v1alpha1.AnnotationRetryCount]
+	if !ok {
+		return 0, fmt.Sprintf("annotation %s is missing", v1alpha1.AnnotationRetryCount)
+	}
+	n, err := strconv.ParseInt(v, 10, 32)
+	switch {
+	case errors.Is(err, strconv.ErrRange):
+		return 0, fmt.Sprintf("annotation %s %q is out of range", v1alpha1.AnnotationRetryCount, v)
+	case err != nil:
+		return 0, fmt.Sprintf("annotation %s %q is not a number", v1alpha1.AnnotationRetryCount, v)
+	case n < 1:
+		return 0, fmt.Sprintf("annotation %s %q is less than 1", v1alpha1.AnnotationRetryCount, v)
+	}
+	return int32(n), ""
+}

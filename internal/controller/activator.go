@@ -1,0 +1,153 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/activator"
+	"github.com/kubervisor/kubervisor/internal/metrics"
+)
+
+// maxEvictionRetry bounds the wait before an eviction refused by a PodDisruptionBudget is tried again.
+const maxEvictionRetry = 30 * time.Second
+
+// +kubebuilder:rbac:groups="",resources=pods/eviction,verbs=create
+
+// pauseLocks serialises pause decisions per KubervisorService, so that two pods decided at once by two
+// workers cannot both take the last pause slot (maxPauseCount).
+type pauseLocks struct {
+	mu    sync.Mutex
+	locks map[types.NamespacedName]*sync.Mutex
+}
+
+func (p *pauseLocks) of(key types.NamespacedName) *sync.Mutex {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.locks == nil {
+		p.locks = map[types.NamespacedName]*sync.Mutex{}
+	}
+	l, ok := p.locks[key]
+	if !ok {
+		l = &sync.Mutex{}
+		p.locks[key] = l
+	}
+	return l
+}
+
+// activate runs the activator for one pod (SPEC §6): it waits until the pod is due, then restores, pauses or
+// evicts it. All of its state is on the pod (labels and annotations), so a restarted controller resumes
+// every schedule where it was.
+func (r *PodReconciler) activate(ctx context.Context, pod *corev1.Pod, cs []claim) (ctrl.Result, error) {
+	if pod.Labels[kvv1.LabelTraffic] != kvv1.TrafficNo || !pod.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	var owner *claim
+	for i := range cs {
+		if cs[i].kvs.Name == pod.Labels[kvv1.LabelName] {
+			owner = &cs[i]
+		}
+	}
+	if owner == nil {
+		return ctrl.Result{}, nil
+	}
+	kvs := owner.kvs
+	if kvs.Spec.DryRun || !trafficControlled(owner.svc) {
+		// Dry run and an inactive selector change nothing; a spec or selector change enqueues the pod again.
+		return ctrl.Result{}, nil
+	}
+	log := logf.FromContext(ctx)
+	now := r.Clock.Now()
+	state := activator.ParsePodState(pod.Labels, pod.Annotations, now)
+	for _, p := range state.Problems {
+		recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeWarning, "MalformedPodState", "Activate", "Pod "+pod.Name+": "+p)
+	}
+	act, err := kvs.Spec.ActivatorFor(state.Strategy)
+	if err != nil {
+		recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeWarning, "InvalidActivator", "Activate",
+			fmt.Sprintf("Activator for breaker %q: %v; using the built-in period %s", state.Strategy, err, kvv1.DefaultActivatorPeriod))
+	}
+
+	var paused int32
+	decide := func() activator.Decision { return activator.Next(state, act, paused, now) }
+	d := decide()
+	if d.Action == activator.ActionPause {
+		// Pausing uses a slot of maxPauseCount: count from a live read under a per-KubervisorService lock.
+		lock := r.pauses.of(client.ObjectKeyFromObject(kvs))
+		lock.Lock()
+		defer lock.Unlock()
+		if paused, err = r.countPaused(ctx, kvs); err != nil {
+			return ctrl.Result{}, err
+		}
+		d = decide()
+	}
+
+	patch := activator.PatchFor(state, d, now)
+	if !patch.IsEmpty() {
+		if err := patchPod(ctx, r.Client, pod, func(p *corev1.Pod) { patch.ApplyTo(p) }); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	switch d.Action {
+	case activator.ActionWait:
+		log.V(1).Info("Pod out of traffic until due", "pod", pod.Name, "after", d.After, "reason", d.Reason)
+		return ctrl.Result{RequeueAfter: d.After}, nil
+	case activator.ActionRestore:
+		metrics.Activations.WithLabelValues(kvs.Namespace, kvs.Name, string(act.Mode), "restore").Inc()
+		recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeNormal, "Restored", "Restore",
+			fmt.Sprintf("Pod %s back in traffic: %s", pod.Name, d.Reason))
+	case activator.ActionPause:
+		metrics.Activations.WithLabelValues(kvs.Namespace, kvs.Name, string(act.Mode), "pause").Inc()
+		recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeNormal, "Paused", "Pause",
+			fmt.Sprintf("Pod %s paused out of traffic for investigation: %s", pod.Name, d.Reason))
+	case activator.ActionKill:
+		return r.evict(ctx, kvs, pod, act, d)
+	}
+	return ctrl.Result{}, nil
+}
+
+// evict deletes the pod through the Eviction API so that PodDisruptionBudgets are honoured. A refused
+// eviction is reported and retried later, never forced.
+func (r *PodReconciler) evict(ctx context.Context, kvs *kvv1.KubervisorService, pod *corev1.Pod,
+	act kvv1.ResolvedActivator, d activator.Decision) (ctrl.Result, error) {
+	eviction := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace}}
+	err := r.SubResource("eviction").Create(ctx, pod, eviction)
+	switch {
+	case err == nil:
+		metrics.Activations.WithLabelValues(kvs.Namespace, kvs.Name, string(act.Mode), "kill").Inc()
+		recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeNormal, "Killed", "Kill",
+			fmt.Sprintf("Pod %s evicted: %s", pod.Name, d.Reason))
+		return ctrl.Result{}, nil
+	case apierrors.IsNotFound(err):
+		return ctrl.Result{}, nil
+	case apierrors.IsTooManyRequests(err):
+		retry := min(act.Period, maxEvictionRetry)
+		metrics.EvictionsRefused.WithLabelValues(kvs.Namespace, kvs.Name).Inc()
+		recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeWarning, "EvictionRefused", "Kill",
+			fmt.Sprintf("Eviction of pod %s refused (%v); it stays out of traffic and is retried in %s", pod.Name, err, retry))
+		return ctrl.Result{RequeueAfter: retry}, nil
+	default:
+		return ctrl.Result{}, fmt.Errorf("evicting pod %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+}
+
+// countPaused counts, from the API server, the pods of the KubervisorService that are paused.
+func (r *PodReconciler) countPaused(ctx context.Context, kvs *kvv1.KubervisorService) (int32, error) {
+	var list corev1.PodList
+	if err := r.APIReader.List(ctx, &list, client.InNamespace(kvs.Namespace),
+		client.MatchingLabels{kvv1.LabelName: kvs.Name, kvv1.LabelTraffic: kvv1.TrafficPause}); err != nil {
+		return 0, fmt.Errorf("counting paused pods of KubervisorService %s/%s: %w", kvs.Namespace, kvs.Name, err)
+	}
+	return int32(len(list.Items)), nil
+}

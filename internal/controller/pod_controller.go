@@ -1,0 +1,100 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+)
+
+// PodReconciler adopts new pods of supervised Services and runs the activator for ejected pods.
+type PodReconciler struct {
+	client.Client
+	// APIReader counts paused pods live before a pause (maxPauseCount must hold against a stale cache).
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	Clock     clock.Clock
+
+	pauses pauseLocks
+}
+
+// Reconcile handles one pod.
+//
+//  1. Sync its ownership with the namespace's claims (adopt, keep, or release).
+//  2. If it is ejected, run the activator: wait, restore, pause or evict.
+func (r *PodReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	pod := &corev1.Pod{}
+	if err := r.Get(ctx, req.NamespacedName, pod); err != nil {
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("getting pod %s: %w", req, err)
+	}
+	cs, err := claims(ctx, r, req.Namespace)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := syncPodOwnership(ctx, r, pod, cs); err != nil {
+		return ctrl.Result{}, err
+	}
+	return r.activate(ctx, pod, cs)
+}
+
+// SetupWithManager watches pods, passing only creations and the updates podChanged lets through. A
+// KubervisorService spec change (dry run, activator) and a Service selector change (activation) enqueue the
+// ejected pods they concern, since those decide whether and when the activator acts.
+func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("pod").
+		For(&corev1.Pod{}, builder.WithPredicates(podChanged(), predicate.Funcs{
+			DeleteFunc: func(event.DeleteEvent) bool { return false },
+		})).
+		Watches(&kvv1.KubervisorService{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return r.ejectedPods(ctx, o.GetNamespace(), o.GetName())
+		}), builder.WithPredicates(kvsLifecycleChanged())).
+		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			var named kvv1.KubervisorServiceList
+			if err := r.List(ctx, &named, client.InNamespace(o.GetNamespace()), client.MatchingFields{IndexServiceName: o.GetName()}); err != nil {
+				logf.FromContext(ctx).Error(err, "Listing KubervisorServices for Service", "service", klog.KObj(o))
+				return nil
+			}
+			var out []reconcile.Request
+			for _, k := range named.Items {
+				out = append(out, r.ejectedPods(ctx, k.Namespace, k.Name)...)
+			}
+			return out
+		}), builder.WithPredicates(serviceChanged())).
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
+		Complete(r)
+}
+
+// ejectedPods lists, from the cache, the pods of a KubervisorService that are out of traffic.
+func (r *PodReconciler) ejectedPods(ctx context.Context, namespace, name string) []reconcile.Request {
+	var list corev1.PodList
+	if err := r.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{IndexOwner: name}); err != nil {
+		logf.FromContext(ctx).Error(err, "Listing pods of KubervisorService", "kubervisorService", klog.KRef(namespace, name))
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range list.Items {
+		if list.Items[i].Labels[kvv1.LabelTraffic] == kvv1.TrafficNo {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+		}
+	}
+	return out
+}

@@ -1,0 +1,129 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+)
+
+// Field index keys, registered once by SetupIndexes for cmd/main.go and the tests alike.
+const (
+	// IndexServiceName indexes KubervisorServices by spec.service.
+	IndexServiceName = "spec.service"
+	// IndexOwner indexes pods by the value of their kubervisor/name label.
+	IndexOwner = "metadata.labels.kubervisor/name"
+)
+
+// fieldManager names Kubervisor in managedFields and events.
+const fieldManager = "kubervisor"
+
+// Options configure the reconcilers. The zero value is usable: real clock, default HTTP client.
+type Options struct {
+	// Clock drives every time-based decision; tests inject a fake one.
+	Clock clock.WithTicker
+	// HTTPClient is shared by every detector (Prometheus and custom services).
+	HTTPClient *http.Client
+	// MaxConcurrentReconciles per controller.
+	MaxConcurrentReconciles int
+}
+
+func (o *Options) defaults() {
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	}
+	if o.MaxConcurrentReconciles == 0 {
+		o.MaxConcurrentReconciles = 4
+	}
+}
+
+// SetupIndexes registers the field indexes the reconcilers' map functions rely on.
+func SetupIndexes(ctx context.Context, indexer client.FieldIndexer) error {
+	if err := indexer.IndexField(ctx, &kvv1.KubervisorService{}, IndexServiceName, func(o client.Object) []string {
+		return []string{o.(*kvv1.KubervisorService).Spec.Service}
+	}); err != nil {
+		return fmt.Errorf("indexing KubervisorServices by service: %w", err)
+	}
+	if err := indexer.IndexField(ctx, &corev1.Pod{}, IndexOwner, func(o client.Object) []string {
+		if name, ok := o.GetLabels()[kvv1.LabelName]; ok {
+			return []string{name}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("indexing pods by %s: %w", kvv1.LabelName, err)
+	}
+	return nil
+}
+
+// SetupWithManager registers the indexes and the three reconcilers on mgr.
+func SetupWithManager(ctx context.Context, mgr manager.Manager, opts Options) error {
+	opts.defaults()
+	if err := SetupIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
+		return err
+	}
+	rec := mgr.GetEventRecorder(fieldManager)
+	kvs := &KubervisorServiceReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  rec,
+		Clock:     opts.Clock,
+		HTTP:      opts.HTTPClient,
+		schedule:  newSchedule(),
+	}
+	if err := kvs.SetupWithManager(mgr, opts.MaxConcurrentReconciles); err != nil {
+		return fmt.Errorf("setting up the KubervisorService controller: %w", err)
+	}
+	svc := &ServiceReconciler{Client: mgr.GetClient()}
+	if err := svc.SetupWithManager(mgr, opts.MaxConcurrentReconciles); err != nil {
+		return fmt.Errorf("setting up the Service controller: %w", err)
+	}
+	pod := &PodReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Clock: opts.Clock}
+	if err := pod.SetupWithManager(mgr, opts.MaxConcurrentReconciles); err != nil {
+		return fmt.Errorf("setting up the Pod controller: %w", err)
+	}
+	return nil
+}
+
+// CacheOptions trims the cache to what the reconcilers read (SPEC §9): pods keep their metadata, phase and
+// Ready condition only; managedFields are dropped everywhere. A non-empty namespace restricts the cache
+// (namespaced install). Both cmd/main.go and the tests use it so that tests run what production runs.
+func CacheOptions(namespace string) cache.Options {
+	o := cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject:         map[client.Object]cache.ByObject{&corev1.Pod{}: {Transform: TrimPod}},
+	}
+	if namespace != "" {
+		o.DefaultNamespaces = map[string]cache.Config{namespace: {}}
+	}
+	return o
+}
+
+// TrimPod keeps what the reconcilers read of a pod: metadata (without managedFields), phase and the Ready
+// condition. NOTE: pods are only ever patched from these trimmed copies with a merge patch computed against
+// a trimmed original, so the dropped fields are never part of a write.
+func TrimPod(obj any) (any, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	trimmed := &corev1.Pod{TypeMeta: pod.TypeMeta, ObjectMeta: pod.ObjectMeta}
+	trimmed.ManagedFields = nil
+	trimmed.Spec.NodeName = pod.Spec.NodeName
+	trimmed.Status.Phase = pod.Status.Phase
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			trimmed.Status.Conditions = []corev1.PodCondition{c}
+		}
+	}
+	return trimmed, nil
+}

@@ -1,0 +1,188 @@
+// Package detector asks a breaker's anomaly detector which pods misbehave (SPEC §2.1, §5 step 1–2).
+//
+// It is pure with respect to Kubernetes: it never talks to the API server. The caller passes the names
+// of the pods it manages; the detector queries Prometheus or a custom HTTP service, keeps only what is
+// said about those pods, and returns them ranked worst first. Deciding how many of them may leave traffic
+// (the floor) is the caller's business.
+//
+// Bad input (SPEC §8) — a query that returns the wrong shape, a series without the pod label, a custom
+// service that answers garbage — is an error, never a partial answer: the caller must not touch any pod
+// because of it.
+package detector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/kubervisor/kubervisor/api/v1alpha1"
+)
+
+// Request is what the breaker knows when it asks its detector.
+type Request struct {
+	// Namespace and KubervisorService name the KubervisorService the breaker belongs to; the custom service
+	// receives them as query parameters.
+	Namespace         string
+	KubervisorService string
+	// Breaker is the breaker's name.
+	Breaker string
+	// Pods holds the names of the managed pods. The detector's answers about any other pod are ignored:
+	// a PromQL query or a custom service usually sees more pods than one Service selects.
+	Pods map[string]struct{}
+}
+
+// Anomaly is one managed pod the detector flagged.
+type Anomaly struct {
+	// Pod is the pod's name.
+	Pod string
+	// Score orders anomalies: larger is worse. It is the bad ratio (discrete), the deviation |1 − value|
+	// (continuous, +Inf for an infinite value) or a decreasing rank (custom service). Scores of different
+	// detectors are not comparable.
+	Score float64
+	// Reason says in words why the pod was flagged, for events and logs.
+	Reason string
+}
+
+// Result is the detector's answer about the managed pods.
+type Result struct {
+	// Anomalies are the flagged managed pods, worst first, each pod once; nil when there is none.
+	Anomalies []Anomaly
+	// NoData is true when the answer held no usable sample about any managed pod. It is never a reason
+	// to eject: an empty answer usually means a wrong query or a scrape gap, not a healthy fleet.
+	NoData bool
+	// Ignored counts the samples (Prometheus) or names (custom service) about pods that are not managed.
+	// They are reported so that a query selecting the wrong pods can be noticed, and never acted on.
+	Ignored int
+	// Warnings are the non-fatal warnings Prometheus attached to its answer (e.g. a partial response).
+	Warnings []string
+}
+
+// Detector answers, for one breaker, which managed pods are anomalous. A Detector is safe for concurrent
+// use and may be reused across evaluations.
+type Detector interface {
+	// Detect asks once. ctx bounds the whole call (the caller derives it from the evaluation period); an
+	// error means nothing may be ejected on this evaluation.
+	Detect(ctx context.Context, req Request) (Result, error)
+}
+
+// Options are the knobs shared by every detector of a controller.
+type Options struct {
+	// HTTPClient sends every request, so that all breakers share one transport and its connection pool.
+	// nil uses a default client.
+	HTTPClient *http.Client
+	// Timeout bounds one query, on top of the ctx deadline. It is also sent to Prometheus as the query's
+	// evaluation timeout so that a heavy query is abandoned server-side too. Zero uses the breaker's
+	// evaluation period: a query must never outlive the period it serves (SPEC §5 step 1).
+	Timeout time.Duration
+	// Now gives the evaluation time of Prometheus instant queries. nil uses time.Now; tests inject a fixed
+	// clock to check the timestamp sent.
+	Now func() time.Time
+}
+
+// maxBodyBytes caps what a custom service may answer: 16 MiB is a PodList of tens of thousands of pods,
+// and a cap keeps a misbehaving service from exhausting the controller's memory.
+const maxBodyBytes = 16 << 20
+
+// defaultHTTPClient is used when Options.HTTPClient is nil; it shares the process-wide default transport.
+var defaultHTTPClient = &http.Client{Transport: http.DefaultTransport}
+
+// New builds the detector of one breaker from its spec. It returns an error for a configuration that
+// cannot work (no or several detectors, both or neither of goodValues/badValues, an unparsable address, an
+// out-of-range threshold), so that the caller can report it instead of failing at every evaluation.
+// The API server refuses most of these at admission; New guards against objects written before the
+// validation existed.
+func New(b *v1alpha1.BreakerStrategy, opts Options) (Detector, error) {
+	if b == nil {
+		return nil, errors.New("building detector: nil breaker")
+	}
+	n := 0
+	for _, set := range []bool{b.DiscreteValueOutOfList != nil, b.ContinuousValueDeviation != nil, b.CustomService != nil} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return nil, fmt.Errorf("breaker %q: exactly one detector must be set (discreteValueOutOfList, continuousValueDeviation or customService), found %d", b.Name, n)
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = defaultHTTPClient
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Timeout < 0 {
+		return nil, fmt.Errorf("breaker %q: negative detector timeout %s", b.Name, opts.Timeout)
+	}
+	if opts.Timeout == 0 {
+		period, err := b.EvaluationPeriodOf()
+		if err != nil {
+			return nil, fmt.Errorf("breaker %q: evaluationPeriod: %w", b.Name, err)
+		}
+		opts.Timeout = period
+	}
+
+	switch {
+	case b.DiscreteValueOutOfList != nil:
+		d := b.DiscreteValueOutOfList
+		a, err := newDiscreteAnalyzer(d)
+		if err != nil {
+			return nil, fmt.Errorf("breaker %q: discreteValueOutOfList: %w", b.Name, err)
+		}
+		return newPrometheusDetector(b.Name, "discreteValueOutOfList", d.PrometheusService, d.PromQL, a, opts)
+	case b.ContinuousValueDeviation != nil:
+		c := b.ContinuousValueDeviation
+		a, err := newContinuousAnalyzer(c)
+		if err != nil {
+			return nil, fmt.Errorf("breaker %q: continuousValueDeviation: %w", b.Name, err)
+		}
+		return newPrometheusDetector(b.Name, "continuousValueDeviation", c.PrometheusService, c.PromQL, a, opts)
+	default:
+		return newCustomDetector(b.Name, b.CustomService, opts)
+	}
+}
+
+// parseAddress reads an address that is either scheme-less (host:port, optionally followed by a path:
+// plain http, as the 2018 version accepted) or an http(s):// URL.
+func parseAddress(raw string) (*url.URL, error) {
+	s := strings.TrimSpace(raw)
+	if s == "" {
+		return nil, errors.New("empty address")
+	}
+	if !strings.Contains(s, "://") {
+		s = "http://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("address %q: %w", raw, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("address %q: scheme %q is not http or https", raw, u.Scheme)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("address %q: no host", raw)
+	}
+	return u, nil
+}
+
+// timeoutError makes a context error say which limit was hit: "context deadline exceeded" alone does not
+// tell a user whether Prometheus was slow or the controller gave up early.
+func timeoutError(ctx context.Context, limit time.Duration, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("no answer within the timeout (%s, or the evaluation deadline if sooner): %w", limit, err)
+	}
+	return err
+}
+
+// snippet quotes the start of a body for an error message: enough to recognise an HTML error page or a
+// wrong document, never megabytes.
+func snippet(b []byte) string {
+	const max = 200
+	if len(b) > max {
+		return fmt.Sprintf("%q…", b[:max])
+	}
+	return fmt.Sprintf("%q", b)
+}

@@ -1,0 +1,88 @@
+// Package metrics declares Kubervisor's Prometheus metrics on controller-runtime's registry, served on the
+// manager's /metrics. Every metric is labelled by namespace and KubervisorService, never by pod (SPEC §7).
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+const (
+	labelNamespace = "namespace"
+	labelKVS       = "kubervisorservice"
+)
+
+var (
+	// Ejections counts pods a breaker took (enforced="true") or would have taken (enforced="false", dry run
+	// or inactive selector) out of traffic.
+	Ejections = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kubervisor_ejections_total",
+		Help: "Pods ejected from traffic by a breaker; enforced=false counts dry-run (would-eject) decisions.",
+	}, []string{labelNamespace, labelKVS, "breaker", "enforced"})
+
+	// Withheld counts anomalous pods kept in traffic because of the floor.
+	Withheld = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kubervisor_withheld_ejections_total",
+		Help: "Anomalous pods kept in traffic because ejecting them would break the floor.",
+	}, []string{labelNamespace, labelKVS, "breaker"})
+
+	// EvaluationDuration observes one breaker pass of a KubervisorService (queries, plan and pod patches).
+	EvaluationDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "kubervisor_evaluation_duration_seconds",
+		Help:    "Duration of one breaker pass of a KubervisorService: detector queries, plan and pod patches.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{labelNamespace, labelKVS})
+
+	// QueryDuration observes one detector query.
+	QueryDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "kubervisor_detector_query_duration_seconds",
+		Help:    "Duration of one anomaly detector query (Prometheus or custom service).",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{labelNamespace, labelKVS, "breaker"})
+
+	// DetectorErrors counts failed detector queries (unreachable, timeout, bad answer).
+	DetectorErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kubervisor_detector_errors_total",
+		Help: "Detector queries that failed: unreachable, timed out, or answered something unusable.",
+	}, []string{labelNamespace, labelKVS, "breaker"})
+
+	// LastEvaluation is the time of each breaker's last evaluation, written or not to status.
+	LastEvaluation = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kubervisor_breaker_last_evaluation_timestamp_seconds",
+		Help: "Unix time of the last evaluation of a breaker.",
+	}, []string{labelNamespace, labelKVS, "breaker"})
+
+	// Pods counts the managed pods per state: ready, in_traffic, ejected, paused, unknown, managed.
+	Pods = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kubervisor_pods",
+		Help: "Managed pods of a KubervisorService per state (managed, ready, in_traffic, ejected, paused, unknown).",
+	}, []string{labelNamespace, labelKVS, "state"})
+
+	// Activations counts the activator's actions: restore, pause, kill.
+	Activations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kubervisor_activator_actions_total",
+		Help: "Activator actions on ejected pods (action=restore, pause or kill) per activator mode.",
+	}, []string{labelNamespace, labelKVS, "mode", "action"})
+
+	// EvictionsRefused counts evictions refused by the API server (PodDisruptionBudget), retried later.
+	EvictionsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kubervisor_evictions_refused_total",
+		Help: "Evictions of pods the activator wanted to kill that the API server refused (e.g. a PodDisruptionBudget).",
+	}, []string{labelNamespace, labelKVS})
+)
+
+func init() {
+	ctrlmetrics.Registry.MustRegister(Ejections, Withheld, EvaluationDuration, QueryDuration, DetectorErrors,
+		LastEvaluation, Pods, Activations, EvictionsRefused)
+}
+
+// Forget drops every series of a KubervisorService that is gone.
+func Forget(namespace, name string) {
+	match := prometheus.Labels{labelNamespace: namespace, labelKVS: name}
+	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
+		Ejections, Withheld, EvaluationDuration, QueryDuration, DetectorErrors, LastEvaluation, Pods, Activations,
+		EvictionsRefused,
+	} {
+		v.DeletePartialMatch(match)
+	}
+}

@@ -28,6 +28,9 @@ type claim struct {
 // selector minus kubervisor/traffic. A Service without a selector selects nothing (its endpoints are managed
 // by hand), so ok is false.
 func managedSelector(svc *corev1.Service) (sel labels.Selector, ok bool) {
+	if svc == nil {
+		return labels.Nothing(), false
+	}
 	set := labels.Set{}
 	for k, v := range svc.Spec.Selector {
 		if k != kvv1.LabelTraffic {

@@ -221,7 +221,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	}
 	c.logf("starting etcd and kube-apiserver from %s", opts.AssetsDir)
 	if c.cfg, err = c.env.Start(); err != nil {
-		return c, fmt.Errorf("starting the control plane (log: %s): %w", c.LogPath("control-plane"), err)
+		return c, fmt.Errorf("starting the control plane: %w; end of its log:\n%s", err, logTail(c.LogPath("control-plane"), 3000))
 	}
 	c.cfg.QPS, c.cfg.Burst = 1000, 2000
 	if c.clientset, err = kubernetes.NewForConfig(c.cfg); err != nil {
@@ -303,7 +303,7 @@ func (c *Cluster) startControllerManager(ctx context.Context) error {
 		"--kube-api-burst=1000",
 		"--concurrent-replicaset-syncs=10",
 		"--concurrent-service-endpoint-syncs=10",
-		"--concurrent-endpointslice-syncs=10",
+		"--concurrent-endpoint-syncs=10",
 	}
 	args = append(args, c.opts.ControllerManagerArgs...)
 	c.logf("starting kube-controller-manager (%s)", strings.Join(c.opts.Controllers, ","))
@@ -311,7 +311,7 @@ func (c *Cluster) startControllerManager(ctx context.Context) error {
 		return err
 	}
 	if err := c.waitForEndpointSlice(ctx, 60*time.Second); err != nil {
-		return fmt.Errorf("kube-controller-manager is not working (log: %s): %w", c.kcm.LogPath(), err)
+		return fmt.Errorf("kube-controller-manager is not working: %w; end of its log:\n%s", err, logTail(c.kcm.LogPath(), 3000))
 	}
 	return nil
 }
@@ -479,4 +479,19 @@ func RepoRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// logTail returns the last n bytes of a log file, for errors that the removal of the work directory
+// would otherwise leave unexplained.
+func logTail(path string, n int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > n {
+		_, _ = f.Seek(-n, io.SeekEnd)
+	}
+	data, _ := io.ReadAll(f)
+	return string(data)
 }

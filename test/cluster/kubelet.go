@@ -65,7 +65,7 @@ type Kubelet struct {
 	ipBase, ipSize uint32
 
 	mu        sync.Mutex
-	readiness map[string]bool   // namespace/name -> forced readiness
+	readiness map[string]bool // namespace/name -> forced readiness
 	ips       map[types.UID]string
 	usedIPs   map[string]types.UID
 	nextIP    uint32

@@ -154,7 +154,7 @@ func (p *Prometheus) Start(ctx context.Context) error {
 	p.proc = proc
 	if err := p.waitUp(ctx, p.jobs); err != nil {
 		_ = proc.Stop(p.opts.StopGracePeriod)
-		return fmt.Errorf("starting Prometheus (log: %s): %w", p.LogPath(), err)
+		return fmt.Errorf("starting Prometheus: %w; end of its log:\n%s", err, logTail(p.LogPath(), 3000))
 	}
 	return nil
 }

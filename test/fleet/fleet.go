@@ -103,14 +103,15 @@ type Fleet struct {
 	price    *prometheus.GaugeVec
 	duration *prometheus.HistogramVec
 
-	pods      corelisters.PodLister
-	slices    discoverylisters.EndpointSliceLister
-	listener  net.Listener
-	server    *http.Server
-	kubelet   *cluster.Kubelet
+	pods       corelisters.PodLister
+	slices     discoverylisters.EndpointSliceLister
+	listener   net.Listener
+	server     *http.Server
+	kubelet    *cluster.Kubelet
 	ownKubelet bool
-	cancel    context.CancelFunc
-	done      sync.WaitGroup
+	factories  []informers.SharedInformerFactory
+	cancel     context.CancelFunc
+	done       sync.WaitGroup
 
 	mu    sync.Mutex
 	state map[string]*podState
@@ -188,12 +189,7 @@ func Start(ctx context.Context, cs kubernetes.Interface, opts Options) (*Fleet, 
 	f.pods = podFactory.Core().V1().Pods().Lister()
 	podFactory.Core().V1().Pods().Informer()
 	podFactory.Start(bg.Done())
-	defer func() {
-		if !ok {
-			podFactory.Shutdown()
-		}
-	}()
-	factories := []informers.SharedInformerFactory{podFactory}
+	f.factories = []informers.SharedInformerFactory{podFactory}
 	if opts.Service != "" {
 		sliceFactory := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(opts.Namespace),
 			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
@@ -202,9 +198,9 @@ func Start(ctx context.Context, cs kubernetes.Interface, opts Options) (*Fleet, 
 		f.slices = sliceFactory.Discovery().V1().EndpointSlices().Lister()
 		sliceFactory.Discovery().V1().EndpointSlices().Informer()
 		sliceFactory.Start(bg.Done())
-		factories = append(factories, sliceFactory)
+		f.factories = append(f.factories, sliceFactory)
 	}
-	for _, fac := range factories {
+	for _, fac := range f.factories {
 		for typ, synced := range fac.WaitForCacheSync(ctx.Done()) {
 			if !synced {
 				return nil, fmt.Errorf("fleet: syncing the cache of %v", typ)
@@ -236,10 +232,6 @@ func Start(ctx context.Context, cs kubernetes.Interface, opts Options) (*Fleet, 
 		for {
 			select {
 			case <-bg.Done():
-				podFactory.Shutdown()
-				for _, fac := range factories[1:] {
-					fac.Shutdown()
-				}
 				return
 			case now := <-t.C:
 				f.tick(now)
@@ -265,6 +257,9 @@ func (f *Fleet) Stop() {
 		f.cancel()
 	}
 	f.done.Wait()
+	for _, fac := range f.factories {
+		fac.Shutdown()
+	}
 }
 
 // Addr is the host:port Prometheus scrapes (/metrics) and users control the fleet on.

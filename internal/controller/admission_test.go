@@ -1,0 +1,217 @@
+package controller_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+)
+
+// validSpec is a KubervisorService spec the API server accepts; each admission case breaks one thing.
+const validSpec = `
+service: pricer
+breakers:
+- name: errors
+  evaluationPeriod: 5
+  minPodsAvailableCount: 1
+  minPodsAvailableRatio: 50
+  discreteValueOutOfList:
+    prometheusService: prometheus:9090
+    promQL: sum(increase(http_requests_total[1m])) by (code, pod)
+    key: code
+    podNameKey: pod
+    goodValues: ["200"]
+defaultActivator:
+  mode: periodic
+  period: 10s
+`
+
+func kvsObject(ns, name string, mutate func(spec map[string]any)) *unstructured.Unstructured {
+	spec := map[string]any{}
+	Expect(yaml.Unmarshal([]byte(validSpec), &spec)).To(Succeed())
+	if mutate != nil {
+		mutate(spec)
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{"spec": spec}}
+	u.SetAPIVersion(kvv1.GroupVersion.String())
+	u.SetKind("KubervisorService")
+	u.SetNamespace(ns)
+	u.SetName(name)
+	return u
+}
+
+func breaker0(spec map[string]any) map[string]any {
+	return spec["breakers"].([]any)[0].(map[string]any)
+}
+
+func discrete0(spec map[string]any) map[string]any {
+	return breaker0(spec)["discreteValueOutOfList"].(map[string]any)
+}
+
+func continuousBreaker(name string) map[string]any {
+	return map[string]any{"name": name, "continuousValueDeviation": map[string]any{
+		"prometheusService": "http://prometheus:9090", "promQL": "x", "podNameKey": "pod"}}
+}
+
+var _ = Describe("Admission", func() {
+	var ns string
+	ctx := context.Background()
+	BeforeEach(func() { ns = newNamespace() })
+
+	type invalid struct {
+		mutate func(spec map[string]any)
+		// field and message must both appear in the API server's refusal.
+		field, message string
+	}
+	DescribeTable("refuses invalid KubervisorServices with a message naming the field",
+		func(c invalid) {
+			err := k8sClient.Create(ctx, kvsObject(ns, "bad", c.mutate))
+			Expect(err).To(HaveOccurred())
+			Expect(err.Error()).To(And(ContainSubstring(c.field), ContainSubstring(c.message)))
+		},
+		Entry("no service", invalid{func(s map[string]any) { delete(s, "service") }, "spec.service", "Required value"}),
+		Entry("service not a DNS label", invalid{func(s map[string]any) { s["service"] = "Pricer_1" }, "spec.service", "should match"}),
+		Entry("no breakers", invalid{func(s map[string]any) { delete(s, "breakers") }, "spec.breakers", "Required value"}),
+		Entry("empty breakers", invalid{func(s map[string]any) { s["breakers"] = []any{} }, "spec.breakers", "at least 1"}),
+		Entry("17 breakers", invalid{func(s map[string]any) {
+			var bs []any
+			for i := range 17 {
+				bs = append(bs, continuousBreaker(fmt.Sprintf("b%d", i)))
+			}
+			s["breakers"] = bs
+		}, "spec.breakers", "at most 16"}),
+		Entry("duplicate breaker names", invalid{func(s map[string]any) {
+			s["breakers"] = append(s["breakers"].([]any), continuousBreaker("errors"))
+		}, "spec.breakers[1]", "Duplicate value"}),
+		Entry("breaker name not a DNS label", invalid{func(s map[string]any) { breaker0(s)["name"] = "Bad_Name" }, "spec.breakers[0].name", "should match"}),
+		Entry("no detector", invalid{func(s map[string]any) { delete(breaker0(s), "discreteValueOutOfList") }, "spec.breakers[0]", "exactly one detector"}),
+		Entry("two detectors", invalid{func(s map[string]any) {
+			breaker0(s)["customService"] = map[string]any{"url": "http://detector:8080/x"}
+		}, "spec.breakers[0]", "exactly one detector"}),
+		Entry("three detectors", invalid{func(s map[string]any) {
+			breaker0(s)["customService"] = map[string]any{"url": "http://detector:8080/x"}
+			breaker0(s)["continuousValueDeviation"] = continuousBreaker("x")["continuousValueDeviation"]
+		}, "spec.breakers[0]", "exactly one detector"}),
+		Entry("goodValues and badValues", invalid{func(s map[string]any) { discrete0(s)["badValues"] = []any{"500"} },
+			"spec.breakers[0].discreteValueOutOfList", "exactly one of goodValues or badValues"}),
+		Entry("neither goodValues nor badValues", invalid{func(s map[string]any) { delete(discrete0(s), "goodValues") },
+			"spec.breakers[0].discreteValueOutOfList", "exactly one of goodValues or badValues"}),
+		Entry("empty goodValues", invalid{func(s map[string]any) { discrete0(s)["goodValues"] = []any{} },
+			"spec.breakers[0].discreteValueOutOfList.goodValues", "at least 1"}),
+		Entry("ratio 120", invalid{func(s map[string]any) { breaker0(s)["minPodsAvailableRatio"] = 120 },
+			"spec.breakers[0].minPodsAvailableRatio", "less than or equal to 100"}),
+		Entry("ratio -1", invalid{func(s map[string]any) { breaker0(s)["minPodsAvailableRatio"] = -1 },
+			"spec.breakers[0].minPodsAvailableRatio", "greater than or equal to 0"}),
+		Entry("count -1", invalid{func(s map[string]any) { breaker0(s)["minPodsAvailableCount"] = -1 },
+			"spec.breakers[0].minPodsAvailableCount", "greater than or equal to 0"}),
+		Entry("period 0", invalid{func(s map[string]any) { breaker0(s)["evaluationPeriod"] = 0 },
+			"spec.breakers[0].evaluationPeriod", "more than zero"}),
+		Entry("period 0s", invalid{func(s map[string]any) { breaker0(s)["evaluationPeriod"] = "0s" },
+			"spec.breakers[0].evaluationPeriod", "more than zero"}),
+		Entry("period not a duration", invalid{func(s map[string]any) { breaker0(s)["evaluationPeriod"] = "soon" },
+			"spec.breakers[0].evaluationPeriod", "duration string"}),
+		Entry("period 25h", invalid{func(s map[string]any) { breaker0(s)["evaluationPeriod"] = "25h" },
+			"spec.breakers[0].evaluationPeriod", "at most 24h"}),
+		Entry("period 100000 seconds", invalid{func(s map[string]any) { breaker0(s)["evaluationPeriod"] = 100000 },
+			"spec.breakers[0].evaluationPeriod", "at most 24h"}),
+		Entry("activator period negative", invalid{func(s map[string]any) {
+			s["defaultActivator"].(map[string]any)["period"] = "-5s"
+		}, "spec.defaultActivator.period", "more than zero"}),
+		Entry("breaker activator period 0", invalid{func(s map[string]any) {
+			breaker0(s)["activator"] = map[string]any{"period": 0}
+		}, "spec.breakers[0].activator.period", "more than zero"}),
+		Entry("bad activator mode", invalid{func(s map[string]any) { s["defaultActivator"].(map[string]any)["mode"] = "sometimes" },
+			"spec.defaultActivator.mode", "Unsupported value"}),
+		Entry("negative maxRetryCount", invalid{func(s map[string]any) { s["defaultActivator"].(map[string]any)["maxRetryCount"] = -1 },
+			"spec.defaultActivator.maxRetryCount", "greater than or equal to 0"}),
+		Entry("negative maxPauseCount", invalid{func(s map[string]any) { s["defaultActivator"].(map[string]any)["maxPauseCount"] = -2 },
+			"spec.defaultActivator.maxPauseCount", "greater than or equal to 0"}),
+		Entry("tolerance 101", invalid{func(s map[string]any) { discrete0(s)["tolerance"] = 101 },
+			"spec.breakers[0].discreteValueOutOfList.tolerance", "less than or equal to 100"}),
+		Entry("negative minActivity", invalid{func(s map[string]any) { discrete0(s)["minActivity"] = -3 },
+			"spec.breakers[0].discreteValueOutOfList.minActivity", "greater than or equal to 0"}),
+		Entry("prometheusService not an address", invalid{func(s map[string]any) { discrete0(s)["prometheusService"] = "not an address" },
+			"spec.breakers[0].discreteValueOutOfList.prometheusService", "host:port or an http(s):// URL"}),
+		Entry("prometheusService with another scheme", invalid{func(s map[string]any) { discrete0(s)["prometheusService"] = "ftp://prometheus:9090" },
+			"spec.breakers[0].discreteValueOutOfList.prometheusService", "host:port or an http(s):// URL"}),
+		Entry("empty promQL", invalid{func(s map[string]any) { discrete0(s)["promQL"] = "" },
+			"spec.breakers[0].discreteValueOutOfList.promQL", "at least 1"}),
+		Entry("no podNameKey", invalid{func(s map[string]any) { delete(discrete0(s), "podNameKey") },
+			"spec.breakers[0].discreteValueOutOfList.podNameKey", "Required value"}),
+		Entry("negative maxDeviationPercent", invalid{func(s map[string]any) {
+			b := continuousBreaker("dev")
+			b["continuousValueDeviation"].(map[string]any)["maxDeviationPercent"] = -5
+			s["breakers"] = []any{b}
+		}, "spec.breakers[0].continuousValueDeviation.maxDeviationPercent", "greater than or equal to 0"}),
+		Entry("custom service url with a space", invalid{func(s map[string]any) {
+			s["breakers"] = []any{map[string]any{"name": "c", "customService": map[string]any{"url": "detector :8080/x"}}}
+		}, "spec.breakers[0].customService.url", "host:port/path or an http(s):// URL"}),
+		Entry("unknown dryRun type", invalid{func(s map[string]any) { s["dryRun"] = "perhaps" },
+			"spec.dryRun", "boolean"}),
+	)
+
+	It("applies the defaults of the schema", func() {
+		Expect(k8sClient.Create(ctx, kvsObject(ns, "defaults", func(s map[string]any) {
+			b := breaker0(s)
+			delete(b, "evaluationPeriod")
+			delete(b, "minPodsAvailableCount")
+			delete(s, "defaultActivator")
+		}))).To(Succeed())
+		kvs := getKVS(ns, "defaults")
+		b := kvs.Spec.Breakers[0]
+		Expect(b.EvaluationPeriod.String()).To(Equal("5"))
+		Expect(*b.MinPodsAvailableCount).To(Equal(int32(1)))
+		Expect(*b.DiscreteValueOutOfList.Tolerance).To(Equal(int32(50)))
+		Expect(*b.DiscreteValueOutOfList.MinActivity).To(Equal(int32(2)))
+		Expect(kvs.Spec.DefaultActivator).NotTo(BeNil())
+		Expect(kvs.Spec.DefaultActivator.Mode).To(Equal(kvv1.ActivatorModePeriodic))
+		Expect(kvs.Spec.DefaultActivator.Period.String()).To(Equal("10"))
+	})
+
+	It("refuses a change of spec.service", func() {
+		Expect(k8sClient.Create(ctx, kvsObject(ns, "immutable", nil))).To(Succeed())
+		// The controller adds its finalizer meanwhile: retry on conflicts until the API server judges the change.
+		Eventually(func() string {
+			u := kvsObject(ns, "immutable", nil)
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(u), u)).To(Succeed())
+			Expect(unstructured.SetNestedField(u.Object, "other", "spec", "service")).To(Succeed())
+			err := k8sClient.Update(ctx, u)
+			if err == nil {
+				return "accepted"
+			}
+			return err.Error()
+		}).Should(And(ContainSubstring("spec"), ContainSubstring("service is immutable")))
+	})
+
+	It("accepts every sample of config/samples", func() {
+		files, err := filepath.Glob(filepath.Join("..", "..", "config", "samples", "breaker_*.yaml"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(files).To(HaveLen(3), "one sample per detector kind")
+		kinds := map[string]bool{}
+		for _, f := range files {
+			data, err := os.ReadFile(f)
+			Expect(err).NotTo(HaveOccurred())
+			u := &unstructured.Unstructured{}
+			Expect(yaml.Unmarshal(data, &u.Object)).To(Succeed())
+			u.SetNamespace(ns)
+			Expect(k8sClient.Create(ctx, u)).To(Succeed(), f)
+			for _, b := range u.Object["spec"].(map[string]any)["breakers"].([]any) {
+				for k := range b.(map[string]any) {
+					if strings.HasSuffix(k, "ValueOutOfList") || strings.HasSuffix(k, "ValueDeviation") || k == "customService" {
+						kinds[k] = true
+					}
+				}
+			}
+		}
+		Expect(kinds).To(HaveLen(3))
+	})
+})

@@ -62,7 +62,7 @@ TEST_PKGS ?= ./...
 GO_TEST_FLAGS ?=
 
 .PHONY: test
-test: manifests generate fmt vet envtest-assets ## Unit and envtest suites (fast; no Prometheus, no controller-manager).
+test: manifests generate fmt vet envtest-assets kustomize ## Unit and envtest suites (fast; no Prometheus, no controller-manager).
 	KUBEBUILDER_ASSETS="$(KUBEBUILDER_ASSETS)" go test $(GO_TEST_FLAGS) $$(go list $(TEST_PKGS) | grep -v /test/e2e) -coverprofile cover.out
 
 .PHONY: bench

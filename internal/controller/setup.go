@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -72,14 +73,7 @@ func SetupWithManager(ctx context.Context, mgr manager.Manager, opts Options) er
 		return err
 	}
 	rec := mgr.GetEventRecorder(fieldManager)
-	kvs := &KubervisorServiceReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Recorder:  rec,
-		Clock:     opts.Clock,
-		HTTP:      opts.HTTPClient,
-		schedule:  newSchedule(),
-	}
+	kvs := NewKubervisorServiceReconciler(mgr.GetClient(), mgr.GetAPIReader(), rec, opts)
 	if err := kvs.SetupWithManager(mgr, opts.MaxConcurrentReconciles); err != nil {
 		return fmt.Errorf("setting up the KubervisorService controller: %w", err)
 	}
@@ -92,6 +86,15 @@ func SetupWithManager(ctx context.Context, mgr manager.Manager, opts Options) er
 		return fmt.Errorf("setting up the Pod controller: %w", err)
 	}
 	return nil
+}
+
+// NewKubervisorServiceReconciler returns the breaker reconciler. c reads from the cache and writes;
+// apiReader reads live.
+func NewKubervisorServiceReconciler(c client.Client, apiReader client.Reader, rec events.EventRecorder, opts Options) *KubervisorServiceReconciler {
+	opts.defaults()
+	return &KubervisorServiceReconciler{
+		Client: c, APIReader: apiReader, Recorder: rec, Clock: opts.Clock, HTTP: opts.HTTPClient, schedule: newSchedule(),
+	}
 }
 
 // CacheOptions trims the cache to what the reconcilers read (SPEC §9): pods keep their metadata, phase and

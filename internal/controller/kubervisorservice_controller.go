@@ -37,6 +37,9 @@ import (
 // held for an hour by a breaker evaluated hourly.
 const maxQueryTimeout = 10 * time.Second
 
+// adoptionWait is the fallback requeue while the Service's pods are being adopted.
+const adoptionWait = time.Second
+
 // KubervisorServiceReconciler runs the breaker loop of each KubervisorService and owns its status and
 // finalizer.
 type KubervisorServiceReconciler struct {
@@ -95,12 +98,19 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	entry := r.schedule.entry(kvs)
 	now := r.Clock.Now()
 	var requeue time.Duration
-	if obs.svc != nil && obs.owner {
+	switch {
+	case obs.svc != nil && obs.owner && obs.unadopted > 0:
+		// NOTE: evaluating now would judge a partial fleet (the floor on too few pods, anomalies about pods
+		// not yet managed ignored). Adoption labels the pods within moments and each label change requeues
+		// this KubervisorService; the fallback requeue covers a lost event.
+		log.V(1).Info("Waiting for pods to be adopted before evaluating", "unadopted", obs.unadopted)
+		requeue = adoptionWait
+	case obs.svc != nil && obs.owner:
 		if err := r.evaluate(ctx, kvs, obs, entry, status, now); err != nil {
 			return ctrl.Result{}, err
 		}
 		requeue = entry.wait(r.Clock.Now())
-	} else {
+	default:
 		// Nothing to evaluate: forget the schedule so that evaluation starts afresh when the Service is back.
 		r.schedule.forget(req.NamespacedName)
 	}
@@ -131,6 +141,8 @@ type observation struct {
 	conflictReason, conflictMessage string
 	// pods are the pods labelled with this KubervisorService's name.
 	pods []corev1.Pod
+	// unadopted counts the pods the Service selects that carry no owner yet: adoption is under way.
+	unadopted int
 }
 
 func (r *KubervisorServiceReconciler) observe(ctx context.Context, kvs *kvv1.KubervisorService) (*observation, error) {
@@ -173,7 +185,11 @@ func (r *KubervisorServiceReconciler) observe(ctx context.Context, kvs *kvv1.Kub
 			}
 			others := map[string]int{}
 			for _, p := range selected.Items {
-				if owner, ok := p.Labels[kvv1.LabelName]; ok && owner != kvs.Name {
+				owner, ok := p.Labels[kvv1.LabelName]
+				switch {
+				case !ok && p.DeletionTimestamp.IsZero():
+					obs.unadopted++
+				case ok && owner != kvs.Name:
 					others[owner]++
 				}
 			}

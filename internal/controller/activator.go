@@ -11,6 +11,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -121,8 +123,7 @@ func (r *PodReconciler) activate(ctx context.Context, pod *corev1.Pod, cs []clai
 // eviction is reported and retried later, never forced.
 func (r *PodReconciler) evict(ctx context.Context, kvs *kvv1.KubervisorService, pod *corev1.Pod,
 	act kvv1.ResolvedActivator, d activator.Decision) (ctrl.Result, error) {
-	eviction := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace}}
-	err := r.SubResource("eviction").Create(ctx, pod, eviction)
+	err := r.Evictor.Evict(ctx, pod.Namespace, pod.Name)
 	switch {
 	case err == nil:
 		metrics.Activations.WithLabelValues(kvs.Namespace, kvs.Name, string(act.Mode), "kill").Inc()
@@ -140,6 +141,35 @@ func (r *PodReconciler) evict(ctx context.Context, kvs *kvv1.KubervisorService, 
 	default:
 		return ctrl.Result{}, fmt.Errorf("evicting pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
+}
+
+// Evictor evicts pods through the Eviction API.
+type Evictor interface {
+	Evict(ctx context.Context, namespace, name string) error
+}
+
+// restEvictor posts evictions without client-side retries. NOTE: client-go retries a 429 that carries
+// Retry-After up to ten times, and the API server answers a PodDisruptionBudget refusal with a 429 and
+// Retry-After: 10; through the usual clients an eviction refused by a PDB would hold a worker for over a
+// minute and a half. Here the refusal comes back at once and the pod is requeued instead.
+type restEvictor struct {
+	rest rest.Interface
+}
+
+// NewEvictor returns an Evictor talking to the API server of cfg.
+func NewEvictor(cfg *rest.Config) (Evictor, error) {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("building the eviction client: %w", err)
+	}
+	return restEvictor{rest: cs.PolicyV1().RESTClient()}, nil
+}
+
+// Evict posts an Eviction for the pod.
+func (e restEvictor) Evict(ctx context.Context, namespace, name string) error {
+	eviction := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}}
+	return e.rest.Post().AbsPath("/api/v1").Namespace(namespace).Resource("pods").Name(name).
+		SubResource("eviction").Body(eviction).MaxRetries(0).Do(ctx).Error()
 }
 
 // countPaused counts, from the API server, the pods of the KubervisorService that are paused.

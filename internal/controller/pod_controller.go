@@ -29,6 +29,8 @@ type PodReconciler struct {
 	APIReader client.Reader
 	Recorder  events.EventRecorder
 	Clock     clock.Clock
+	// Evictor kills pods through the Eviction API.
+	Evictor Evictor
 
 	pauses pauseLocks
 }

@@ -81,7 +81,11 @@ func SetupWithManager(ctx context.Context, mgr manager.Manager, opts Options) er
 	if err := svc.SetupWithManager(mgr, opts.MaxConcurrentReconciles); err != nil {
 		return fmt.Errorf("setting up the Service controller: %w", err)
 	}
-	pod := &PodReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Clock: opts.Clock}
+	evictor, err := NewEvictor(mgr.GetConfig())
+	if err != nil {
+		return err
+	}
+	pod := &PodReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Clock: opts.Clock, Evictor: evictor}
 	if err := pod.SetupWithManager(mgr, opts.MaxConcurrentReconciles); err != nil {
 		return fmt.Errorf("setting up the Pod controller: %w", err)
 	}

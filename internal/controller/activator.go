@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -72,8 +73,10 @@ func (r *PodReconciler) activate(ctx context.Context, pod *corev1.Pod, cs []clai
 	log := logf.FromContext(ctx)
 	now := r.Clock.Now()
 	state := activator.ParsePodState(pod.Labels, pod.Annotations, now)
-	for _, p := range state.Problems {
-		recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeWarning, "MalformedPodState", "Activate", "Pod "+pod.Name+": "+p)
+	if len(state.Problems) > 0 {
+		// One event for all problems: events.k8s.io merges events that differ only by note into a series.
+		recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeWarning, "MalformedPodState", "Activate",
+			"Pod "+pod.Name+": "+strings.Join(state.Problems, "; "))
 	}
 	act, err := kvs.Spec.ActivatorFor(state.Strategy)
 	if err != nil {

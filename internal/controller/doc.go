@@ -10,8 +10,10 @@
 //	pod label kubervisor/traffic            "yes" when missing: ownership sync; "no": breaker
 //	                                        (KubervisorService reconciler); "yes"/"pause": activator (Pod
 //	                                        reconciler); "no"->"yes": releasePod
-//	pod label kubervisor/strategy,          breaker on ejection; removed by releasePod
-//	annotations break-at, retry-count
+//	pod label kubervisor/strategy           breaker on ejection; removed by releasePod
+//	annotations break-at, retry-count       breaker on ejection; the activator rewrites both only to repair
+//	                                        a pod set to "no" by hand or with unusable values (treated as
+//	                                        just ejected, retry count 1); removed by releasePod
 //	annotation restored-at                  activator on restore; removed by releasePod
 //	KubervisorService status (all of it)    KubervisorService reconciler, once per pass, only if changed
 //	KubervisorService finalizer             KubervisorService reconciler

@@ -108,12 +108,12 @@ func Plan(pods []Pod, floor int, inputs []Input) []Outcome {
 	}
 	quota := Quota(Count(pods), floor)
 	out := make([]Outcome, len(inputs))
-	taken := map[string]bool{}
+	taken := make(map[string]bool, quota)
 	run := func(i int, quota *int, record func(o *Outcome, a Anomaly)) {
 		in := inputs[i]
 		o := &out[i]
 		o.Name = in.Name
-		seen := map[string]bool{}
+		seen := make(map[string]bool, len(in.Anomalies))
 		for _, a := range in.Anomalies {
 			p, ok := byName[a.Pod]
 			if !ok || seen[a.Pod] {

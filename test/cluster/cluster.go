@@ -448,7 +448,7 @@ func (c *Cluster) ControllerManager() *Process { return c.kcm }
 func (c *Cluster) WorkDir() string { return c.workDir }
 
 // LogPath is the log file of a component in the work directory: "control-plane" (etcd and
-// kube-apiserver), "kube-controller-manager", "prometheus", "manager".
+// kube-apiserver), "kube-controller-manager" or "manager". Prometheus's is Prometheus().LogPath().
 func (c *Cluster) LogPath(component string) string {
 	return filepath.Join(c.workDir, component+".log")
 }

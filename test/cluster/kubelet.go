@@ -360,6 +360,9 @@ func (k *Kubelet) podIP(pod *corev1.Pod) (string, error) {
 // not change (start time, transition times) are kept from the pod's current status, so calling it
 // again on its own result returns an equal status.
 func RunningPodStatus(pod *corev1.Pod, hostIP, ip string, ready bool, now metav1.Time) *corev1.PodStatus {
+	// NOTE: observedGeneration (status and conditions) is left alone: it is dropped unless the
+	// PodObservedGenerationTracking gate is on, and a field the API server drops would make every
+	// comparison differ and the Kubelet write forever.
 	s := pod.Status.DeepCopy()
 	s.Phase = corev1.PodRunning
 	s.HostIP = hostIP

@@ -110,16 +110,31 @@ func (p *Process) Stop(grace time.Duration) error {
 	return p.Kill()
 }
 
-// Kill sends SIGKILL to the process group and waits for the leader to exit.
+// Kill sends SIGKILL to the process group and waits until the leader and every other member of the
+// group are dead.
 func (p *Process) Kill() error {
 	if err := p.Signal(syscall.SIGKILL); err != nil {
 		return fmt.Errorf("sending SIGKILL to %s: %w", p.name, err)
 	}
+	deadline := time.After(30 * time.Second)
 	select {
 	case <-p.done:
-		return nil
-	case <-time.After(30 * time.Second):
+	case <-deadline:
 		return fmt.Errorf("%s (pid %d) did not exit after SIGKILL", p.name, p.Pid())
+	}
+	// NOTE: kill(2) returns before the signalled processes are dead; members that outlive the
+	// leader (orphans now) are waited for by scanning /proc, where zombies count as dead.
+	for {
+		members := liveGroupMembers(p.Pid())
+		if len(members) == 0 {
+			return nil
+		}
+		_ = p.Signal(syscall.SIGKILL)
+		select {
+		case <-deadline:
+			return fmt.Errorf("processes %v of the group of %s survived SIGKILL", members, p.name)
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }
 
@@ -142,32 +157,43 @@ func ProcessAlive(pid int) bool {
 
 // LiveChildren returns the pids of the live (non-zombie) direct children of pid.
 func LiveChildren(pid int) []int {
+	return scanProcs(func(_ byte, ppid, _ int) bool { return ppid == pid })
+}
+
+// liveGroupMembers returns the pids of the live (non-zombie) members of process group pgid.
+func liveGroupMembers(pgid int) []int {
+	return scanProcs(func(_ byte, _, pgrp int) bool { return pgrp == pgid })
+}
+
+// scanProcs returns the live (non-zombie) processes for which match(state, ppid, pgrp) holds.
+func scanProcs(match func(state byte, ppid, pgrp int) bool) []int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
 	var out []int
 	for _, e := range entries {
-		var child int
-		if _, err := fmt.Sscanf(e.Name(), "%d", &child); err != nil {
+		var pid int
+		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil {
 			continue
 		}
 		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
 		if err != nil {
 			continue
 		}
+		// The fields after the command name (in parentheses, which may hold spaces): state ppid pgrp.
 		s := string(stat)
 		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
+		if i < 0 || i+2 >= len(s) {
 			continue
 		}
 		var state byte
-		var ppid int
-		if _, err := fmt.Sscanf(s[i+2:], "%c %d", &state, &ppid); err != nil {
+		var ppid, pgrp int
+		if _, err := fmt.Sscanf(s[i+2:], "%c %d %d", &state, &ppid, &pgrp); err != nil {
 			continue
 		}
-		if ppid == pid && state != 'Z' && state != 'X' {
-			out = append(out, child)
+		if state != 'Z' && state != 'X' && match(state, ppid, pgrp) {
+			out = append(out, pid)
 		}
 	}
 	return out

@@ -70,18 +70,26 @@ type Options struct {
 	BaseLatency time.Duration
 	// Kubelet, when set, is the fake kubelet SetReady goes through (the cluster's, typically).
 	Kubelet *cluster.Kubelet
-	// RunKubelet starts a fake kubelet restricted to the fleet's namespace and selector, for a
-	// cluster whose harness runs none (a separate demo-fleet process). KubeletOptions configures it.
-	RunKubelet     bool
+	// RunKubelet starts a fake kubelet restricted to the fleet's namespace and selector, for pods
+	// that the cluster's own kubelet does not handle (a separate demo-fleet process, or a cluster
+	// started with DisableKubelet or a kubelet restricted to another namespace).
+	RunKubelet bool
+	// KubeletOptions configures the kubelet of RunKubelet; its Namespace and Selector are the
+	// fleet's. Give it a PodCIDR disjoint from the cluster kubelet's.
 	KubeletOptions cluster.KubeletOptions
 }
 
 // PodInfo is what the fleet knows of one pod.
 type PodInfo struct {
-	Name      string  `json:"name"`
-	Ready     bool    `json:"ready"`
-	InTraffic bool    `json:"inTraffic"`
+	// Name of the pod.
+	Name string `json:"name"`
+	// Ready is the pod's PodReady condition.
+	Ready bool `json:"ready"`
+	// InTraffic: the pod answers requests (a ready endpoint of Options.Service, or Ready).
+	InTraffic bool `json:"inTraffic"`
+	// ErrorRate is the share of requests answered 500 (SetErrorRate).
 	ErrorRate float64 `json:"errorRate"`
+	// Deviation is the factor on the pod's price and latency (SetDeviation); 1 is healthy.
 	Deviation float64 `json:"deviation"`
 }
 

@@ -31,12 +31,14 @@ const (
 	// DiscreteKey is the label of DiscretePromQL that holds the value (the code).
 	DiscreteKey = CodeLabel
 	// ContinuousPromQL feeds continuousValueDeviation: each pod's price divided by the fleet's
-	// average (1.0 = average). NOTE: with an average, a deviating pod pulls the reference towards
-	// itself; in a fleet of 4, a factor of 3 gives 2.0 for that pod and 0.67 for the others.
-	ContinuousPromQL = `avg by (pod) (demo_price) / scalar(avg(demo_price))`
+	// median price (1.0 = typical). NOTE: the median, not the average, so that a deviating pod does
+	// not pull the reference towards itself: with an average, a factor of 3 in a fleet of 4 gives 2.0
+	// for that pod and 0.67 for the healthy ones; with the median, 3.0 and 1.0.
+	ContinuousPromQL = `avg by (pod) (demo_price) / scalar(quantile(0.5, avg by (pod) (demo_price)))`
 	// LatencyPromQL feeds continuousValueDeviation from the histogram: each pod's 90th percentile
-	// latency over the last 20s divided by the fleet's.
-	LatencyPromQL = `histogram_quantile(0.9, sum by (pod, le) (rate(demo_request_duration_seconds_bucket[20s]))) / scalar(histogram_quantile(0.9, sum by (le) (rate(demo_request_duration_seconds_bucket[20s]))))`
+	// latency over the last 20s divided by the median of those percentiles. (The fleet-wide 90th
+	// percentile would be no reference: one slow pod in four owns the fleet's slowest 25%.)
+	LatencyPromQL = `histogram_quantile(0.9, sum by (pod, le) (rate(demo_request_duration_seconds_bucket[20s]))) / scalar(quantile(0.5, histogram_quantile(0.9, sum by (pod, le) (rate(demo_request_duration_seconds_bucket[20s])))))`
 	// CustomDetectorPath answers a customService breaker: {"pods":[...]}, the pods with a fault,
 	// worst first.
 	CustomDetectorPath = "/anomalies"
@@ -52,14 +54,14 @@ func DiscreteQuery(namespace string) string {
 
 // ContinuousQuery is ContinuousPromQL restricted to the fleet of one namespace.
 func ContinuousQuery(namespace string) string {
-	m := nsMatcher(namespace)
-	return `avg by (pod) (demo_price` + m + `) / scalar(avg(demo_price` + m + `))`
+	perPod := `avg by (pod) (demo_price` + nsMatcher(namespace) + `)`
+	return perPod + ` / scalar(quantile(0.5, ` + perPod + `))`
 }
 
 // LatencyQuery is LatencyPromQL restricted to the fleet of one namespace.
 func LatencyQuery(namespace string) string {
-	m := nsMatcher(namespace)
-	return `histogram_quantile(0.9, sum by (pod, le) (rate(demo_request_duration_seconds_bucket` + m + `[20s]))) / scalar(histogram_quantile(0.9, sum by (le) (rate(demo_request_duration_seconds_bucket` + m + `[20s]))))`
+	perPod := `histogram_quantile(0.9, sum by (pod, le) (rate(demo_request_duration_seconds_bucket` + nsMatcher(namespace) + `[20s])))`
+	return perPod + ` / scalar(quantile(0.5, ` + perPod + `))`
 }
 
 func nsMatcher(namespace string) string {

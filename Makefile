@@ -65,6 +65,20 @@ GO_TEST_FLAGS ?=
 test: manifests generate fmt vet envtest-assets kustomize ## Unit and envtest suites (fast; no Prometheus, no controller-manager).
 	KUBEBUILDER_ASSETS="$(KUBEBUILDER_ASSETS)" go test $(GO_TEST_FLAGS) $$(go list $(TEST_PKGS) | grep -v /test/e2e) -coverprofile cover.out
 
+E2E_GINKGO_FLAGS ?= -ginkgo.v -ginkgo.timeout=50m
+
+.PHONY: prometheus
+prometheus: ## Make sure a Prometheus binary is available (bin/prometheus, Debian's, or installed from Debian).
+	@test/cluster/ensure-prometheus.sh >/dev/null
+
+.PHONY: test-e2e
+test-e2e: build envtest-assets kustomize prometheus ## End-to-end suite: control plane, controller-manager, Prometheus, the manager binary.
+	KUBEBUILDER_ASSETS="$(KUBEBUILDER_ASSETS)" go test -tags e2e -timeout 60m -count=1 ./test/... $(E2E_GINKGO_FLAGS)
+
+.PHONY: demo
+demo: build envtest-assets kustomize prometheus ## Run Kubervisor live on a local control plane, a real Prometheus and a demo fleet (Ctrl-C stops).
+	KUBEBUILDER_ASSETS="$(KUBEBUILDER_ASSETS)" go run ./test/demo $(DEMO_ARGS)
+
 .PHONY: bench
 bench: ## Benchmarks of the hot paths (detection, floor); numbers go in closing notes.
 	go test -run '^$$' -bench . -benchmem ./internal/...

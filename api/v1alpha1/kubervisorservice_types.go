@@ -341,7 +341,3 @@ type KubervisorServiceList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []KubervisorService `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&KubervisorService{}, &KubervisorServiceList{})
-}

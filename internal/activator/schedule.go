@@ -62,7 +62,8 @@ func Next(state PodState, a v1alpha1.ResolvedActivator, pausedCount int32, now t
 	case "":
 		return Decision{Action: ActionNone, Reason: fmt.Sprintf("label %s is missing: nothing to do", v1alpha1.LabelTraffic)}
 	default:
-		return Decision{Action: ActionNone, Reason: fmt.Sprintf("label %s is %q, not %q: nothing to do", v1alpha1.LabelTraffic, state.Traffic, v1alpha1.TrafficNo)}
+		return Decision{Action: ActionNone, Reason: fmt.Sprintf("label %s is %q, not %q: nothing to do",
+			v1alpha1.LabelTraffic, state.Traffic, v1alpha1.TrafficNo)}
 	}
 
 	period := a.Period

@@ -37,6 +37,9 @@ import (
 // held for an hour by a breaker evaluated hourly.
 const maxQueryTimeout = 10 * time.Second
 
+// conflictRetry is the wait before a pass whose status write lost a race is run again.
+const conflictRetry = 250 * time.Millisecond
+
 // adoptionWait is the fallback requeue while the Service's pods are being adopted.
 const adoptionWait = time.Second
 
@@ -124,7 +127,7 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		if err := r.Status().Update(ctx, kvs); err != nil {
 			if apierrors.IsConflict(err) {
 				log.V(1).Info("KubervisorService changed during the pass; retrying", "kubervisorService", klog.KObj(kvs))
-				return ctrl.Result{Requeue: true}, nil
+				return ctrl.Result{RequeueAfter: conflictRetry}, nil
 			}
 			return ctrl.Result{}, fmt.Errorf("updating status of KubervisorService %s: %w", req, err)
 		}

@@ -70,12 +70,6 @@ func podReady(p *corev1.Pod) bool {
 	return false
 }
 
-// supervised reports whether a pod carries Kubervisor's ownership label.
-func supervised(p *corev1.Pod) bool {
-	_, ok := p.Labels[kvv1.LabelName]
-	return ok
-}
-
 func sortNames(keys []types.NamespacedName) {
 	slices.SortFunc(keys, func(a, b types.NamespacedName) int {
 		if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {

@@ -60,10 +60,9 @@ func setConditions(kvs *kvv1.KubervisorService, obs *observation, status *kvv1.K
 	}
 	svc := obs.svc
 
-	switch {
-	case svc == nil:
+	if svc == nil {
 		set(kvv1.ConditionServiceFound, false, kvv1.ReasonServiceNotFound, fmt.Sprintf("Service %s not found", kvs.Spec.Service))
-	default:
+	} else {
 		set(kvv1.ConditionServiceFound, true, kvv1.ReasonServiceFound, fmt.Sprintf("Service %s found", svc.Name))
 	}
 

@@ -106,7 +106,8 @@ func New(b *v1alpha1.BreakerStrategy, opts Options) (Detector, error) {
 		}
 	}
 	if n != 1 {
-		return nil, fmt.Errorf("breaker %q: exactly one detector must be set (discreteValueOutOfList, continuousValueDeviation or customService), found %d", b.Name, n)
+		return nil, fmt.Errorf("breaker %q: exactly one detector must be set "+
+			"(discreteValueOutOfList, continuousValueDeviation or customService), found %d", b.Name, n)
 	}
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = defaultHTTPClient

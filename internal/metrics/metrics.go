@@ -10,6 +10,7 @@ import (
 const (
 	labelNamespace = "namespace"
 	labelKVS       = "kubervisorservice"
+	labelBreaker   = "breaker"
 )
 
 var (
@@ -18,13 +19,13 @@ var (
 	Ejections = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kubervisor_ejections_total",
 		Help: "Pods ejected from traffic by a breaker; enforced=false counts dry-run (would-eject) decisions.",
-	}, []string{labelNamespace, labelKVS, "breaker", "enforced"})
+	}, []string{labelNamespace, labelKVS, labelBreaker, "enforced"})
 
 	// Withheld counts anomalous pods kept in traffic because of the floor.
 	Withheld = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kubervisor_withheld_ejections_total",
 		Help: "Anomalous pods kept in traffic because ejecting them would break the floor.",
-	}, []string{labelNamespace, labelKVS, "breaker"})
+	}, []string{labelNamespace, labelKVS, labelBreaker})
 
 	// EvaluationDuration observes one breaker pass of a KubervisorService (queries, plan and pod patches).
 	EvaluationDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -38,19 +39,19 @@ var (
 		Name:    "kubervisor_detector_query_duration_seconds",
 		Help:    "Duration of one anomaly detector query (Prometheus or custom service).",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
-	}, []string{labelNamespace, labelKVS, "breaker"})
+	}, []string{labelNamespace, labelKVS, labelBreaker})
 
 	// DetectorErrors counts failed detector queries (unreachable, timeout, bad answer).
 	DetectorErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kubervisor_detector_errors_total",
 		Help: "Detector queries that failed: unreachable, timed out, or answered something unusable.",
-	}, []string{labelNamespace, labelKVS, "breaker"})
+	}, []string{labelNamespace, labelKVS, labelBreaker})
 
 	// LastEvaluation is the time of each breaker's last evaluation, written or not to status.
 	LastEvaluation = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "kubervisor_breaker_last_evaluation_timestamp_seconds",
 		Help: "Unix time of the last evaluation of a breaker.",
-	}, []string{labelNamespace, labelKVS, "breaker"})
+	}, []string{labelNamespace, labelKVS, labelBreaker})
 
 	// Pods counts the managed pods per state: ready, in_traffic, ejected, paused, unknown, managed.
 	Pods = prometheus.NewGaugeVec(prometheus.GaugeOpts{

@@ -27,9 +27,14 @@ import (
 // kubelet can use: the CRD, the namespace, and the manager's identity and permissions (the
 // Deployment cannot run there; the manager runs as a child process instead).
 var RBACKinds = []string{
-	"CustomResourceDefinition", "Namespace", "ServiceAccount",
+	kindCRD, kindNamespace, "ServiceAccount",
 	"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
 }
+
+const (
+	kindCRD       = "CustomResourceDefinition"
+	kindNamespace = "Namespace"
+)
 
 // ApplyOptions configures Apply.
 type ApplyOptions struct {
@@ -77,9 +82,9 @@ func Apply(ctx context.Context, cfg *rest.Config, manifests []byte, opts ApplyOp
 	}
 	rank := func(u *unstructured.Unstructured) int {
 		switch u.GetKind() {
-		case "CustomResourceDefinition":
+		case kindCRD:
 			return 0
-		case "Namespace":
+		case kindNamespace:
 			return 1
 		}
 		return 2
@@ -128,7 +133,7 @@ func Apply(ctx context.Context, cfg *rest.Config, manifests []byte, opts ApplyOp
 			return applied, fmt.Errorf("applying %s %s: %w", gvk.Kind, namespacedName(obj), err)
 		}
 		applied = append(applied, out)
-		if gvk.Kind == "CustomResourceDefinition" {
+		if gvk.Kind == kindCRD {
 			crds = append(crds, obj.GetName())
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -141,6 +142,51 @@ type Cluster struct {
 // everything started so far is stopped. ctx bounds the start only; Stop ends the cluster.
 func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	began := time.Now()
+	root, err := opts.complete()
+	if err != nil {
+		return nil, err
+	}
+	c = &Cluster{opts: opts, root: root}
+	if err := c.makeWorkDir(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			c.logf("start failed, stopping what was started: %v", err)
+			_ = c.Stop()
+			c = nil
+		}
+	}()
+
+	// 1. etcd + kube-apiserver + CRDs.
+	if err := c.startControlPlane(); err != nil {
+		return c, err
+	}
+	// 2. The manager's identity (nothing is authorized until config/rbac is applied).
+	if err := c.provisionManagerUser(); err != nil {
+		return c, err
+	}
+	// 3. The Node, before any controller looks for it.
+	if err := EnsureNode(ctx, c.clientset, c.opts.Kubelet.NodeName, c.opts.Kubelet.NodeIP); err != nil {
+		return c, err
+	}
+	// 4. kube-controller-manager, as system:masters.
+	if err := c.startControllerManager(ctx); err != nil {
+		return c, err
+	}
+	// 5. The fake kubelet and scheduler.
+	if err := c.startKubelet(); err != nil {
+		return c, err
+	}
+	c.started = time.Now()
+	c.startTook = c.started.Sub(began)
+	c.logf("cluster up in %s (kubeconfig: %s)", c.startTook.Round(time.Millisecond), c.kubeconfig)
+	return c, nil
+}
+
+// complete fills in the defaults of opts, checks that the control-plane binaries exist, and returns
+// the repository root ("" when not inside the repository and nothing needed it).
+func (opts *Options) complete() (string, error) {
 	if opts.Log == nil {
 		opts.Log = io.Discard
 	}
@@ -157,13 +203,19 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		u := ManagerUser()
 		opts.ManagerUser = &u
 	}
+	if opts.Kubelet.NodeName == "" {
+		opts.Kubelet.NodeName = DefaultNodeName
+	}
+	if opts.Kubelet.NodeIP == "" {
+		opts.Kubelet.NodeIP = "10.240.0.1"
+	}
 	root, rootErr := RepoRoot()
 	if opts.AssetsDir == "" {
 		opts.AssetsDir = os.Getenv("KUBEBUILDER_ASSETS")
 	}
 	if opts.AssetsDir == "" || opts.CRDDirectoryPaths == nil {
 		if rootErr != nil {
-			return nil, rootErr
+			return "", rootErr
 		}
 		if opts.AssetsDir == "" {
 			opts.AssetsDir = filepath.Join(root, "bin", "k8s", K8sVersion)
@@ -174,33 +226,39 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	}
 	for _, b := range []string{"kube-apiserver", "etcd", "kube-controller-manager"} {
 		if _, err := os.Stat(filepath.Join(opts.AssetsDir, b)); err != nil {
-			return nil, fmt.Errorf("control-plane binary %s missing in %s (run `make envtest-assets`): %w", b, opts.AssetsDir, err)
+			return "", fmt.Errorf("control-plane binary %s missing in %s (run `make envtest-assets`): %w", b, opts.AssetsDir, err)
 		}
 	}
+	return root, nil
+}
 
-	c = &Cluster{opts: opts, root: root, workDir: opts.WorkDir}
+// makeWorkDir creates the work directory: Options.WorkDir, else a new temporary one that Stop removes.
+func (c *Cluster) makeWorkDir() error {
+	c.workDir = c.opts.WorkDir
 	if c.workDir == "" {
-		if c.workDir, err = os.MkdirTemp("", "kubervisor-cluster-"); err != nil {
-			return nil, fmt.Errorf("creating the cluster's work directory: %w", err)
-		}
-		c.ownWorkDir = true
-	} else if err := os.MkdirAll(c.workDir, 0o755); err != nil {
-		return nil, fmt.Errorf("creating the cluster's work directory: %w", err)
-	}
-	defer func() {
+		dir, err := os.MkdirTemp("", "kubervisor-cluster-")
 		if err != nil {
-			c.logf("start failed, stopping what was started: %v", err)
-			_ = c.Stop()
-			c = nil
+			return fmt.Errorf("creating the cluster's work directory: %w", err)
 		}
-	}()
+		c.workDir, c.ownWorkDir = dir, true
+		return nil
+	}
+	if err := os.MkdirAll(c.workDir, 0o755); err != nil {
+		return fmt.Errorf("creating the cluster's work directory: %w", err)
+	}
+	return nil
+}
 
-	// 1. etcd + kube-apiserver + CRDs.
+// startControlPlane starts etcd and kube-apiserver, installs the CRDs, and writes the administrator's
+// kubeconfig.
+func (c *Cluster) startControlPlane() error {
+	opts := c.opts
 	cpLog, err := os.OpenFile(c.LogPath("control-plane"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return c, err
+		return err
 	}
-	defer cpLog.Close() // the processes hold their own descriptors
+	// NOTE: the processes hold their own descriptors; closing ours cannot lose what they write.
+	defer func() { _ = cpLog.Close() }()
 	apiServer := &envtest.APIServer{Path: filepath.Join(opts.AssetsDir, "kube-apiserver"), Out: cpLog, Err: cpLog}
 	apiArgs := apiServer.Configure()
 	// A /12 leaves room for the thousands of Services of a benchmark (envtest's default is a /24).
@@ -221,66 +279,48 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	}
 	c.logf("starting etcd and kube-apiserver from %s", opts.AssetsDir)
 	if c.cfg, err = c.env.Start(); err != nil {
-		return c, fmt.Errorf("starting the control plane: %w; end of its log:\n%s", err, logTail(c.LogPath("control-plane"), 3000))
+		return fmt.Errorf("starting the control plane: %w; end of its log:\n%s", err, logTail(c.LogPath("control-plane"), 3000))
 	}
 	c.cfg.QPS, c.cfg.Burst = 1000, 2000
 	if c.clientset, err = kubernetes.NewForConfig(c.cfg); err != nil {
-		return c, err
+		return err
 	}
 	if c.client, err = client.New(c.cfg, client.Options{Scheme: opts.Scheme}); err != nil {
-		return c, err
+		return err
 	}
 	c.kubeconfig = filepath.Join(c.workDir, "kubeconfig")
 	if err := os.WriteFile(c.kubeconfig, c.env.KubeConfig, 0o600); err != nil {
-		return c, fmt.Errorf("writing the admin kubeconfig: %w", err)
+		return fmt.Errorf("writing the admin kubeconfig: %w", err)
 	}
+	return nil
+}
 
-	// 2. The manager's identity (nothing is authorized until config/rbac is applied).
-	managerUser, err := c.env.AddUser(*opts.ManagerUser, &rest.Config{QPS: 1000, Burst: 2000})
+// provisionManagerUser creates the manager's identity (Options.ManagerUser) and its kubeconfig.
+func (c *Cluster) provisionManagerUser() error {
+	managerUser, err := c.env.AddUser(*c.opts.ManagerUser, &rest.Config{QPS: 1000, Burst: 2000})
 	if err != nil {
-		return c, fmt.Errorf("provisioning the manager user: %w", err)
+		return fmt.Errorf("provisioning the manager user: %w", err)
 	}
 	c.managerCfg = managerUser.Config()
 	c.managerKubeconfig = filepath.Join(c.workDir, "manager.kubeconfig")
-	if err := writeKubeconfig(managerUser, c.managerKubeconfig); err != nil {
-		return c, err
-	}
+	return writeKubeconfig(managerUser, c.managerKubeconfig)
+}
 
-	// 3. The Node, before any controller looks for it.
-	nodeName := opts.Kubelet.NodeName
-	if nodeName == "" {
-		nodeName = DefaultNodeName
-		c.opts.Kubelet.NodeName = nodeName
-	}
-	nodeIP := opts.Kubelet.NodeIP
-	if nodeIP == "" {
-		nodeIP = "10.240.0.1"
-		c.opts.Kubelet.NodeIP = nodeIP
-	}
-	if err := EnsureNode(ctx, c.clientset, nodeName, nodeIP); err != nil {
-		return c, err
-	}
-
-	// 4. kube-controller-manager, as system:masters.
-	if err := c.startControllerManager(ctx); err != nil {
-		return c, err
-	}
-
-	// 5. The fake kubelet and scheduler.
+// startKubelet starts the fake kubelet and scheduler, unless Options.DisableKubelet.
+func (c *Cluster) startKubelet() error {
 	bg, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
-	if !opts.DisableKubelet {
-		if c.kubelet, err = NewKubelet(c.clientset, c.opts.Kubelet); err != nil {
-			return c, err
-		}
-		if err := c.kubelet.Start(bg); err != nil {
-			return c, fmt.Errorf("starting the fake kubelet: %w", err)
-		}
+	if c.opts.DisableKubelet {
+		return nil
 	}
-	c.started = time.Now()
-	c.startTook = c.started.Sub(began)
-	c.logf("cluster up in %s (kubeconfig: %s)", c.startTook.Round(time.Millisecond), c.kubeconfig)
-	return c, nil
+	var err error
+	if c.kubelet, err = NewKubelet(c.clientset, c.opts.Kubelet); err != nil {
+		return err
+	}
+	if err := c.kubelet.Start(bg); err != nil {
+		return fmt.Errorf("starting the fake kubelet: %w", err)
+	}
+	return nil
 }
 
 func (c *Cluster) startControllerManager(ctx context.Context) error {
@@ -292,7 +332,7 @@ func (c *Cluster) startControllerManager(ctx context.Context) error {
 	if err := writeKubeconfig(kcmUser, kubeconfig); err != nil {
 		return err
 	}
-	args := []string{
+	args := slices.Concat([]string{
 		"--kubeconfig=" + kubeconfig,
 		"--controllers=" + strings.Join(c.opts.Controllers, ","),
 		"--leader-elect=false",
@@ -304,10 +344,10 @@ func (c *Cluster) startControllerManager(ctx context.Context) error {
 		"--concurrent-replicaset-syncs=10",
 		"--concurrent-service-endpoint-syncs=10",
 		"--concurrent-endpoint-syncs=10",
-	}
-	args = append(args, c.opts.ControllerManagerArgs...)
+	}, c.opts.ControllerManagerArgs)
 	c.logf("starting kube-controller-manager (%s)", strings.Join(c.opts.Controllers, ","))
-	if c.kcm, err = StartProcess("kube-controller-manager", filepath.Join(c.opts.AssetsDir, "kube-controller-manager"), args, c.LogPath("kube-controller-manager"), nil); err != nil {
+	const kcm = "kube-controller-manager"
+	if c.kcm, err = StartProcess(kcm, filepath.Join(c.opts.AssetsDir, kcm), args, c.LogPath(kcm), nil); err != nil {
 		return err
 	}
 	if err := c.waitForEndpointSlice(ctx, 60*time.Second); err != nil {
@@ -335,10 +375,10 @@ func (c *Cluster) waitForEndpointSlice(ctx context.Context, timeout time.Duratio
 		if !c.kcm.Running() {
 			return false, fmt.Errorf("kube-controller-manager exited: %v", c.kcm.Err())
 		}
-		slices, err := c.clientset.DiscoveryV1().EndpointSlices(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{
+		list, err := c.clientset.DiscoveryV1().EndpointSlices(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{
 			LabelSelector: discoveryv1.LabelServiceName + "=" + name,
 		})
-		return err == nil && len(slices.Items) > 0, nil
+		return err == nil && len(list.Items) > 0, nil
 	})
 	if err != nil {
 		return fmt.Errorf("waiting for the EndpointSlice of the probe Service: %w", err)
@@ -405,7 +445,7 @@ func (c *Cluster) Stop() error {
 }
 
 func (c *Cluster) logf(format string, args ...any) {
-	fmt.Fprintf(c.opts.Log, "cluster: "+format+"\n", args...)
+	_, _ = fmt.Fprintf(c.opts.Log, "cluster: "+format+"\n", args...) // progress lines are best effort
 }
 
 // StartDuration is how long Start took.
@@ -488,7 +528,7 @@ func logTail(path string, n int64) string {
 	if err != nil {
 		return "(" + err.Error() + ")"
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only: nothing to lose
 	if st, err := f.Stat(); err == nil && st.Size() > n {
 		_, _ = f.Seek(-n, io.SeekEnd)
 	}

@@ -264,18 +264,10 @@ var _ = Describe("The local cluster harness", Ordered, func() {
 		Expect(f.Heal(deviant)).To(Succeed())
 
 		By("the HTTP control endpoint injects and heals faults")
-		resp, err := http.Post(f.URL()+"/fault?pod="+pods[2]+"&errors=0.5", "", nil)
-		Expect(err).NotTo(HaveOccurred())
-		resp.Body.Close()
-		Expect(resp.StatusCode).To(Equal(http.StatusOK))
+		Expect(httpPost(f.URL() + "/fault?pod=" + pods[2] + "&errors=0.5")).To(Equal(http.StatusOK))
 		Expect(f.Anomalies()).To(Equal([]string{pods[2]}))
-		resp, err = http.Post(f.URL()+"/fault?pod=nobody&errors=0.5", "", nil)
-		Expect(err).NotTo(HaveOccurred())
-		resp.Body.Close()
-		Expect(resp.StatusCode).To(Equal(http.StatusNotFound))
-		resp, err = http.Post(f.URL()+"/heal", "", nil)
-		Expect(err).NotTo(HaveOccurred())
-		resp.Body.Close()
+		Expect(httpPost(f.URL() + "/fault?pod=nobody&errors=0.5")).To(Equal(http.StatusNotFound))
+		Expect(httpPost(f.URL() + "/heal")).To(Equal(http.StatusOK))
 		Expect(f.Anomalies()).To(BeEmpty())
 	}, SpecTimeout(4*time.Minute))
 
@@ -665,10 +657,18 @@ func scalarOf(ctx context.Context, g Gomega, api promv1.API, q string) float64 {
 func httpGetBody(url string) string {
 	resp, err := http.Get(url)
 	Expect(err).NotTo(HaveOccurred())
-	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	Expect(err).NotTo(HaveOccurred())
+	Expect(resp.Body.Close()).To(Succeed())
 	return string(data)
+}
+
+// httpPost posts an empty body to url and returns the status code.
+func httpPost(url string) int {
+	resp, err := http.Post(url, "", nil)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(resp.Body.Close()).To(Succeed())
+	return resp.StatusCode
 }
 
 func readInt(g Gomega, path string) int {

@@ -87,8 +87,11 @@ func FreePort() (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("finding a free port: %w", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	port := l.Addr().(*net.TCPAddr).Port
+	if err := l.Close(); err != nil {
+		return 0, fmt.Errorf("releasing free port %d: %w", port, err)
+	}
+	return port, nil
 }
 
 // FreeAddr returns "127.0.0.1:<port>" with a port that was free a moment ago, e.g. for the manager's
@@ -114,7 +117,7 @@ func WaitForHTTP(ctx context.Context, url string, timeout time.Duration) error {
 		}
 		resp, err := hc.Do(req)
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close() // only the status matters
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}

@@ -30,7 +30,9 @@ func StartProcess(name, path string, args []string, logPath string, env []string
 	if err != nil {
 		return nil, fmt.Errorf("opening log file of %s: %w", name, err)
 	}
-	fmt.Fprintf(logFile, "=== %s: starting %s %s\n", time.Now().Format(time.RFC3339Nano), path, strings.Join(args, " "))
+	// NOTE: the "===" markers are for a human reading the log; a failed write of one is not worth
+	// failing the start for (the process's own output would fail the same way, unreported).
+	_, _ = fmt.Fprintf(logFile, "=== %s: starting %s %s\n", time.Now().Format(time.RFC3339Nano), path, strings.Join(args, " "))
 
 	cmd := exec.Command(path, args...)
 	cmd.Stdout = logFile
@@ -40,14 +42,14 @@ func StartProcess(name, path string, args []string, logPath string, env []string
 	// Pdeathsig kills the leader if the harness dies without running Stop (e.g. a test binary timeout).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		logFile.Close()
+		_ = logFile.Close() // the start error is the one to report
 		return nil, fmt.Errorf("starting %s (%s): %w", name, path, err)
 	}
 	p := &Process{name: name, logPath: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		err := cmd.Wait()
-		fmt.Fprintf(logFile, "=== %s: %s exited: %v\n", time.Now().Format(time.RFC3339Nano), name, cmd.ProcessState)
-		logFile.Close()
+		_, _ = fmt.Fprintf(logFile, "=== %s: %s exited: %v\n", time.Now().Format(time.RFC3339Nano), name, cmd.ProcessState)
+		_ = logFile.Close() // nobody is left to report it to; the exit status is in waitErr
 		p.mu.Lock()
 		p.waitErr = err
 		p.mu.Unlock()

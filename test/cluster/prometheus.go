@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -138,15 +139,14 @@ func (p *Prometheus) Start(ctx context.Context) error {
 	if err := p.writeConfig(); err != nil {
 		return err
 	}
-	args := []string{
+	args := slices.Concat([]string{
 		"--config.file=" + p.configPath(),
 		"--storage.tsdb.path=" + filepath.Join(p.opts.Dir, "data"),
 		"--storage.tsdb.retention.time=6h",
 		"--web.listen-address=" + p.Addr(),
 		"--log.level=info",
-	}
-	args = append(args, p.opts.ExtraArgs...)
-	fmt.Fprintf(p.opts.Log, "prometheus: starting on %s\n", p.Addr())
+	}, p.opts.ExtraArgs)
+	_, _ = fmt.Fprintf(p.opts.Log, "prometheus: starting on %s\n", p.Addr()) // progress lines are best effort
 	proc, err := StartProcess("prometheus", p.opts.Binary, args, p.LogPath(), nil)
 	if err != nil {
 		return err

@@ -410,8 +410,8 @@ func (f *Fleet) syncLocked() {
 	var endpoints map[string]bool
 	if f.slices != nil {
 		endpoints = map[string]bool{}
-		slices, _ := f.slices.EndpointSlices(f.opts.Namespace).List(labels.Everything())
-		for _, s := range slices {
+		eps, _ := f.slices.EndpointSlices(f.opts.Namespace).List(labels.Everything())
+		for _, s := range eps {
 			for _, e := range s.Endpoints {
 				if e.TargetRef != nil && e.TargetRef.Kind == "Pod" && (e.Conditions.Ready == nil || *e.Conditions.Ready) {
 					endpoints[e.TargetRef.Name] = true

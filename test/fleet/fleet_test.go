@@ -136,7 +136,9 @@ func TestFleet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
+	if err := resp.Body.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if got := f.Anomalies(); len(got) != 0 {
 		t.Errorf("Anomalies() after POST /heal = %v, want none", got)
 	}
@@ -144,7 +146,9 @@ func TestFleet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
+	if err := resp.Body.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("POST /fault for a deleted pod: %s, want 404", resp.Status)
 	}

@@ -38,7 +38,8 @@ const (
 	// LatencyPromQL feeds continuousValueDeviation from the histogram: each pod's 90th percentile
 	// latency over the last 20s divided by the median of those percentiles. (The fleet-wide 90th
 	// percentile would be no reference: one slow pod in four owns the fleet's slowest 25%.)
-	LatencyPromQL = `histogram_quantile(0.9, sum by (pod, le) (rate(demo_request_duration_seconds_bucket[20s]))) / scalar(quantile(0.5, histogram_quantile(0.9, sum by (pod, le) (rate(demo_request_duration_seconds_bucket[20s])))))`
+	LatencyPromQL = latencyPerPod + ` / scalar(quantile(0.5, ` + latencyPerPod + `))`
+	latencyPerPod = `histogram_quantile(0.9, sum by (pod, le) (rate(demo_request_duration_seconds_bucket[20s])))`
 	// CustomDetectorPath answers a customService breaker: {"pods":[...]}, the pods with a fault,
 	// worst first.
 	CustomDetectorPath = "/anomalies"

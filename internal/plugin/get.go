@@ -1,0 +1,268 @@
+package plugin
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/activator"
+)
+
+// Get prints one KubervisorService: a header, its conditions, the outcome of each breaker, and a table of
+// the pods labelled kubervisor/name=NAME with what the activator will do to each (column NEXT).
+func (p *Plugin) Get(ctx context.Context, namespace, name string) error {
+	kvs, err := p.getKVS(ctx, namespace, name)
+	if err != nil {
+		return err
+	}
+	svc, err := p.getService(ctx, kvs)
+	if err != nil {
+		return err
+	}
+	var pods corev1.PodList
+	if err := p.Client.List(ctx, &pods, client.InNamespace(namespace), client.MatchingLabels{kvv1.LabelName: name}); err != nil {
+		return fmt.Errorf("listing pods of KubervisorService %s/%s: %w", namespace, name, err)
+	}
+	now := p.Clock.Now()
+
+	var w bytes.Buffer
+	writeHeader(&w, kvs, svc, now)
+	writeConditions(&w, kvs)
+	writeBreakers(&w, kvs, now)
+	writePods(&w, kvs, svc, pods.Items, now)
+	return writeTable(p.Out, &w)
+}
+
+func writeHeader(w *bytes.Buffer, kvs *kvv1.KubervisorService, svc *corev1.Service, now time.Time) {
+	c := kvs.Status.Pods
+	_, why := inactive(kvs, svc)
+	activatorState := "active"
+	if why != "" {
+		activatorState = "inactive: " + why
+	}
+	def, err := kvs.Spec.ActivatorFor("")
+	row(w, "Name:", kvs.Name)
+	row(w, "Namespace:", kvs.Namespace)
+	row(w, "Service:", serviceLine(kvs, svc))
+	row(w, "Dry run:", strconv.FormatBool(kvs.Spec.DryRun))
+	row(w, "Activator:", activatorState)
+	row(w, "Default activator:", describeActivator(def, err))
+	row(w, "Pods:", fmt.Sprintf("managed %d, ready %d, in traffic %d, ejected %d, paused %d, unknown %d",
+		c.Managed, c.Ready, c.InTraffic, c.Ejected, c.Paused, c.Unknown))
+	row(w, "Age:", age(kvs.CreationTimestamp.Time, now))
+}
+
+func writeConditions(w *bytes.Buffer, kvs *kvv1.KubervisorService) {
+	w.WriteByte('\n')
+	w.WriteString("Conditions:\n")
+	if len(kvs.Status.Conditions) == 0 {
+		w.WriteString("  " + none + "\n")
+		return
+	}
+	row(w, "  TYPE", "STATUS", "REASON", "MESSAGE")
+	for _, c := range kvs.Status.Conditions {
+		row(w, "  "+c.Type, string(c.Status), orNone(c.Reason), orNone(c.Message))
+	}
+}
+
+// writeBreakers prints each breaker of the spec in order with its last outcome, then any outcome left in
+// status by a breaker since removed from the spec.
+func writeBreakers(w *bytes.Buffer, kvs *kvv1.KubervisorService, now time.Time) {
+	w.WriteByte('\n')
+	w.WriteString("Breakers:\n")
+	status := map[string]*kvv1.BreakerStatus{}
+	for i := range kvs.Status.Breakers {
+		status[kvs.Status.Breakers[i].Name] = &kvs.Status.Breakers[i]
+	}
+	inSpec := map[string]bool{}
+	for i := range kvs.Spec.Breakers {
+		b := &kvs.Spec.Breakers[i]
+		inSpec[b.Name] = true
+		title := b.Name
+		if b.DryRun {
+			title += " (dry run)"
+		}
+		fmt.Fprintf(w, "  %s:\n", title)
+		act, err := kvs.Spec.ActivatorFor(b.Name)
+		row(w, "    Activator:", describeActivator(act, err))
+		writeBreakerStatus(w, status[b.Name], now)
+	}
+	for i := range kvs.Status.Breakers {
+		if b := &kvs.Status.Breakers[i]; !inSpec[b.Name] {
+			fmt.Fprintf(w, "  %s (no longer in spec):\n", b.Name)
+			writeBreakerStatus(w, b, now)
+		}
+	}
+}
+
+func writeBreakerStatus(w *bytes.Buffer, b *kvv1.BreakerStatus, now time.Time) {
+	if b == nil {
+		row(w, "    Last result:", none+" (not evaluated yet)")
+		return
+	}
+	last := none
+	if t := b.LastEvaluationTime; t != nil {
+		last = fmt.Sprintf("%s (%s ago)", t.UTC().Format(time.RFC3339), age(t.Time, now))
+	}
+	row(w, "    Last result:", orNone(b.LastResult))
+	row(w, "    Last evaluation:", last)
+	row(w, "    Anomalous pods:", names(b.AnomalousPods))
+	row(w, "    Ejected pods:", names(b.EjectedPods))
+	row(w, "    Withheld pods:", names(b.WithheldPods))
+	row(w, "    Would-eject pods:", names(b.WouldEjectPods))
+}
+
+// writePods prints the pod table, then the problems the activator finds in the pods' labels and
+// annotations (it reports them as events and works around them; see activator.ParsePodState).
+func writePods(w *bytes.Buffer, kvs *kvv1.KubervisorService, svc *corev1.Service, pods []corev1.Pod, now time.Time) {
+	w.WriteByte('\n')
+	if len(pods) == 0 {
+		fmt.Fprintf(w, "No pods labelled %s=%s.\n", kvv1.LabelName, kvs.Name)
+		return
+	}
+	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
+	// The activator counts the KubervisorService's paused pods to decide between pausing and killing.
+	var paused int32
+	for i := range pods {
+		if pods[i].Labels[kvv1.LabelTraffic] == kvv1.TrafficPause {
+			paused++
+		}
+	}
+	off, _ := inactive(kvs, svc)
+
+	var problems []string
+	row(w, "POD", "READY", "TRAFFIC", "BREAKER", "RETRIES", "BREAK-AT", "NEXT")
+	for i := range pods {
+		pod := &pods[i]
+		state := activator.ParsePodState(pod.Labels, pod.Annotations, now)
+		issues := state.Problems
+		act, err := kvs.Spec.ActivatorFor(state.Strategy)
+		if err != nil && state.Traffic == kvv1.TrafficNo {
+			issues = append(issues, fmt.Sprintf("activator for breaker %q: %v; using the built-in period %s",
+				state.Strategy, err, kvv1.DefaultActivatorPeriod))
+		}
+		if len(issues) > 0 {
+			problems = append(problems, fmt.Sprintf("  %s: %s", pod.Name, strings.Join(issues, "; ")))
+		}
+		var next string
+		switch {
+		case !pod.DeletionTimestamp.IsZero():
+			next = "terminating"
+		case off != "":
+			next = "inactive (" + off + ")"
+		default:
+			next = activator.NextRetryDescription(state, act, paused, now)
+		}
+		row(w, pod.Name, podReady(pod), orNone(pod.Labels[kvv1.LabelTraffic]), orNone(pod.Labels[kvv1.LabelStrategy]),
+			retriesCell(pod.Annotations), breakAtCell(pod.Annotations, now), next)
+	}
+	if len(problems) > 0 {
+		w.WriteByte('\n')
+		w.WriteString("Warnings:\n")
+		for _, p := range problems {
+			w.WriteString(p + "\n")
+		}
+	}
+}
+
+// selectorReason is what the NEXT column says when the Service selector leaves the activator inactive.
+const selectorReason = "selector"
+
+// inactive says why the activator leaves every pod of the KubervisorService alone, as the Pod reconciler
+// decides it: short for the NEXT column, long for the header. Both are empty when the activator acts.
+func inactive(kvs *kvv1.KubervisorService, svc *corev1.Service) (short, long string) {
+	switch {
+	case !kvs.DeletionTimestamp.IsZero():
+		return "deleting", "the KubervisorService is being deleted"
+	case kvs.Spec.DryRun:
+		return "dry run", "dry run"
+	case svc == nil:
+		return "no service", fmt.Sprintf("Service %s not found", kvs.Spec.Service)
+	case svc.Spec.Selector[kvv1.LabelTraffic] != kvv1.TrafficYes:
+		return selectorReason, fmt.Sprintf("the selector of Service %s lacks %s=%s", svc.Name, kvv1.LabelTraffic, kvv1.TrafficYes)
+	case !hasOtherSelectorKey(svc.Spec.Selector):
+		return selectorReason, fmt.Sprintf("the selector of Service %s has no key besides %s", svc.Name, kvv1.LabelTraffic)
+	}
+	return "", ""
+}
+
+func serviceLine(kvs *kvv1.KubervisorService, svc *corev1.Service) string {
+	if svc == nil {
+		return kvs.Spec.Service + " (not found)"
+	}
+	return fmt.Sprintf("%s (selector %s)", svc.Name, formatSelector(svc.Spec.Selector))
+}
+
+// formatSelector prints a selector as key=value pairs in key order, like a label selector.
+func formatSelector(sel map[string]string) string {
+	if len(sel) == 0 {
+		return none
+	}
+	pairs := make([]string, 0, len(sel))
+	for _, k := range sortedKeys(sel) {
+		pairs = append(pairs, k+"="+sel[k])
+	}
+	return strings.Join(pairs, ",")
+}
+
+func describeActivator(a kvv1.ResolvedActivator, err error) string {
+	if err != nil {
+		return fmt.Sprintf("invalid (%v); the activator uses the built-in period %s", err, kvv1.DefaultActivatorPeriod)
+	}
+	s := fmt.Sprintf("%s, period %s", a.Mode, shortDuration(a.Period))
+	switch a.Mode {
+	case kvv1.ActivatorModeRetryAndKill:
+		s += fmt.Sprintf(", maxRetryCount %d", a.MaxRetryCount)
+	case kvv1.ActivatorModeRetryAndPause:
+		s += fmt.Sprintf(", maxRetryCount %d, maxPauseCount %d", a.MaxRetryCount, a.MaxPauseCount)
+	}
+	return s
+}
+
+// shortDuration prints a duration without trailing zero units: 1m rather than 1m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// retriesCell shows the retry-count annotation, "invalid" when the activator cannot use it.
+func retriesCell(annotations map[string]string) string {
+	v, ok := annotations[kvv1.AnnotationRetryCount]
+	if !ok {
+		return none
+	}
+	if n, err := strconv.ParseInt(v, 10, 32); err != nil || n < 1 {
+		return "invalid"
+	}
+	return v
+}
+
+// breakAtCell shows the age of the last ejection, "invalid" when the activator cannot use the annotation.
+func breakAtCell(annotations map[string]string, now time.Time) string {
+	v, ok := annotations[kvv1.AnnotationBreakAt]
+	if !ok {
+		return none
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil || t.Sub(now) > activator.ClockSkew {
+		return "invalid"
+	}
+	if t.After(now) {
+		t = now // within the tolerated clock skew
+	}
+	return age(t, now)
+}

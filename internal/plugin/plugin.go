@@ -1,0 +1,166 @@
+// Package plugin is the logic of the `kubectl kubervisor` plugin (SPEC §7): list KubervisorServices with
+// their counts, show one with a per-pod table, and activate or deactivate a Service selector. It talks to
+// the API server through a controller-runtime client, writes to an io.Writer and reads the time from an
+// injected clock, so that every output is testable with a fake client and a fixed now. Flags and the
+// client are wired in cmd/kubectl-kubervisor.
+package plugin
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/duration"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+)
+
+// none is what a cell shows when there is no value, as kubectl does.
+const none = "<none>"
+
+// Plugin runs the subcommands of `kubectl kubervisor` against one API server.
+type Plugin struct {
+	// Client reads KubervisorServices, Services and pods, and patches Service selectors. Its scheme must
+	// hold core/v1 and breaker.kubervisor.io/v1alpha1 (NewScheme).
+	Client client.Client
+	// Out receives the tables and messages.
+	Out io.Writer
+	// Clock gives now, for ages and for the activator's schedule.
+	Clock clock.PassiveClock
+}
+
+// NewScheme returns a scheme holding the only types the plugin reads: core/v1 and the Kubervisor API.
+func NewScheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	if err := corev1.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	if err := kvv1.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// writeTable writes text whose cells are separated by tabs to out, aligned like kubectl's tables: columns
+// padded by three spaces. A line without a tab ends every column block, so that sections separated by such
+// lines are aligned each on its own.
+func writeTable(out io.Writer, text *bytes.Buffer) error {
+	w := tabwriter.NewWriter(out, 0, 8, 3, ' ', 0)
+	if _, err := w.Write(text.Bytes()); err != nil {
+		return err
+	}
+	return w.Flush()
+}
+
+// cellBreaks are the characters a cell cannot hold: they would end it or its line.
+var cellBreaks = strings.NewReplacer("\t", " ", "\n", " ", "\r", " ")
+
+// row writes cells separated by tabs, ending the line. Tabs and line breaks inside a cell (a condition
+// message may hold any text) become spaces.
+func row(b *bytes.Buffer, cells ...string) {
+	for i, c := range cells {
+		if i > 0 {
+			b.WriteByte('\t')
+		}
+		b.WriteString(cellBreaks.Replace(c))
+	}
+	b.WriteByte('\n')
+}
+
+// getKVS reads the KubervisorService, with an error that says plainly when it does not exist.
+func (p *Plugin) getKVS(ctx context.Context, namespace, name string) (*kvv1.KubervisorService, error) {
+	kvs := &kvv1.KubervisorService{}
+	if err := p.Client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, kvs); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("KubervisorService %q not found in namespace %q", name, namespace)
+		}
+		return nil, fmt.Errorf("getting KubervisorService %s/%s: %w", namespace, name, crdHint(err))
+	}
+	return kvs, nil
+}
+
+// crdHint adds what a "no matches for kind" error means here: Kubervisor is not installed.
+func crdHint(err error) error {
+	if meta.IsNoMatchError(err) {
+		return fmt.Errorf("%w (is the KubervisorService CRD installed in this cluster?)", err)
+	}
+	return err
+}
+
+// getService reads the Service a KubervisorService names; nil, without error, when it does not exist.
+func (p *Plugin) getService(ctx context.Context, kvs *kvv1.KubervisorService) (*corev1.Service, error) {
+	svc := &corev1.Service{}
+	err := p.Client.Get(ctx, types.NamespacedName{Namespace: kvs.Namespace, Name: kvs.Spec.Service}, svc)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("getting Service %s/%s: %w", kvs.Namespace, kvs.Spec.Service, err)
+	}
+	return svc, nil
+}
+
+// conditionStatus returns the status of a condition, or <none> when it is not set.
+func conditionStatus(conds []metav1.Condition, t string) string {
+	if c := meta.FindStatusCondition(conds, t); c != nil {
+		return string(c.Status)
+	}
+	return none
+}
+
+// podReady returns the status of the pod's Ready condition: True, False, or Unknown when it is not set.
+func podReady(pod *corev1.Pod) string {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return string(c.Status)
+		}
+	}
+	return string(corev1.ConditionUnknown)
+}
+
+// age formats the time since t the way kubectl's AGE column does.
+func age(t, now time.Time) string {
+	if t.IsZero() {
+		return "<unknown>"
+	}
+	return duration.HumanDuration(now.Sub(t))
+}
+
+// orNone returns s, or <none> when s is empty.
+func orNone(s string) string {
+	if s == "" {
+		return none
+	}
+	return s
+}
+
+// names joins pod names, or returns <none> for an empty list.
+func names(list []string) string {
+	if len(list) == 0 {
+		return none
+	}
+	return strings.Join(list, ", ")
+}
+
+// sortedKeys returns the keys of m in order.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -14,8 +14,9 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -36,31 +37,22 @@ func main() {
 }
 
 // kubeFlags are kubectl's connection flags (--kubeconfig, --context, -n/--namespace, --server, --token,
-// --as, --request-timeout, …), resolved the way kubectl resolves them.
-//
-// NOTE: these are the flags of k8s.io/cli-runtime's genericclioptions.ConfigFlags, bound with client-go's
-// clientcmd, on which ConfigFlags is built. cli-runtime is not a dependency of this module, and adding it
-// would bring in kustomize and a dozen other modules for one flag fewer: --cache-dir, a discovery cache
-// that this client does not use.
+// --as, --request-timeout, …) from k8s.io/cli-runtime, resolved the way kubectl resolves them.
 type kubeFlags struct {
-	loading   *clientcmd.ClientConfigLoadingRules
-	overrides clientcmd.ConfigOverrides
+	config *genericclioptions.ConfigFlags
 }
 
 func (f *kubeFlags) bind(cmd *cobra.Command) {
-	f.loading = clientcmd.NewDefaultClientConfigLoadingRules()
-	flags := cmd.PersistentFlags()
-	flags.StringVar(&f.loading.ExplicitPath, clientcmd.RecommendedConfigPathFlag, "",
-		"Path to the kubeconfig file to use for CLI requests.")
-	clientcmd.BindOverrideFlags(&f.overrides, flags, clientcmd.RecommendedConfigOverrideFlags(""))
+	f.config = genericclioptions.NewConfigFlags(true)
+	f.config.AddFlags(cmd.PersistentFlags())
 }
 
 // connect builds the plugin and the namespace of the request from the parsed flags.
 func (f *kubeFlags) connect(out io.Writer) (*plugin.Plugin, string, error) {
-	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(f.loading, &f.overrides)
-	if name := f.overrides.CurrentContext; name != "" {
+	loader := f.config.ToRawKubeConfigLoader()
+	if name := ptr.Deref(f.config.Context, ""); name != "" {
 		// clientcmd reports an unknown context among other validation errors; say it plainly.
-		raw, err := cc.RawConfig()
+		raw, err := loader.RawConfig()
 		if err != nil {
 			return nil, "", fmt.Errorf("loading kubeconfig: %w", err)
 		}
@@ -76,12 +68,12 @@ func (f *kubeFlags) connect(out io.Writer) (*plugin.Plugin, string, error) {
 			return nil, "", fmt.Errorf("context %q not found in kubeconfig (contexts: %s)", name, strings.Join(known, ", "))
 		}
 	}
-	cfg, err := cc.ClientConfig()
+	cfg, err := f.config.ToRESTConfig()
 	if err != nil {
 		return nil, "", fmt.Errorf("loading kubeconfig: %w", err)
 	}
 	cfg.UserAgent = "kubectl-kubervisor"
-	namespace, _, err := cc.Namespace()
+	namespace, _, err := loader.Namespace()
 	if err != nil {
 		return nil, "", fmt.Errorf("reading the namespace from kubeconfig: %w", err)
 	}

@@ -73,7 +73,7 @@ prometheus: ## Make sure a Prometheus binary is available (bin/prometheus, Debia
 
 .PHONY: test-e2e
 test-e2e: build envtest-assets kustomize prometheus ## End-to-end suite: control plane, controller-manager, Prometheus, the manager binary.
-	KUBEBUILDER_ASSETS="$(KUBEBUILDER_ASSETS)" go test -tags e2e -timeout 60m -count=1 ./test/... $(E2E_GINKGO_FLAGS)
+	KUBEBUILDER_ASSETS="$(KUBEBUILDER_ASSETS)" go test -v -tags e2e -timeout 60m -count=1 ./test/... $(E2E_GINKGO_FLAGS)
 
 .PHONY: demo
 demo: build envtest-assets kustomize prometheus ## Run Kubervisor live on a local control plane, a real Prometheus and a demo fleet (Ctrl-C stops).

@@ -245,6 +245,7 @@ var _ = Describe("Breaker", func() {
 			k.Spec.DryRun = true // the suite's manager only reports; the reconciler below sees it enforced
 		})
 		Eventually(func() []string { return getKVS(ns, "stale").Finalizers }).Should(ContainElement(kvv1.Finalizer))
+		Eventually(podCounts(ns, "stale")).Should(HaveField("Managed", int32(6)))
 		kvs := getKVS(ns, "stale")
 
 		// A reconciler whose cache froze before any ejection: it lists every pod as in traffic forever.

@@ -17,6 +17,7 @@ type KubervisorServiceSpec struct {
 
 	// dryRun, when true, makes every breaker evaluate and report only: no pod is relabelled, paused or killed.
 	// +optional
+	// +kubebuilder:default=false
 	DryRun bool `json:"dryRun,omitempty"`
 
 	// breakers are the anomaly detections applied to the Service's pods. Names are unique.

@@ -171,3 +171,23 @@ func TestSetBreakerStatusMovesTimeOnlyOnChange(t *testing.T) {
 }
 
 func labelsSet(m map[string]string) labels.Set { return labels.Set(m) }
+
+func TestScheduleRemembersOutcomesAcrossALostStatusWrite(t *testing.T) {
+	t0 := metav1.NewTime(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	e := &scheduleEntry{last: map[string]kvv1.BreakerStatus{}}
+	fresh := &kvv1.KubervisorServiceStatus{Breakers: []kvv1.BreakerStatus{
+		{Name: "a", LastResult: "OK", WouldEjectPods: []string{"p2"}, LastEvaluationTime: &t0},
+		{Name: "b", LastResult: "NoData", LastEvaluationTime: &t0},
+	}}
+	e.remember(fresh, map[string]string{"a": "OK"})
+	if _, ok := e.last["b"]; ok {
+		t.Error("remembered a breaker that was not evaluated in the pass")
+	}
+	// The write was lost: the next pass starts from the object as it was before.
+	stale := &kvv1.KubervisorServiceStatus{Breakers: []kvv1.BreakerStatus{{Name: "b", LastResult: "Error: x"}}}
+	e.recall(stale)
+	want := []kvv1.BreakerStatus{{Name: "b", LastResult: "Error: x"}, fresh.Breakers[0]}
+	if d := cmp.Diff(want, stale.Breakers); d != "" {
+		t.Errorf("recall mismatch (-want +got):\n%s", d)
+	}
+}

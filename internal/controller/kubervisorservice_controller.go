@@ -109,6 +109,7 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		log.V(1).Info("Waiting for pods to be adopted before evaluating", "unadopted", obs.unadopted)
 		requeue = adoptionWait
 	case obs.svc != nil && obs.owner:
+		entry.recall(status)
 		if err := r.evaluate(ctx, kvs, obs, entry, status, now); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -326,6 +327,7 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 			setBreakerStatus(status, kvv1.BreakerStatus{Name: name, LastResult: res}, now)
 		}
 	}
+	entry.remember(status, results)
 	// The status counts must reflect this pass's writes, not the cache's view before them.
 	obs.pods = pods
 	metrics.EvaluationDuration.WithLabelValues(kvs.Namespace, kvs.Name).Observe(r.Clock.Since(start).Seconds())

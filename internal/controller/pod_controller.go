@@ -52,9 +52,13 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 		return ctrl.Result{}, err
 	}
 	if err := syncPodOwnership(ctx, r, pod, cs); err != nil {
-		return ctrl.Result{}, err
+		return requeueOnConflict(ctx, err)
 	}
-	return r.activate(ctx, pod, cs)
+	res, err := r.activate(ctx, pod, cs)
+	if err != nil {
+		return requeueOnConflict(ctx, err)
+	}
+	return res, nil
 }
 
 // SetupWithManager watches pods, passing only creations and the updates podChanged lets through. A

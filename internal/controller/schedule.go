@@ -23,6 +23,10 @@ type scheduleEntry struct {
 	generation int64
 	next       map[string]time.Time
 	detectors  map[string]detector.Detector
+	// last holds each breaker's latest outcome. NOTE: a status write can lose a race (the cache lags behind
+	// our own previous write); the outcome must survive until the retry writes it, since the breaker is not
+	// due again before its period.
+	last map[string]kvv1.BreakerStatus
 }
 
 func newSchedule() *schedule {
@@ -37,7 +41,8 @@ func (s *schedule) entry(kvs *kvv1.KubervisorService) *scheduleEntry {
 	key := types.NamespacedName{Namespace: kvs.Namespace, Name: kvs.Name}
 	e, ok := s.entries[key]
 	if !ok || e.generation != kvs.Generation {
-		e = &scheduleEntry{generation: kvs.Generation, next: map[string]time.Time{}, detectors: map[string]detector.Detector{}}
+		e = &scheduleEntry{generation: kvs.Generation, next: map[string]time.Time{}, detectors: map[string]detector.Detector{},
+			last: map[string]kvv1.BreakerStatus{}}
 		s.entries[key] = e
 	}
 	return e
@@ -47,6 +52,31 @@ func (s *schedule) forget(key types.NamespacedName) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.entries, key)
+}
+
+// recall puts the remembered outcomes into status, replacing what the (possibly stale) object holds.
+func (e *scheduleEntry) recall(status *kvv1.KubervisorServiceStatus) {
+	for name, b := range e.last {
+		replaced := false
+		for i := range status.Breakers {
+			if status.Breakers[i].Name == name {
+				status.Breakers[i] = *b.DeepCopy()
+				replaced = true
+			}
+		}
+		if !replaced {
+			status.Breakers = append(status.Breakers, *b.DeepCopy())
+		}
+	}
+}
+
+// remember keeps the outcomes of the breakers evaluated in this pass.
+func (e *scheduleEntry) remember(status *kvv1.KubervisorServiceStatus, evaluated map[string]string) {
+	for i := range status.Breakers {
+		if _, ok := evaluated[status.Breakers[i].Name]; ok {
+			e.last[status.Breakers[i].Name] = *status.Breakers[i].DeepCopy()
+		}
+	}
 }
 
 // due reports whether the breaker is due at now.

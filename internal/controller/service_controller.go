@@ -6,6 +6,7 @@ import (
 	"maps"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -65,11 +66,22 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	}
 	for _, key := range sortedKeys(pods) {
 		if err := syncPodOwnership(ctx, r, pods[key], cs); err != nil {
-			return ctrl.Result{}, err
+			return requeueOnConflict(ctx, err)
 		}
 	}
 	logf.FromContext(ctx).V(1).Info("Synced pod ownership for Service", "pods", len(pods))
 	return ctrl.Result{}, nil
+}
+
+// requeueOnConflict turns an optimistic-lock conflict into a quiet, short requeue: another reconciler (the
+// Pod reconciler adopting the same new pod, the breaker, the activator) wrote the pod first, and the next
+// pass decides again from what it wrote. Any other error is returned.
+func requeueOnConflict(ctx context.Context, err error) (ctrl.Result, error) {
+	if apierrors.IsConflict(err) {
+		logf.FromContext(ctx).V(1).Info("Pod changed meanwhile; retrying", "error", err.Error())
+		return ctrl.Result{RequeueAfter: conflictRetry}, nil
+	}
+	return ctrl.Result{}, err
 }
 
 // ownedPods lists, from the cache, the pods labelled with the KubervisorService's name.

@@ -66,7 +66,8 @@ test: manifests generate fmt vet envtest-assets kustomize ## Unit and envtest su
 	KUBEBUILDER_ASSETS="$(KUBEBUILDER_ASSETS)" go test $(GO_TEST_FLAGS) $$(go list $(TEST_PKGS) | grep -v /test/e2e) -coverprofile cover.out
 
 E2E_GINKGO_FLAGS ?= -ginkgo.v -ginkgo.timeout=50m
-# The Ginkgo suites behind the e2e tag (test/fleet's unit tests run in `make test`).
+# The Ginkgo suites behind the e2e tag, run one at a time: each starts its own cluster (test/fleet's unit
+# tests run in `make test`).
 E2E_PKGS ?= ./test/cluster/... ./test/e2e/... ./test/demo/...
 
 .PHONY: prometheus
@@ -75,7 +76,7 @@ prometheus: ## Make sure a Prometheus binary is available (bin/prometheus, Debia
 
 .PHONY: test-e2e
 test-e2e: build envtest-assets kustomize prometheus ## End-to-end suite: control plane, controller-manager, Prometheus, the manager binary.
-	KUBEBUILDER_ASSETS="$(KUBEBUILDER_ASSETS)" go test -v -tags e2e -timeout 60m -count=1 $(E2E_PKGS) $(E2E_GINKGO_FLAGS)
+	KUBEBUILDER_ASSETS="$(KUBEBUILDER_ASSETS)" go test -v -p 1 -tags e2e -timeout 60m -count=1 $(E2E_PKGS) $(E2E_GINKGO_FLAGS)
 
 .PHONY: demo
 demo: build envtest-assets kustomize prometheus ## Run Kubervisor live on a local control plane, a real Prometheus and a demo fleet (Ctrl-C stops).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -199,7 +200,7 @@ func (r *KubervisorServiceReconciler) observe(ctx context.Context, kvs *kvv1.Kub
 			}
 			if len(others) > 0 {
 				var parts []string
-				for _, o := range sortedStrings(others) {
+				for _, o := range slices.Sorted(maps.Keys(others)) {
 					parts = append(parts, fmt.Sprintf("%d supervised by %s", others[o], o))
 				}
 				obs.conflictReason = kvv1.ReasonPodsClaimed
@@ -275,16 +276,12 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 	}
 	planPods := make([]breaker.Pod, len(pods))
 	byName := make(map[string]*corev1.Pod, len(pods))
-	readyManaged := 0
 	for i := range pods {
 		p := &pods[i]
 		byName[p.Name] = p
 		planPods[i] = breaker.Pod{Name: p.Name, Ready: podReady(p), Traffic: p.Labels[kvv1.LabelTraffic]}
-		if planPods[i].Ready {
-			readyManaged++
-		}
 	}
-	outcomes := breaker.Plan(planPods, breaker.FloorOf(&kvs.Spec, readyManaged), inputs)
+	outcomes := breaker.Plan(planPods, breaker.FloorOf(&kvs.Spec, breaker.Count(planPods).ReadyManaged), inputs)
 
 	var patchErr error
 	for i := range outcomes {
@@ -299,7 +296,7 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 			}
 			ejected = append(ejected, a.Pod)
 			metrics.Ejections.WithLabelValues(kvs.Namespace, kvs.Name, o.Name, "true").Inc()
-			r.podEvent(kvs, pod, corev1.EventTypeNormal, "Ejected", "Eject",
+			recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeNormal, "Ejected", "Eject",
 				fmt.Sprintf("Breaker %s took pod %s out of traffic: %s", o.Name, a.Pod, a.Reason))
 		}
 		for _, a := range o.WouldEject {
@@ -400,7 +397,7 @@ func (r *KubervisorServiceReconciler) finalize(ctx context.Context, kvs *kvv1.Ku
 	for i := range pods {
 		if pods[i].Labels[kvv1.LabelTraffic] == kvv1.TrafficPause {
 			paused++
-			r.podEvent(kvs, &pods[i], corev1.EventTypeNormal, "LeftPaused", "Release",
+			recordPodEvent(r.Recorder, kvs, &pods[i], corev1.EventTypeNormal, "LeftPaused", "Release",
 				fmt.Sprintf("KubervisorService %s is being deleted; pod %s stays paused (kubervisor/traffic=pause) for investigation", kvs.Name, pods[i].Name))
 		}
 		if err := releasePod(ctx, r.Client, &pods[i]); err != nil {
@@ -418,12 +415,8 @@ func (r *KubervisorServiceReconciler) finalize(ctx context.Context, kvs *kvv1.Ku
 	return nil
 }
 
-// podEvent records an action on a pod twice, on the KubervisorService and on the pod, so that it shows in
-// `kubectl describe` of either (SPEC §7).
-func (r *KubervisorServiceReconciler) podEvent(kvs *kvv1.KubervisorService, pod *corev1.Pod, eventType, reason, action, note string) {
-	recordPodEvent(r.Recorder, kvs, pod, eventType, reason, action, note)
-}
-
+// recordPodEvent records an action on a pod twice, on the KubervisorService and on the pod, so that it shows
+// in `kubectl describe` of either (SPEC §7).
 func recordPodEvent(rec events.EventRecorder, kvs *kvv1.KubervisorService, pod *corev1.Pod, eventType, reason, action, note string) {
 	rec.Eventf(kvs, pod, eventType, reason, action, "%s", note)
 	rec.Eventf(pod, kvs, eventType, reason, action, "%s", note)
@@ -492,15 +485,6 @@ func capNames(names []string) []string {
 		return names[:kvv1.MaxPodNamesInStatus]
 	}
 	return names
-}
-
-func sortedStrings(m map[string]int) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // SetupWithManager watches KubervisorServices (spec and deletion changes, not our status writes), the

@@ -70,13 +70,12 @@ func podReady(p *corev1.Pod) bool {
 	return false
 }
 
-func sortNames(keys []types.NamespacedName) {
-	slices.SortFunc(keys, func(a, b types.NamespacedName) int {
-		if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
-			return c
-		}
-		return strings.Compare(a.Name, b.Name)
-	})
+// compareNames orders object keys by namespace, then name.
+func compareNames(a, b types.NamespacedName) int {
+	if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Name, b.Name)
 }
 
 // serviceChanged passes Service creations, deletions and selector changes: nothing else of a Service

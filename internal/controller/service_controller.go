@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -64,7 +65,7 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		}
 		addPods(pods, owned)
 	}
-	for _, key := range sortedKeys(pods) {
+	for _, key := range slices.SortedFunc(maps.Keys(pods), compareNames) {
 		if err := syncPodOwnership(ctx, r, pods[key], cs); err != nil {
 			return requeueOnConflict(ctx, err)
 		}
@@ -97,15 +98,6 @@ func addPods(into map[types.NamespacedName]*corev1.Pod, pods []corev1.Pod) {
 	for i := range pods {
 		into[client.ObjectKeyFromObject(&pods[i])] = &pods[i]
 	}
-}
-
-func sortedKeys(m map[types.NamespacedName]*corev1.Pod) []types.NamespacedName {
-	keys := make([]types.NamespacedName, 0, len(m))
-	for k := range maps.Keys(m) {
-		keys = append(keys, k)
-	}
-	sortNames(keys)
-	return keys
 }
 
 // SetupWithManager watches Services (selector changes and deletion only) and KubervisorServices (which

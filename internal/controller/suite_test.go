@@ -284,7 +284,7 @@ func condition(ns, name, t string) func() metav1.Condition {
 	}
 }
 
-func patchLabels(obj client.Object, set map[string]string, remove ...string) {
+func patchLabels(obj client.Object, set map[string]string) {
 	ctx := context.Background()
 	Eventually(func() error {
 		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
@@ -297,9 +297,6 @@ func patchLabels(obj client.Object, set map[string]string, remove ...string) {
 		}
 		for k, v := range set {
 			l[k] = v
-		}
-		for _, k := range remove {
-			delete(l, k)
 		}
 		obj.SetLabels(l)
 		return k8sClient.Patch(ctx, obj, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))

@@ -7,12 +7,13 @@ import (
 	"k8s.io/apimachinery/pkg/util/duration"
 
 	"github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/podstate"
 )
 
 // NextRetryDescription says, in a few words for the NEXT RETRY column of `kubectl kubervisor`, what the
 // activator will do to a pod and when: "restore in 15s", "restore now", "pause now", "kill now", or
 // "<none>" when the activator leaves the pod alone. Its arguments are those of Next.
-func NextRetryDescription(state PodState, a v1alpha1.ResolvedActivator, pausedCount int32, now time.Time) string {
+func NextRetryDescription(state podstate.State, a v1alpha1.ResolvedActivator, pausedCount int32, now time.Time) string {
 	d := Next(state, a, pausedCount, now)
 	switch d.Action {
 	case ActionWait:

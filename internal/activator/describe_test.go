@@ -6,12 +6,13 @@ import (
 
 	"github.com/kubervisor/kubervisor/api/v1alpha1"
 	"github.com/kubervisor/kubervisor/internal/activator"
+	"github.com/kubervisor/kubervisor/internal/podstate"
 )
 
 func TestNextRetryDescription(t *testing.T) {
 	const s = time.Second
 	cases := map[string]struct {
-		state  activator.PodState
+		state  podstate.State
 		a      v1alpha1.ResolvedActivator
 		paused int32
 		want   string

@@ -3,16 +3,16 @@
 // says which labels and annotations carry the decision out. It never talks to the API server and never
 // reads the clock: the caller passes now.
 //
-// The Pod reconciler uses it in three steps:
+// The Pod reconciler uses it in three steps, on the pod state of package podstate:
 //
-//	state := activator.ParsePodState(pod.Labels, pod.Annotations, now)
+//	state := podstate.Of(pod, now)
 //	a, err := kvs.Spec.ActivatorFor(state.Strategy) // Next copes with the zero value if err != nil
 //	d := activator.Next(state, a, pausedCount, now)
-//	patch := activator.PatchFor(state, d, now) // merge-patch it; for Kill, evict after patching
+//	patch := activator.PatchFor(state, d, now) // a podstate.Patch: merge-patch it; for Kill, evict after patching
 //	// Wait: RequeueAfter d.After
 //
 // Besides the traffic label (yes on restore, pause on pause) and the restored-at annotation, the
 // activator writes the break-at and retry-count annotations in one case only: when they are missing or
-// malformed on a pod out of traffic (PodState.Repair), so that the defaulted state is persisted and the
+// malformed on a pod out of traffic (podstate.State.Repair), so that the defaulted state is persisted and the
 // schedule converges instead of restarting on every reconcile.
 package activator

@@ -5,10 +5,12 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubervisor/kubervisor/api/v1alpha1"
 	"github.com/kubervisor/kubervisor/internal/activator"
+	"github.com/kubervisor/kubervisor/internal/podstate"
 )
 
 func TestPatchFor(t *testing.T) {
@@ -20,28 +22,28 @@ func TestPatchFor(t *testing.T) {
 	broken := justEjected("errors", "annotation kubervisor/break-at is missing"+defaulted)
 
 	cases := map[string]struct {
-		state activator.PodState
+		state podstate.State
 		d     activator.Decision
 		now   time.Time
-		want  activator.Patch
+		want  podstate.Patch
 	}{
 		"restore: traffic yes and restored-at, retry count kept": {
 			state: clean, d: activator.Decision{Action: activator.ActionRestore}, now: later,
-			want: activator.Patch{
+			want: podstate.Patch{
 				Labels:      map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficYes},
 				Annotations: map[string]string{v1alpha1.AnnotationRestoredAt: laterText},
 			},
 		},
 		"restore: restored-at written in UTC": {
 			state: clean, d: activator.Decision{Action: activator.ActionRestore}, now: later.In(time.FixedZone("CEST", 2*3600)),
-			want: activator.Patch{
+			want: podstate.Patch{
 				Labels:      map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficYes},
 				Annotations: map[string]string{v1alpha1.AnnotationRestoredAt: laterText},
 			},
 		},
 		"restore with repair": {
 			state: broken, d: activator.Decision{Action: activator.ActionRestore}, now: later,
-			want: activator.Patch{
+			want: podstate.Patch{
 				Labels: map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficYes},
 				Annotations: map[string]string{
 					v1alpha1.AnnotationRestoredAt: laterText,
@@ -52,34 +54,34 @@ func TestPatchFor(t *testing.T) {
 		},
 		"pause: traffic pause": {
 			state: clean, d: activator.Decision{Action: activator.ActionPause}, now: later,
-			want: activator.Patch{Labels: map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficPause}},
+			want: podstate.Patch{Labels: map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficPause}},
 		},
 		"pause with repair": {
 			state: broken, d: activator.Decision{Action: activator.ActionPause}, now: later,
-			want: activator.Patch{
+			want: podstate.Patch{
 				Labels:      map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficPause},
 				Annotations: repair,
 			},
 		},
 		"kill: nothing, the caller evicts": {
 			state: clean, d: activator.Decision{Action: activator.ActionKill}, now: later,
-			want: activator.Patch{},
+			want: podstate.Patch{},
 		},
 		"kill with repair: the repair only": {
 			state: broken, d: activator.Decision{Action: activator.ActionKill}, now: later,
-			want: activator.Patch{Annotations: repair},
+			want: podstate.Patch{Annotations: repair},
 		},
 		"wait: nothing": {
 			state: clean, d: activator.Decision{Action: activator.ActionWait}, now: later,
-			want: activator.Patch{},
+			want: podstate.Patch{},
 		},
 		"wait with repair: the repair only": {
 			state: broken, d: activator.Decision{Action: activator.ActionWait}, now: later,
-			want: activator.Patch{Annotations: repair},
+			want: podstate.Patch{Annotations: repair},
 		},
 		"none: nothing": {
 			state: withTraffic(clean, v1alpha1.TrafficYes), d: activator.Decision{Action: activator.ActionNone}, now: later,
-			want: activator.Patch{},
+			want: podstate.Patch{},
 		},
 	}
 	for name, tc := range cases {
@@ -95,79 +97,48 @@ func TestPatchFor(t *testing.T) {
 	}
 }
 
-// TestPatchForDoesNotAliasRepair guards the PodState against the caller editing the patch.
+// TestPatchForDoesNotAliasRepair guards the State against the caller editing the patch.
 func TestPatchForDoesNotAliasRepair(t *testing.T) {
 	state := justEjected("errors", "x")
 	p := activator.PatchFor(state, activator.Decision{Action: activator.ActionRestore}, now)
 	p.Annotations[v1alpha1.AnnotationRetryCount] = "7"
 	if diff := cmp.Diff(repair, state.Repair); diff != "" {
-		t.Errorf("PodState.Repair changed through the patch (-want +got):\n%s", diff)
+		t.Errorf("State.Repair changed through the patch (-want +got):\n%s", diff)
 	}
 }
 
-func TestPatchApplyTo(t *testing.T) {
-	ejectedMeta := func() *metav1.ObjectMeta {
-		return &metav1.ObjectMeta{
-			Name:        "pricer-1",
-			Labels:      map[string]string{"app": "pricer", v1alpha1.LabelTraffic: v1alpha1.TrafficNo, v1alpha1.LabelStrategy: "errors"},
-			Annotations: map[string]string{v1alpha1.AnnotationBreakAt: nowText, v1alpha1.AnnotationRetryCount: "2", "note": "x"},
-		}
+// TestRepairConverges proves that a defaulted pod is not "just ejected" again on every reconcile:
+// once the Repair is written, a later parse reads the first default back and the wait shrinks.
+func TestRepairConverges(t *testing.T) {
+	pod := &metav1.ObjectMeta{Name: "p", Labels: map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficNo}}
+	a := resolved(periodic, 10*time.Second, 3, 1)
+
+	first := podstate.Parse(pod.Labels, pod.Annotations, now)
+	d := activator.Next(first, a, 0, now)
+	if diff := cmp.Diff(activator.Decision{
+		Action: activator.ActionWait, At: now.Add(10 * time.Second), After: 10 * time.Second,
+		Reason: "retry 1 (periodic): back in traffic after 10s, due in 10s",
+	}, d); diff != "" {
+		t.Fatalf("first Next() mismatch (-want +got):\n%s", diff)
 	}
-	restore := activator.PatchFor(ejected(2, 0), activator.Decision{Action: activator.ActionRestore}, now)
-	restored := &metav1.ObjectMeta{
-		Name:   "pricer-1",
-		Labels: map[string]string{"app": "pricer", v1alpha1.LabelTraffic: v1alpha1.TrafficYes, v1alpha1.LabelStrategy: "errors"},
-		Annotations: map[string]string{
-			v1alpha1.AnnotationBreakAt: nowText, v1alpha1.AnnotationRetryCount: "2", "note": "x",
-			v1alpha1.AnnotationRestoredAt: nowText,
-		},
+	if !activator.PatchFor(first, d, now).ApplyTo(pod) {
+		t.Fatal("ApplyTo() reported no change, want the repaired annotations written")
 	}
 
-	cases := map[string]struct {
-		obj         *metav1.ObjectMeta
-		patch       activator.Patch
-		want        *metav1.ObjectMeta
-		wantChanged bool
-	}{
-		"restore keeps every other label and annotation, retry count included": {
-			obj: ejectedMeta(), patch: restore, want: restored, wantChanged: true,
-		},
-		"restore applied twice changes nothing the second time": {
-			obj: restored.DeepCopy(), patch: restore, want: restored, wantChanged: false,
-		},
-		"pause on an object without labels allocates them, annotations stay nil": {
-			obj:         &metav1.ObjectMeta{Name: "p"},
-			patch:       activator.Patch{Labels: map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficPause}},
-			want:        &metav1.ObjectMeta{Name: "p", Labels: map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficPause}},
-			wantChanged: true,
-		},
-		"empty patch changes nothing": {
-			obj: ejectedMeta(), patch: activator.Patch{}, want: ejectedMeta(), wantChanged: false,
-		},
-		"repair overwrites malformed annotations": {
-			obj: &metav1.ObjectMeta{
-				Name:        "p",
-				Labels:      map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficNo},
-				Annotations: map[string]string{v1alpha1.AnnotationRetryCount: "abc"},
-			},
-			patch: activator.Patch{Annotations: repair},
-			want: &metav1.ObjectMeta{
-				Name:        "p",
-				Labels:      map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficNo},
-				Annotations: repair,
-			},
-			wantChanged: true,
-		},
+	later := now.Add(7 * time.Second)
+	second := podstate.Parse(pod.Labels, pod.Annotations, later)
+	want := podstate.State{
+		Traffic: "no", BreakAt: now, RetryCount: 1,
+		Problems: []string{"label kubervisor/strategy is missing; using defaultActivator"},
 	}
-	for name, tc := range cases {
-		t.Run(name, func(t *testing.T) {
-			changed := tc.patch.ApplyTo(tc.obj)
-			if changed != tc.wantChanged {
-				t.Errorf("ApplyTo() = %t, want %t", changed, tc.wantChanged)
-			}
-			if diff := cmp.Diff(tc.want, tc.obj); diff != "" {
-				t.Errorf("object after ApplyTo() mismatch (-want +got):\n%s", diff)
-			}
-		})
+	if diff := cmp.Diff(want, second, cmpopts.IgnoreFields(podstate.State{}, "BreakAtField", "RetryCountField")); diff != "" {
+		t.Fatalf("second Parse() mismatch (-want +got):\n%s", diff)
+	}
+	if got := activator.Next(second, a, 0, later); got.Action != activator.ActionWait || got.After != 3*time.Second {
+		t.Errorf("second Next() = %s after %s, want Wait after 3s", got.Action, got.After)
+	}
+	if got := activator.Next(second, a, 0, now.Add(10*time.Second)); got.Action != activator.ActionRestore {
+		t.Errorf("Next() at break-at + period = %s, want Restore", got.Action)
 	}
 }
+

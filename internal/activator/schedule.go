@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/podstate"
 )
 
 // Action is what the activator does to a pod.
@@ -52,7 +53,7 @@ type Decision struct {
 // Next never panics and never keeps a pod out for good: a retry count below 1 counts as 1, a Period ≤ 0
 // (the zero ResolvedActivator ActivatorFor returns with an error) as the built-in 10s, and an empty or
 // unknown Mode as periodic, the only mode that never evicts.
-func Next(state PodState, a v1alpha1.ResolvedActivator, pausedCount int32, now time.Time) Decision {
+func Next(state podstate.State, a v1alpha1.ResolvedActivator, pausedCount int32, now time.Time) Decision {
 	switch state.Traffic {
 	case v1alpha1.TrafficNo:
 	case v1alpha1.TrafficYes:

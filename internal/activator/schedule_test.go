@@ -11,6 +11,7 @@ import (
 
 	"github.com/kubervisor/kubervisor/api/v1alpha1"
 	"github.com/kubervisor/kubervisor/internal/activator"
+	"github.com/kubervisor/kubervisor/internal/podstate"
 )
 
 // wait is a Wait decision due after d.
@@ -37,7 +38,7 @@ func none(reason string) activator.Decision {
 }
 
 // withTraffic returns an ejected state with its traffic label replaced.
-func withTraffic(s activator.PodState, traffic string) activator.PodState {
+func withTraffic(s podstate.State, traffic string) podstate.State {
 	s.Traffic = traffic
 	return s
 }
@@ -46,7 +47,7 @@ func TestNext(t *testing.T) {
 	const s = time.Second
 	maxDuration := time.Duration(math.MaxInt64)
 	cases := map[string]struct {
-		state  activator.PodState
+		state  podstate.State
 		a      v1alpha1.ResolvedActivator
 		paused int32
 		want   activator.Decision
@@ -270,7 +271,7 @@ func TestNext(t *testing.T) {
 			want: wait(5*s, `retry 9 (unknown mode "sometimes", treated as periodic): back in traffic after 10s, due in 5s`),
 		},
 		"zero break-at restores at once": {
-			state: activator.PodState{Traffic: v1alpha1.TrafficNo, RetryCount: 1}, a: resolved(retryAndKill, 10*s, 3, 1),
+			state: podstate.State{Traffic: v1alpha1.TrafficNo, RetryCount: 1}, a: resolved(retryAndKill, 10*s, 3, 1),
 			want: restoreAt(time.Time{}.Add(10*s), "retry 1 of 3 (retryAndKill): back in traffic after 10s"),
 		},
 	}

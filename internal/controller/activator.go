@@ -20,6 +20,7 @@ import (
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 	"github.com/kubervisor/kubervisor/internal/activator"
+	"github.com/kubervisor/kubervisor/internal/podstate"
 	"github.com/kubervisor/kubervisor/internal/metrics"
 )
 
@@ -72,7 +73,7 @@ func (r *PodReconciler) activate(ctx context.Context, pod *corev1.Pod, cs []clai
 	}
 	log := logf.FromContext(ctx)
 	now := r.Clock.Now()
-	state := activator.ParsePodState(pod.Labels, pod.Annotations, now)
+	state := podstate.Of(pod, now)
 	if len(state.Problems) > 0 {
 		// One event for all problems: events.k8s.io merges events that differ only by note into a series.
 		recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeWarning, "MalformedPodState", "Activate",

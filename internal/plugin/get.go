@@ -4,7 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 	"github.com/kubervisor/kubervisor/internal/activator"
+	"github.com/kubervisor/kubervisor/internal/podstate"
 )
 
 // Get prints one KubervisorService: a header, its conditions, the outcome of each breaker, and a table of
@@ -43,10 +45,9 @@ func (p *Plugin) Get(ctx context.Context, namespace, name string) error {
 
 func writeHeader(w *bytes.Buffer, kvs *kvv1.KubervisorService, svc *corev1.Service, now time.Time) {
 	c := kvs.Status.Pods
-	_, why := inactive(kvs, svc)
 	activatorState := "active"
-	if why != "" {
-		activatorState = "inactive: " + why
+	if off := podstate.ActivatorInactivity(kvs, svc); !off.Active() {
+		activatorState = "inactive: " + off.Long
 	}
 	def, err := kvs.Spec.ActivatorFor("")
 	row(w, "Name:", kvs.Name)
@@ -121,14 +122,14 @@ func writeBreakerStatus(w *bytes.Buffer, b *kvv1.BreakerStatus, now time.Time) {
 }
 
 // writePods prints the pod table, then the problems the activator finds in the pods' labels and
-// annotations (it reports them as events and works around them; see activator.ParsePodState).
+// annotations (it reports them as events and works around them; see podstate.Parse).
 func writePods(w *bytes.Buffer, kvs *kvv1.KubervisorService, svc *corev1.Service, pods []corev1.Pod, now time.Time) {
 	w.WriteByte('\n')
 	if len(pods) == 0 {
 		fmt.Fprintf(w, "No pods labelled %s=%s.\n", kvv1.LabelName, kvs.Name)
 		return
 	}
-	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
+	slices.SortFunc(pods, func(a, b corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
 	// The activator counts the KubervisorService's paused pods to decide between pausing and killing.
 	var paused int32
 	for i := range pods {
@@ -136,13 +137,13 @@ func writePods(w *bytes.Buffer, kvs *kvv1.KubervisorService, svc *corev1.Service
 			paused++
 		}
 	}
-	off, _ := inactive(kvs, svc)
+	off := podstate.ActivatorInactivity(kvs, svc)
 
 	var problems []string
 	row(w, "POD", "READY", "TRAFFIC", "BREAKER", "RETRIES", "BREAK-AT", "NEXT")
 	for i := range pods {
 		pod := &pods[i]
-		state := activator.ParsePodState(pod.Labels, pod.Annotations, now)
+		state := podstate.Of(pod, now)
 		issues := state.Problems
 		act, err := kvs.Spec.ActivatorFor(state.Strategy)
 		if err != nil && state.Traffic == kvv1.TrafficNo {
@@ -156,13 +157,13 @@ func writePods(w *bytes.Buffer, kvs *kvv1.KubervisorService, svc *corev1.Service
 		switch {
 		case !pod.DeletionTimestamp.IsZero():
 			next = "terminating"
-		case off != "":
-			next = "inactive (" + off + ")"
+		case !off.Active():
+			next = "inactive (" + off.Short + ")"
 		default:
 			next = activator.NextRetryDescription(state, act, paused, now)
 		}
-		row(w, pod.Name, podReady(pod), orNone(pod.Labels[kvv1.LabelTraffic]), orNone(pod.Labels[kvv1.LabelStrategy]),
-			retriesCell(pod.Annotations), breakAtCell(pod.Annotations, now), next)
+		row(w, pod.Name, string(podstate.ReadyStatus(pod)), orNone(state.Traffic), orNone(state.Strategy),
+			retriesCell(state), breakAtCell(state, now), next)
 	}
 	if len(problems) > 0 {
 		w.WriteByte('\n')
@@ -171,27 +172,6 @@ func writePods(w *bytes.Buffer, kvs *kvv1.KubervisorService, svc *corev1.Service
 			w.WriteString(p + "\n")
 		}
 	}
-}
-
-// selectorReason is what the NEXT column says when the Service selector leaves the activator inactive.
-const selectorReason = "selector"
-
-// inactive says why the activator leaves every pod of the KubervisorService alone, as the Pod reconciler
-// decides it: short for the NEXT column, long for the header. Both are empty when the activator acts.
-func inactive(kvs *kvv1.KubervisorService, svc *corev1.Service) (short, long string) {
-	switch {
-	case !kvs.DeletionTimestamp.IsZero():
-		return "deleting", "the KubervisorService is being deleted"
-	case kvs.Spec.DryRun:
-		return "dry run", "dry run"
-	case svc == nil:
-		return "no service", fmt.Sprintf("Service %s not found", kvs.Spec.Service)
-	case svc.Spec.Selector[kvv1.LabelTraffic] != kvv1.TrafficYes:
-		return selectorReason, fmt.Sprintf("the selector of Service %s lacks %s=%s", svc.Name, kvv1.LabelTraffic, kvv1.TrafficYes)
-	case !hasOtherSelectorKey(svc.Spec.Selector):
-		return selectorReason, fmt.Sprintf("the selector of Service %s has no key besides %s", svc.Name, kvv1.LabelTraffic)
-	}
-	return "", ""
 }
 
 func serviceLine(kvs *kvv1.KubervisorService, svc *corev1.Service) string {
@@ -207,7 +187,7 @@ func formatSelector(sel map[string]string) string {
 		return none
 	}
 	pairs := make([]string, 0, len(sel))
-	for _, k := range sortedKeys(sel) {
+	for _, k := range slices.Sorted(maps.Keys(sel)) {
 		pairs = append(pairs, k+"="+sel[k])
 	}
 	return strings.Join(pairs, ",")
@@ -240,27 +220,27 @@ func shortDuration(d time.Duration) string {
 }
 
 // retriesCell shows the retry-count annotation, "invalid" when the activator cannot use it.
-func retriesCell(annotations map[string]string) string {
-	v, ok := annotations[kvv1.AnnotationRetryCount]
-	if !ok {
+func retriesCell(s podstate.State) string {
+	switch s.RetryCountField {
+	case podstate.FieldMissing:
 		return none
-	}
-	if n, err := strconv.ParseInt(v, 10, 32); err != nil || n < 1 {
+	case podstate.FieldInvalid:
 		return "invalid"
 	}
-	return v
+	return strconv.FormatInt(int64(s.RetryCount), 10)
 }
 
 // breakAtCell shows the age of the last ejection, "invalid" when the activator cannot use the annotation.
-func breakAtCell(annotations map[string]string, now time.Time) string {
-	v, ok := annotations[kvv1.AnnotationBreakAt]
-	if !ok {
+// NOTE: for a pod out of traffic whose retry count is unusable, Parse resets break-at to now as well (the
+// pair is not trusted), so the cell shows the time the activator counts from, not the annotation's.
+func breakAtCell(s podstate.State, now time.Time) string {
+	switch s.BreakAtField {
+	case podstate.FieldMissing:
 		return none
-	}
-	t, err := time.Parse(time.RFC3339Nano, v)
-	if err != nil || t.Sub(now) > activator.ClockSkew {
+	case podstate.FieldInvalid:
 		return "invalid"
 	}
+	t := s.BreakAt
 	if t.After(now) {
 		t = now // within the tolerated clock skew
 	}

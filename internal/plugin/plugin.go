@@ -10,9 +10,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -22,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/duration"
+	"k8s.io/cli-runtime/pkg/printers"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -54,13 +53,23 @@ func NewScheme() (*runtime.Scheme, error) {
 	return s, nil
 }
 
-// writeTable writes text whose cells are separated by tabs to out, aligned like kubectl's tables: columns
-// padded by three spaces. A line without a tab ends every column block, so that sections separated by such
-// lines are aligned each on its own.
+// writeTable writes text whose cells are separated by tabs to out, aligned like kubectl's tables (through
+// its tab writer: columns padded by three spaces). A line without a tab ends every column block, so that
+// sections separated by such lines are aligned each on its own.
 func writeTable(out io.Writer, text *bytes.Buffer) error {
-	w := tabwriter.NewWriter(out, 0, 8, 3, ' ', 0)
-	if _, err := w.Write(text.Bytes()); err != nil {
-		return err
+	w := printers.GetNewTabWriter(out)
+	for line := range bytes.Lines(text.Bytes()) {
+		if _, err := w.Write(line); err != nil {
+			return err
+		}
+		if bytes.IndexByte(line, '\t') < 0 {
+			// NOTE: kubectl's tab writer remembers column widths across blocks (RememberWidths, for tables
+			// printed in chunks); here that would widen, say, the pod table's first column to the header's.
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			w.SetRememberedWidths(nil)
+		}
 	}
 	return w.Flush()
 }
@@ -121,16 +130,6 @@ func conditionStatus(conds []metav1.Condition, t string) string {
 	return none
 }
 
-// podReady returns the status of the pod's Ready condition: True, False, or Unknown when it is not set.
-func podReady(pod *corev1.Pod) string {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return string(c.Status)
-		}
-	}
-	return string(corev1.ConditionUnknown)
-}
-
 // age formats the time since t the way kubectl's AGE column does.
 func age(t, now time.Time) string {
 	if t.IsZero() {
@@ -153,14 +152,4 @@ func names(list []string) string {
 		return none
 	}
 	return strings.Join(list, ", ")
-}
-
-// sortedKeys returns the keys of m in order.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

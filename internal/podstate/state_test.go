@@ -1,14 +1,14 @@
-package activator_test
+package podstate_test
 
 import (
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/kubervisor/kubervisor/api/v1alpha1"
-	"github.com/kubervisor/kubervisor/internal/activator"
+	"github.com/kubervisor/kubervisor/internal/podstate"
 )
 
 const defaulted = "; treating the pod as just ejected with retry count 1"
@@ -32,44 +32,44 @@ func annotations(breakAt, retryCount string) map[string]string {
 var repair = map[string]string{v1alpha1.AnnotationBreakAt: nowText, v1alpha1.AnnotationRetryCount: "1"}
 
 // justEjected is the state of an ejected pod whose annotations were unusable, with the given problems.
-func justEjected(strategy string, problems ...string) activator.PodState {
-	return activator.PodState{
+func justEjected(strategy string, problems ...string) podstate.State {
+	return podstate.State{
 		Traffic: v1alpha1.TrafficNo, Strategy: strategy, BreakAt: now, RetryCount: 1,
 		Problems: problems, Repair: repair,
 	}
 }
 
-func TestParsePodState(t *testing.T) {
+func TestParse(t *testing.T) {
 	breakAt := time.Date(2026, 3, 14, 15, 9, 21, 500000000, time.UTC)
 	cases := map[string]struct {
 		labels      map[string]string
 		annotations map[string]string
-		want        activator.PodState
+		want        podstate.State
 	}{
 		"ejected, break-at in RFC3339Nano": {
 			labels:      outLabels,
 			annotations: annotations("2026-03-14T15:09:21.5Z", "2"),
-			want:        activator.PodState{Traffic: "no", Strategy: "errors", BreakAt: breakAt, RetryCount: 2},
+			want:        podstate.State{Traffic: "no", Strategy: "errors", BreakAt: breakAt, RetryCount: 2},
 		},
 		"ejected, break-at in RFC3339 without fraction": {
 			labels:      outLabels,
 			annotations: annotations("2026-03-14T15:09:21Z", "2"),
-			want:        activator.PodState{Traffic: "no", Strategy: "errors", BreakAt: breakAt.Truncate(time.Second), RetryCount: 2},
+			want:        podstate.State{Traffic: "no", Strategy: "errors", BreakAt: breakAt.Truncate(time.Second), RetryCount: 2},
 		},
 		"ejected, break-at with a zone offset": {
 			labels:      outLabels,
 			annotations: annotations("2026-03-14T17:09:21.5+02:00", "3"),
-			want:        activator.PodState{Traffic: "no", Strategy: "errors", BreakAt: breakAt, RetryCount: 3},
+			want:        podstate.State{Traffic: "no", Strategy: "errors", BreakAt: breakAt, RetryCount: 3},
 		},
 		"ejected, break-at exactly ClockSkew ahead is trusted": {
 			labels:      outLabels,
 			annotations: annotations("2026-03-14T15:09:31.535897932Z", "1"),
-			want:        activator.PodState{Traffic: "no", Strategy: "errors", BreakAt: now.Add(activator.ClockSkew), RetryCount: 1},
+			want:        podstate.State{Traffic: "no", Strategy: "errors", BreakAt: now.Add(podstate.ClockSkew), RetryCount: 1},
 		},
 		"ejected, largest int32 retry count is kept": {
 			labels:      outLabels,
 			annotations: annotations(nowText, "2147483647"),
-			want:        activator.PodState{Traffic: "no", Strategy: "errors", BreakAt: now, RetryCount: 2147483647},
+			want:        podstate.State{Traffic: "no", Strategy: "errors", BreakAt: now, RetryCount: 2147483647},
 		},
 		"ejected, break-at 1ns beyond ClockSkew": {
 			labels:      outLabels,
@@ -158,7 +158,7 @@ func TestParsePodState(t *testing.T) {
 		"ejected, strategy label missing, annotations fine": {
 			labels:      map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficNo},
 			annotations: annotations("2026-03-14T15:09:21.5Z", "2"),
-			want: activator.PodState{
+			want: podstate.State{
 				Traffic: "no", BreakAt: breakAt, RetryCount: 2,
 				Problems: []string{"label kubervisor/strategy is missing; using defaultActivator"},
 			},
@@ -172,72 +172,37 @@ func TestParsePodState(t *testing.T) {
 		"in traffic, keeps the annotations of its last ejection": {
 			labels:      map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficYes, v1alpha1.LabelStrategy: "errors"},
 			annotations: annotations("2026-03-14T15:09:21.5Z", "2"),
-			want:        activator.PodState{Traffic: "yes", Strategy: "errors", BreakAt: breakAt, RetryCount: 2},
+			want:        podstate.State{Traffic: "yes", Strategy: "errors", BreakAt: breakAt, RetryCount: 2},
 		},
 		"in traffic, garbage annotations are neither defaulted nor reported": {
 			labels:      map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficYes},
 			annotations: annotations("garbage", "abc"),
-			want:        activator.PodState{Traffic: "yes"},
+			want:        podstate.State{Traffic: "yes"},
 		},
 		"in traffic, never ejected": {
 			labels: map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficYes},
-			want:   activator.PodState{Traffic: "yes"},
+			want:   podstate.State{Traffic: "yes"},
 		},
 		"paused without annotations is not reported": {
 			labels: map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficPause},
-			want:   activator.PodState{Traffic: "pause"},
+			want:   podstate.State{Traffic: "pause"},
 		},
 		"traffic label missing": {
 			labels:      map[string]string{v1alpha1.LabelStrategy: "errors"},
 			annotations: annotations("2026-03-14T15:09:21.5Z", "2"),
-			want:        activator.PodState{Strategy: "errors", BreakAt: breakAt, RetryCount: 2},
+			want:        podstate.State{Strategy: "errors", BreakAt: breakAt, RetryCount: 2},
 		},
 		"nil maps": {
-			want: activator.PodState{},
+			want: podstate.State{},
 		},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			got := activator.ParsePodState(tc.labels, tc.annotations, now)
-			if diff := cmp.Diff(tc.want, got); diff != "" {
-				t.Errorf("ParsePodState() mismatch (-want +got):\n%s", diff)
+			got := podstate.Parse(tc.labels, tc.annotations, now)
+			if diff := cmp.Diff(tc.want, got, ignoreFields); diff != "" {
+				t.Errorf("Parse() mismatch (-want +got):\n%s", diff)
 			}
 		})
-	}
-}
-
-// TestParsePodStateConverges proves that a defaulted pod is not "just ejected" again on every reconcile:
-// once the Repair is written, a later parse reads the first default back and the wait shrinks.
-func TestParsePodStateConverges(t *testing.T) {
-	pod := &metav1.ObjectMeta{Name: "p", Labels: map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficNo}}
-	a := resolved(periodic, 10*time.Second, 3, 1)
-
-	first := activator.ParsePodState(pod.Labels, pod.Annotations, now)
-	d := activator.Next(first, a, 0, now)
-	if diff := cmp.Diff(activator.Decision{
-		Action: activator.ActionWait, At: now.Add(10 * time.Second), After: 10 * time.Second,
-		Reason: "retry 1 (periodic): back in traffic after 10s, due in 10s",
-	}, d); diff != "" {
-		t.Fatalf("first Next() mismatch (-want +got):\n%s", diff)
-	}
-	if !activator.PatchFor(first, d, now).ApplyTo(pod) {
-		t.Fatal("ApplyTo() reported no change, want the repaired annotations written")
-	}
-
-	later := now.Add(7 * time.Second)
-	second := activator.ParsePodState(pod.Labels, pod.Annotations, later)
-	want := activator.PodState{
-		Traffic: "no", BreakAt: now, RetryCount: 1,
-		Problems: []string{"label kubervisor/strategy is missing; using defaultActivator"},
-	}
-	if diff := cmp.Diff(want, second); diff != "" {
-		t.Fatalf("second ParsePodState() mismatch (-want +got):\n%s", diff)
-	}
-	if got := activator.Next(second, a, 0, later); got.Action != activator.ActionWait || got.After != 3*time.Second {
-		t.Errorf("second Next() = %s after %s, want Wait after 3s", got.Action, got.After)
-	}
-	if got := activator.Next(second, a, 0, now.Add(10*time.Second)); got.Action != activator.ActionRestore {
-		t.Errorf("Next() at break-at + period = %s, want Restore", got.Action)
 	}
 }
 
@@ -252,13 +217,56 @@ func TestFormatTime(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			got := activator.FormatTime(tc.in)
+			got := podstate.FormatTime(tc.in)
 			if got != tc.want {
 				t.Errorf("FormatTime() = %q, want %q", got, tc.want)
 			}
-			back := activator.ParsePodState(outLabels, annotations(got, "1"), now)
+			back := podstate.Parse(outLabels, annotations(got, "1"), now)
 			if !back.BreakAt.Equal(tc.in) || back.Problems != nil {
 				t.Errorf("ParsePodState(FormatTime()) = %v, problems %q; want %v without problems", back.BreakAt, back.Problems, tc.in)
+			}
+		})
+	}
+}
+
+// ignoreFields leaves the Field of each annotation to TestParseFields, so that the table above states what
+// the schedule depends on.
+var ignoreFields = cmpopts.IgnoreFields(podstate.State{}, "BreakAtField", "RetryCountField")
+
+func TestParseFields(t *testing.T) {
+	cases := map[string]struct {
+		labels       map[string]string
+		annotations  map[string]string
+		breakAt      podstate.Field
+		retryCount   podstate.Field
+		owner        string
+		restoredAt   time.Time
+	}{
+		"both missing":   {annotations: annotations("-", "-"), breakAt: podstate.FieldMissing, retryCount: podstate.FieldMissing},
+		"both valid":     {annotations: annotations(nowText, "2"), breakAt: podstate.FieldValid, retryCount: podstate.FieldValid},
+		"both invalid":   {annotations: annotations("yesterday", "0"), breakAt: podstate.FieldInvalid, retryCount: podstate.FieldInvalid},
+		"invalid on an ejected pod too": {
+			labels: outLabels, annotations: annotations(nowText, "x"), breakAt: podstate.FieldValid, retryCount: podstate.FieldInvalid,
+		},
+		"owner and restored-at": {
+			labels:      map[string]string{v1alpha1.LabelName: "kvs", v1alpha1.LabelTraffic: v1alpha1.TrafficYes},
+			annotations: map[string]string{v1alpha1.AnnotationRestoredAt: "2026-03-14T15:09:21.5Z"},
+			breakAt:     podstate.FieldMissing, retryCount: podstate.FieldMissing,
+			owner: "kvs", restoredAt: time.Date(2026, 3, 14, 15, 9, 21, 500000000, time.UTC),
+		},
+		"malformed restored-at reads as zero": {
+			annotations: map[string]string{v1alpha1.AnnotationRestoredAt: "soon"},
+			breakAt:     podstate.FieldMissing, retryCount: podstate.FieldMissing,
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			got := podstate.Parse(tc.labels, tc.annotations, now)
+			if got.BreakAtField != tc.breakAt || got.RetryCountField != tc.retryCount {
+				t.Errorf("fields = (%d, %d), want (%d, %d)", got.BreakAtField, got.RetryCountField, tc.breakAt, tc.retryCount)
+			}
+			if got.Owner != tc.owner || !got.RestoredAt.Equal(tc.restoredAt) {
+				t.Errorf("owner %q restored-at %v, want %q %v", got.Owner, got.RestoredAt, tc.owner, tc.restoredAt)
 			}
 		})
 	}

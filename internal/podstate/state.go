@@ -1,4 +1,4 @@
-package activator
+package podstate
 
 import (
 	"errors"
@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kubervisor/kubervisor/api/v1alpha1"
 )
@@ -18,8 +20,10 @@ const ClockSkew = 5 * time.Second
 // defaultedSuffix ends the problem reported when the break-at or retry-count annotation is unusable.
 const defaultedSuffix = "; treating the pod as just ejected with retry count 1"
 
-// PodState is what the activator reads from a pod's labels and annotations.
-type PodState struct {
+// State is Kubervisor's state of one pod, read from its labels and annotations.
+type State struct {
+	// Owner is the kubervisor/name label (the supervising KubervisorService), "" when missing.
+	Owner string
 	// Traffic is the kubervisor/traffic label, "" when missing.
 	Traffic string
 	// Strategy is the kubervisor/strategy label (the breaker that ejected the pod), "" when missing. Pass it
@@ -29,16 +33,46 @@ type PodState struct {
 	BreakAt time.Time
 	// RetryCount is the number of ejections so far (kubervisor/retry-count).
 	RetryCount int32
+	// RestoredAt is when the activator last put the pod back in traffic (kubervisor/restored-at); zero when
+	// missing or malformed.
+	RestoredAt time.Time
 	// Problems are human-readable descriptions of missing or malformed labels and annotations on a pod out
 	// of traffic, each saying what the activator does instead; one event each. Empty when all is well.
 	Problems []string
-	// Repair holds the annotations to merge-patch onto the pod so that the next ParsePodState reads the
+	// BreakAtField and RetryCountField say whether each annotation is missing, usable or unusable, whatever
+	// the traffic label (a display shows "invalid" for an unusable one).
+	BreakAtField, RetryCountField Field
+	// Repair holds the annotations to merge-patch onto the pod so that the next Parse reads the
 	// defaulted state back instead of defaulting again (with a later now) on every reconcile. Nil when
-	// nothing needs repairing. PatchFor includes it.
+	// nothing needs repairing. Every constructor of a write on an ejected pod includes it.
 	Repair map[string]string
 }
 
-// ParsePodState reads a pod's activator state from its labels and annotations. Either map may be nil.
+// Field says what became of one annotation when it was parsed.
+type Field int8
+
+const (
+	// FieldMissing is an annotation the pod does not carry.
+	FieldMissing Field = iota
+	// FieldValid is an annotation whose value was used.
+	FieldValid
+	// FieldInvalid is an annotation whose value could not be used.
+	FieldInvalid
+)
+
+func fieldOf(annotations map[string]string, key, issue string) Field {
+	switch _, ok := annotations[key]; {
+	case !ok:
+		return FieldMissing
+	case issue != "":
+		return FieldInvalid
+	default:
+		return FieldValid
+	}
+}
+
+// Parse reads a pod's Kubervisor state from its labels and annotations. Either map may be nil. It is the
+// only reader of the pod contract's annotations.
 //
 // For a pod out of traffic (kubervisor/traffic=no) it never fails: when break-at is missing, is not an
 // RFC 3339 time or lies more than ClockSkew after now, or when retry-count is missing, is not an int32 or
@@ -49,10 +83,15 @@ type PodState struct {
 // For any other pod the annotations are read on a best-effort basis (zero values when missing or
 // malformed) and no problem is reported: the activator does not act on such pods, and a pod back in
 // traffic legitimately keeps the annotations of its last ejection, or has none at all.
-func ParsePodState(labels, annotations map[string]string, now time.Time) PodState {
-	s := PodState{Traffic: labels[v1alpha1.LabelTraffic], Strategy: labels[v1alpha1.LabelStrategy]}
+func Parse(labels, annotations map[string]string, now time.Time) State {
+	s := State{
+		Owner: labels[v1alpha1.LabelName], Traffic: labels[v1alpha1.LabelTraffic], Strategy: labels[v1alpha1.LabelStrategy],
+		RestoredAt: parseRestoredAt(annotations),
+	}
 	breakAt, breakAtIssue := parseBreakAt(annotations, now)
 	count, countIssue := parseRetryCount(annotations)
+	s.BreakAtField = fieldOf(annotations, v1alpha1.AnnotationBreakAt, breakAtIssue)
+	s.RetryCountField = fieldOf(annotations, v1alpha1.AnnotationRetryCount, countIssue)
 	if breakAtIssue == "" {
 		s.BreakAt = breakAt
 	}
@@ -88,6 +127,11 @@ func ParsePodState(labels, annotations map[string]string, now time.Time) PodStat
 	return s
 }
 
+// Of reads the state of a pod; see Parse.
+func Of(pod *corev1.Pod, now time.Time) State {
+	return Parse(pod.Labels, pod.Annotations, now)
+}
+
 // FormatTime formats t the way Kubervisor writes times on pods: RFC 3339 in UTC with sub-second
 // precision (time.RFC3339Nano, which drops trailing zeros).
 func FormatTime(t time.Time) string {
@@ -111,6 +155,15 @@ func parseBreakAt(annotations map[string]string, now time.Time) (time.Time, stri
 		return time.Time{}, fmt.Sprintf("annotation %s %q is %s in the future", v1alpha1.AnnotationBreakAt, v, ahead)
 	}
 	return t.UTC(), ""
+}
+
+// parseRestoredAt returns the restored-at annotation, zero when missing or malformed: it only informs.
+func parseRestoredAt(annotations map[string]string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, annotations[v1alpha1.AnnotationRestoredAt])
+	if err != nil {
+		return time.Time{}
+	}
+	return t.UTC()
 }
 
 // parseRetryCount returns the retry-count annotation, or a description of what is wrong with it.

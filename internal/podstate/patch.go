@@ -1,0 +1,141 @@
+package podstate
+
+import (
+	"maps"
+	"slices"
+	"strconv"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubervisor/kubervisor/api/v1alpha1"
+)
+
+// Patch is the labels and annotations to set on a pod, and those to remove, for a merge patch. The
+// constructors below are the only writers of the pod contract: every write Kubervisor makes on a pod's
+// metadata is one of them (or a Merge of them).
+type Patch struct {
+	// Labels to set, nil when none.
+	Labels map[string]string
+	// Annotations to set, nil when none.
+	Annotations map[string]string
+	// RemoveLabels and RemoveAnnotations are keys to delete.
+	RemoveLabels, RemoveAnnotations []string
+}
+
+// Adopt puts a pod under the named KubervisorService: kubervisor/name, and kubervisor/traffic=yes only
+// when the pod has no traffic label (an existing no or pause is never overwritten, SPEC §3).
+func Adopt(s State, owner string) Patch {
+	p := Patch{Labels: map[string]string{v1alpha1.LabelName: owner}}
+	if s.Traffic == "" {
+		p.Labels[v1alpha1.LabelTraffic] = v1alpha1.TrafficYes
+	}
+	return p
+}
+
+// Eject takes a pod out of traffic for the named breaker (SPEC §5 step 4): traffic=no, strategy, break-at
+// now and the retry count one more than the pod's (an unusable count counts as none).
+func Eject(s State, breaker string, now time.Time) Patch {
+	return Patch{
+		Labels: map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficNo, v1alpha1.LabelStrategy: breaker},
+		Annotations: map[string]string{
+			v1alpha1.AnnotationBreakAt:    FormatTime(now),
+			v1alpha1.AnnotationRetryCount: strconv.FormatInt(int64(max(s.RetryCount, 0))+1, 10),
+		},
+	}
+}
+
+// Restore puts an ejected pod back in traffic: traffic=yes and restored-at now. The retry count is kept (it
+// drives the back-off of the next ejection), and so are break-at and strategy, for the record. Any repair
+// the parse found is included.
+func Restore(s State, now time.Time) Patch {
+	return Repair(s).Merge(Patch{
+		Labels:      map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficYes},
+		Annotations: map[string]string{v1alpha1.AnnotationRestoredAt: FormatTime(now)},
+	})
+}
+
+// Pause keeps an ejected pod out of traffic for good, for investigation: traffic=pause, with any repair.
+func Pause(s State) Patch {
+	return Repair(s).Merge(Patch{Labels: map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficPause}})
+}
+
+// Repair persists the defaults Parse chose for unusable annotations of an ejected pod, so that the
+// schedule converges instead of restarting at every reconcile; empty when nothing needs repairing.
+func Repair(s State) Patch {
+	return Patch{Annotations: maps.Clone(s.Repair)}
+}
+
+// Release lets go of a pod: Kubervisor's ownership labels and annotations are removed and an ejected pod is
+// back in traffic, so that nothing stays out of traffic because Kubervisor stopped supervising it. A
+// paused pod stays paused: the user asked to keep it for investigation.
+func Release(s State) Patch {
+	p := Patch{RemoveLabels: slices.Clone(v1alpha1.OwnedLabels), RemoveAnnotations: slices.Clone(v1alpha1.OwnedAnnotations)}
+	if s.Traffic == v1alpha1.TrafficNo {
+		p.Labels = map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficYes}
+	}
+	return p
+}
+
+// Merge returns p with q's changes on top (q wins on a key both set). Neither is modified.
+func (p Patch) Merge(q Patch) Patch {
+	out := Patch{
+		Labels:            mergeMaps(p.Labels, q.Labels),
+		Annotations:       mergeMaps(p.Annotations, q.Annotations),
+		RemoveLabels:      slices.Concat(p.RemoveLabels, q.RemoveLabels),
+		RemoveAnnotations: slices.Concat(p.RemoveAnnotations, q.RemoveAnnotations),
+	}
+	return out
+}
+
+func mergeMaps(a, b map[string]string) map[string]string {
+	if len(a)+len(b) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(a)+len(b))
+	maps.Copy(out, a)
+	maps.Copy(out, b)
+	return out
+}
+
+// IsEmpty reports whether the patch changes nothing, in which case the caller writes nothing.
+func (p Patch) IsEmpty() bool {
+	return len(p.Labels) == 0 && len(p.Annotations) == 0 && len(p.RemoveLabels) == 0 && len(p.RemoveAnnotations) == 0
+}
+
+// ApplyTo makes the patch's changes on obj, in place, and reports whether anything changed. Take the
+// merge-patch base (a deep copy) before calling it.
+func (p Patch) ApplyTo(obj metav1.Object) bool {
+	labels, labelsChanged := apply(obj.GetLabels(), p.Labels, p.RemoveLabels)
+	if labelsChanged {
+		obj.SetLabels(labels)
+	}
+	annotations, annotationsChanged := apply(obj.GetAnnotations(), p.Annotations, p.RemoveAnnotations)
+	if annotationsChanged {
+		obj.SetAnnotations(annotations)
+	}
+	return labelsChanged || annotationsChanged
+}
+
+// apply deletes the keys of remove from dst, then sets set's entries, allocating dst if needed, and
+// reports whether anything changed.
+func apply(dst, set map[string]string, remove []string) (map[string]string, bool) {
+	changed := false
+	for _, k := range remove {
+		if _, ok := dst[k]; ok {
+			delete(dst, k)
+			changed = true
+		}
+	}
+	for k, v := range set {
+		if cur, ok := dst[k]; ok && cur == v {
+			continue
+		}
+		if dst == nil {
+			dst = make(map[string]string, len(set))
+		}
+		dst[k] = v
+		changed = true
+	}
+	return dst, changed
+}

@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -12,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/podstate"
 )
 
 // Activate adds kubervisor/traffic: "yes" to the selector of the Service the KubervisorService names, so
@@ -37,8 +37,9 @@ func (p *Plugin) setTrafficKey(ctx context.Context, namespace, name string, on b
 	key := types.NamespacedName{Namespace: namespace, Name: kvs.Spec.Service}
 	var msg string
 	var svc *corev1.Service
-	// NOTE: the patch carries the resourceVersion the checks were made on, so that a selector changed in
-	// between (say, its other keys removed) is read and checked again instead of being patched blindly.
+	// NOTE: the merge patch carries the resourceVersion the checks were made on (optimistic lock), so that a
+	// selector changed in between (say, its other keys removed) is read and checked again instead of being
+	// patched blindly.
 	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		svc = &corev1.Service{}
 		if err := p.Client.Get(ctx, key, svc); err != nil {
@@ -47,33 +48,28 @@ func (p *Plugin) setTrafficKey(ctx context.Context, namespace, name string, on b
 			}
 			return fmt.Errorf("getting Service %s: %w", key, err)
 		}
+		base := svc.DeepCopy()
 		value, present := svc.Spec.Selector[kvv1.LabelTraffic]
-		var patchValue any // nil deletes the key in a JSON merge patch
+		_, managed := podstate.ManagedSelector(svc.Spec.Selector)
 		switch {
 		case on && value == kvv1.TrafficYes:
 			msg = fmt.Sprintf("service/%s selector already includes %s=%s (already active)", svc.Name, kvv1.LabelTraffic, kvv1.TrafficYes)
 			return nil
-		case on && !hasOtherSelectorKey(svc.Spec.Selector):
+		case on && !managed:
 			return fmt.Errorf("refusing to activate service/%s: its selector has no key besides %s, so it would select "+
 				"the in-traffic pods of every supervised app in namespace %s; give it a selector for its own pods first",
 				svc.Name, kvv1.LabelTraffic, namespace)
 		case on:
-			patchValue = kvv1.TrafficYes
+			svc.Spec.Selector[kvv1.LabelTraffic] = kvv1.TrafficYes
 			msg = fmt.Sprintf("service/%s selector now includes %s=%s", svc.Name, kvv1.LabelTraffic, kvv1.TrafficYes)
 		case !present:
 			msg = fmt.Sprintf("service/%s selector already lacks %s (already inactive)", svc.Name, kvv1.LabelTraffic)
 			return nil
 		default:
+			delete(svc.Spec.Selector, kvv1.LabelTraffic)
 			msg = fmt.Sprintf("service/%s selector no longer includes %s=%s", svc.Name, kvv1.LabelTraffic, value)
 		}
-		patch, err := json.Marshal(map[string]any{
-			"metadata": map[string]any{"resourceVersion": svc.ResourceVersion},
-			"spec":     map[string]any{"selector": map[string]any{kvv1.LabelTraffic: patchValue}},
-		})
-		if err != nil {
-			return err
-		}
-		if err := p.Client.Patch(ctx, svc, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		if err := p.Client.Patch(ctx, svc, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
 			if apierrors.IsConflict(err) {
 				return err // retried
 			}
@@ -97,14 +93,12 @@ func (p *Plugin) setTrafficKey(ctx context.Context, namespace, name string, on b
 // they have no kubervisor/traffic label: they get no traffic until the controller labels them, which it
 // does at once when it runs.
 func (p *Plugin) warnUnlabelled(ctx context.Context, svc *corev1.Service) error {
-	sel := client.MatchingLabels{}
-	for k, v := range svc.Spec.Selector {
-		if k != kvv1.LabelTraffic {
-			sel[k] = v
-		}
+	sel, ok := podstate.ManagedSelector(svc.Spec.Selector)
+	if !ok {
+		return nil // the traffic key alone selects only labelled pods (an already active Service)
 	}
 	var pods corev1.PodList
-	if err := p.Client.List(ctx, &pods, client.InNamespace(svc.Namespace), sel); err != nil {
+	if err := p.Client.List(ctx, &pods, client.InNamespace(svc.Namespace), client.MatchingLabelsSelector{Selector: sel}); err != nil {
 		return fmt.Errorf("listing the pods of Service %s/%s: %w", svc.Namespace, svc.Name, err)
 	}
 	var unlabelled int
@@ -119,14 +113,4 @@ func (p *Plugin) warnUnlabelled(ctx context.Context, svc *corev1.Service) error 
 	_, err := fmt.Fprintf(p.Out, "warning: %d of %d pods selected by service/%s have no %s label: they receive no traffic "+
 		"until the Kubervisor controller labels them (is it running?)\n", unlabelled, len(pods.Items), svc.Name, kvv1.LabelTraffic)
 	return err
-}
-
-// hasOtherSelectorKey reports whether a Service selector picks pods by something besides kubervisor/traffic.
-func hasOtherSelectorKey(sel map[string]string) bool {
-	for k := range sel {
-		if k != kvv1.LabelTraffic {
-			return true
-		}
-	}
-	return false
 }

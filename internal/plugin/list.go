@@ -2,10 +2,12 @@ package plugin
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
-	"sort"
+	"slices"
 	"strconv"
+	"strings"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -35,11 +37,8 @@ func (p *Plugin) List(ctx context.Context, namespace string, allNamespaces bool)
 		return err
 	}
 	items := list.Items
-	sort.Slice(items, func(i, j int) bool {
-		if items[i].Namespace != items[j].Namespace {
-			return items[i].Namespace < items[j].Namespace
-		}
-		return items[i].Name < items[j].Name
+	slices.SortFunc(items, func(a, b kvv1.KubervisorService) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 	})
 
 	now := p.Clock.Now()

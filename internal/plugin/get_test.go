@@ -106,6 +106,9 @@ func pricerPods() []client.Object {
 		// ejected: back after 1 × 10s.
 		pod("shop", "pricer-j", yes, owned(kvv1.TrafficNo, ""), map[string]string{kvv1.AnnotationBreakAt: ago(-time.Hour)}),
 		terminating,
+		// A usable break-at a minute ago with an unusable retry count: the pair is not trusted, the pod is
+		// treated as just ejected, and BREAK-AT shows the time the activator counts from (now).
+		pod("shop", "pricer-l", yes, owned(kvv1.TrafficNo, "http-errors"), ejection(ago(time.Minute), "0")),
 		// Another KubervisorService's pod, and an unsupervised pod: not shown.
 		pod("shop", "search-1", yes, map[string]string{kvv1.LabelName: "search", kvv1.LabelTraffic: kvv1.TrafficNo}, nil),
 		pod("shop", "pricer-unmanaged", yes, map[string]string{"app": "pricer"}, nil),
@@ -174,10 +177,12 @@ pricer-h   Unknown   <none>    <none>        <none>    <none>     <none>
 pricer-i   True      maybe     <none>        <none>    <none>     <none>
 pricer-j   True      no        <none>        <none>    invalid    restore in 10s
 pricer-k   True      no        http-errors   1         60m        terminating
+pricer-l   True      no        http-errors   invalid   0s         restore in 10s
 
 Warnings:
   pricer-f: annotation kubervisor/break-at "yesterday" is not an RFC 3339 time and annotation kubervisor/retry-count "x" is not a number; treating the pod as just ejected with retry count 1
   pricer-j: label kubervisor/strategy is missing; using defaultActivator; annotation kubervisor/break-at "2026-03-01T13:00:00Z" is 1h0m0s in the future and annotation kubervisor/retry-count is missing; treating the pod as just ejected with retry count 1
+  pricer-l: annotation kubervisor/retry-count "0" is less than 1; treating the pod as just ejected with retry count 1
 `,
 		},
 		"dry run: the activator does nothing, whatever the pod": {

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/podstate"
 )
 
 // Event reasons of the manager that the change log reports against a pod.
@@ -182,7 +183,8 @@ func (t *tracker) PodChanged(pod *corev1.Pod) {
 	defer t.mu.Unlock()
 	now := time.Now()
 	prev, known := t.traffic[pod.Name]
-	cur := pod.Labels[kvv1.LabelTraffic]
+	st := podstate.Of(pod, now)
+	cur := st.Traffic
 	t.traffic[pod.Name] = cur
 	if !t.live {
 		return
@@ -194,22 +196,18 @@ func (t *tracker) PodChanged(pod *corev1.Pod) {
 	if prev == cur {
 		return
 	}
-	retries := pod.Annotations[kvv1.AnnotationRetryCount]
 	switch {
 	case cur == kvv1.TrafficNo:
 		t.ejections++
-		at := now
-		if ts, err := time.Parse(time.RFC3339Nano, pod.Annotations[kvv1.AnnotationBreakAt]); err == nil {
-			at = ts
-		}
-		t.outAt[pod.Name] = at
-		t.labelChanged(now, pod.Name, reasonEjected, fmt.Sprintf("ejected by %s (retry count %s)", pod.Labels[kvv1.LabelStrategy], retries))
+		// NOTE: Parse reads an unusable break-at as now, the time the activator counts from.
+		t.outAt[pod.Name] = st.BreakAt
+		t.labelChanged(now, pod.Name, reasonEjected, fmt.Sprintf("ejected by %s (retry count %s)", st.Strategy, retries(st)))
 	case cur == kvv1.TrafficPause:
 		t.pauses++
-		t.labelChanged(now, pod.Name, reasonPaused, fmt.Sprintf("paused (retry count %s)", retries))
+		t.labelChanged(now, pod.Name, reasonPaused, fmt.Sprintf("paused (retry count %s)", retries(st)))
 	case prev == kvv1.TrafficNo && cur == kvv1.TrafficYes:
 		t.restorations++
-		t.labelChanged(now, pod.Name, reasonRestored, fmt.Sprintf("restored (retry count %s)", retries))
+		t.labelChanged(now, pod.Name, reasonRestored, fmt.Sprintf("restored (retry count %s)", retries(st)))
 	default:
 		t.addLine(now, "%s kubervisor/traffic %q -> %q", pod.Name, prev, cur)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/podstate"
 	"github.com/kubervisor/kubervisor/test/fleet"
 )
 
@@ -112,21 +114,17 @@ func (d *demo) render(s snapshot, withAges bool) string {
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	_, _ = fmt.Fprintln(tw, "  POD\tTRAFFIC\tRETRIES\tBREAKER\tENDPOINTSLICE\tFAULT (fleet)\t")
 	for _, p := range s.pods {
-		traffic := p.Labels[kvv1.LabelTraffic]
-		if traffic == "" {
-			traffic = "-"
-		}
-		if withAges && traffic == kvv1.TrafficNo {
-			if at, err := time.Parse(time.RFC3339Nano, p.Annotations[kvv1.AnnotationBreakAt]); err == nil {
-				traffic += fmt.Sprintf(" (%s)", now.Sub(at).Round(time.Second))
-			}
+		st := podstate.Of(p, now)
+		traffic := orDash(st.Traffic)
+		if withAges && st.Traffic == kvv1.TrafficNo && st.BreakAtField == podstate.FieldValid {
+			traffic += fmt.Sprintf(" (%s)", now.Sub(st.BreakAt).Round(time.Second))
 		}
 		slice := "-"
 		if d.tracker.InEndpoints(p.Name) {
 			slice = "ready"
 		}
-		_, _ = fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t\n", p.Name, traffic, orDash(p.Annotations[kvv1.AnnotationRetryCount]),
-			orDash(p.Labels[kvv1.LabelStrategy]), slice, fault(s.fleet[p.Name]))
+		_, _ = fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t\n", p.Name, traffic, retries(st),
+			orDash(st.Strategy), slice, fault(s.fleet[p.Name]))
 	}
 	_ = tw.Flush()
 	return b.String()
@@ -137,6 +135,17 @@ func names(list []string) string {
 		return "-"
 	}
 	return "[" + strings.Join(list, " ") + "]"
+}
+
+// retries shows a pod's retry count: "-" when it has none, "invalid" when the activator cannot use it.
+func retries(s podstate.State) string {
+	switch s.RetryCountField {
+	case podstate.FieldMissing:
+		return "-"
+	case podstate.FieldInvalid:
+		return "invalid"
+	}
+	return strconv.FormatInt(int64(s.RetryCount), 10)
 }
 
 func orDash(s string) string {

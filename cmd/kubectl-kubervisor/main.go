@@ -7,9 +7,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
-	"sort"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -57,11 +58,7 @@ func (f *kubeFlags) connect(out io.Writer) (*plugin.Plugin, string, error) {
 			return nil, "", fmt.Errorf("loading kubeconfig: %w", err)
 		}
 		if _, ok := raw.Contexts[name]; !ok {
-			known := make([]string, 0, len(raw.Contexts))
-			for k := range raw.Contexts {
-				known = append(known, k)
-			}
-			sort.Strings(known)
+			known := slices.Sorted(maps.Keys(raw.Contexts))
 			if len(known) == 0 {
 				known = append(known, "none")
 			}

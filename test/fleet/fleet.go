@@ -14,6 +14,7 @@
 package fleet
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -22,7 +23,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +39,7 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 
+	"github.com/kubervisor/kubervisor/internal/podstate"
 	"github.com/kubervisor/kubervisor/test/cluster"
 )
 
@@ -348,7 +350,7 @@ func (f *Fleet) Pods() []PodInfo {
 	for _, p := range f.state {
 		out = append(out, p.PodInfo)
 	}
-	slices.SortFunc(out, func(a, b PodInfo) int { return compareStrings(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b PodInfo) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
@@ -382,16 +384,12 @@ func (f *Fleet) Anomalies() []string {
 			bad = append(bad, p)
 		}
 	}
-	sort.Slice(bad, func(i, j int) bool {
-		a, b := bad[i], bad[j]
-		if a.ErrorRate != b.ErrorRate {
-			return a.ErrorRate > b.ErrorRate
-		}
-		da, db := math.Abs(math.Log(a.Deviation)), math.Abs(math.Log(b.Deviation))
-		if da != db {
-			return da > db
-		}
-		return a.Name < b.Name
+	slices.SortFunc(bad, func(a, b *podState) int {
+		return cmp.Or(
+			cmp.Compare(b.ErrorRate, a.ErrorRate),
+			cmp.Compare(math.Abs(math.Log(b.Deviation)), math.Abs(math.Log(a.Deviation))),
+			strings.Compare(a.Name, b.Name),
+		)
 	})
 	names := make([]string, len(bad))
 	for i, p := range bad {
@@ -434,7 +432,7 @@ func (f *Fleet) syncLocked() {
 				f.requests.WithLabelValues(f.opts.Namespace, pod.Name, code)
 			}
 		}
-		p.Ready = podReady(pod)
+		p.Ready = podstate.Ready(pod)
 		if endpoints != nil {
 			p.InTraffic = endpoints[pod.Name]
 		} else {
@@ -483,25 +481,6 @@ func (f *Fleet) tick(now time.Time) {
 			h.Observe(base * (0.8 + 0.4*frac))
 		}
 	}
-}
-
-func podReady(pod *corev1.Pod) bool {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Handler serves the fleet's endpoints:

@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kubervisor/kubervisor/internal/podstate"
 	"github.com/kubervisor/kubervisor/test/cluster"
 	"github.com/kubervisor/kubervisor/test/fleet"
 )
@@ -104,7 +105,7 @@ var _ = Describe("The local cluster harness", Ordered, func() {
 			for _, p := range pods {
 				g.Expect(p.Spec.NodeName).To(Equal(c.NodeName()), "pod %s is bound", p.Name)
 				g.Expect(p.Status.Phase).To(Equal(corev1.PodRunning))
-				g.Expect(isReady(&p)).To(BeTrue(), "pod %s is Ready", p.Name)
+				g.Expect(podstate.Ready(&p)).To(BeTrue(), "pod %s is Ready", p.Name)
 				g.Expect(p.Status.PodIP).To(HavePrefix("10.244."))
 				ips[p.Status.PodIP] = true
 			}
@@ -164,7 +165,7 @@ var _ = Describe("The local cluster harness", Ordered, func() {
 		Eventually(func(g Gomega) {
 			pod, err := cs.CoreV1().Pods(ns).Get(ctx, victim, metav1.GetOptions{})
 			g.Expect(err).NotTo(HaveOccurred())
-			g.Expect(isReady(pod)).To(BeFalse())
+			g.Expect(podstate.Ready(pod)).To(BeFalse())
 			g.Expect(readyEndpoints(ctx, g, cs, app)).NotTo(HaveKey(victim))
 		}).WithTimeout(30 * time.Second).WithPolling(50 * time.Millisecond).Should(Succeed())
 
@@ -563,15 +564,6 @@ func listPods(ctx context.Context, g Gomega, cs kubernetes.Interface) []corev1.P
 		}
 	}
 	return out
-}
-
-func isReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // readyEndpoints returns the pods listed as ready endpoints of the Service's EndpointSlices.

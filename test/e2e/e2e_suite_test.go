@@ -9,7 +9,7 @@ import (
 	"context"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +19,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -28,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/podstate"
 	"github.com/kubervisor/kubervisor/test/cluster"
 	"github.com/kubervisor/kubervisor/test/fleet"
 )
@@ -171,23 +173,23 @@ func (s *scenario) pods() []string {
 			out = append(out, p.Name)
 		}
 	}
-	sort.Strings(out)
+	slices.Sort(out)
 	return out
 }
 
 // endpoints returns the pods that are ready endpoints of the Service's EndpointSlices, sorted.
 func (s *scenario) endpoints() []string {
-	var slices discoveryv1.EndpointSliceList
-	Expect(k8s.List(ctx, &slices, client.InNamespace(s.ns), client.MatchingLabels{discoveryv1.LabelServiceName: s.name})).To(Succeed())
+	var endpointSlices discoveryv1.EndpointSliceList
+	Expect(k8s.List(ctx, &endpointSlices, client.InNamespace(s.ns), client.MatchingLabels{discoveryv1.LabelServiceName: s.name})).To(Succeed())
 	var out []string
-	for _, sl := range slices.Items {
+	for _, sl := range endpointSlices.Items {
 		for _, e := range sl.Endpoints {
 			if e.TargetRef != nil && (e.Conditions.Ready == nil || *e.Conditions.Ready) {
 				out = append(out, e.TargetRef.Name)
 			}
 		}
 	}
-	sort.Strings(out)
+	slices.Sort(out)
 	return out
 }
 
@@ -207,6 +209,11 @@ func (s *scenario) pod(name string) *corev1.Pod {
 	return p
 }
 
+// state reads a pod's Kubervisor labels and annotations as the manager does.
+func (s *scenario) state(name string) podstate.State {
+	return podstate.Of(s.pod(name), time.Now())
+}
+
 func (s *scenario) kvs() *kvv1.KubervisorService {
 	k := &kvv1.KubervisorService{}
 	Expect(k8s.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: s.name}, k)).To(Succeed())
@@ -215,10 +222,8 @@ func (s *scenario) kvs() *kvv1.KubervisorService {
 
 func (s *scenario) condition(t string) func() metav1.Condition {
 	return func() metav1.Condition {
-		for _, c := range s.kvs().Status.Conditions {
-			if c.Type == t {
-				return c
-			}
+		if c := meta.FindStatusCondition(s.kvs().Status.Conditions, t); c != nil {
+			return *c
 		}
 		return metav1.Condition{}
 	}

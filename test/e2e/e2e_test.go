@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/podstate"
 	"github.com/kubervisor/kubervisor/test/cluster"
 	"github.com/kubervisor/kubervisor/test/fleet"
 )
@@ -87,7 +88,9 @@ var _ = Describe("Kubervisor on a real cluster", func() {
 		Eventually(s.endpoints).Should(ContainElement(pods[2]))
 		Expect(time.Since(ejectedAt)).To(BeNumerically(">=", 3*time.Second), "back after the 4s period, not before")
 		Consistently(s.endpoints).Should(Equal(pods))
-		Expect(s.pod(pods[2]).Annotations).To(And(HaveKeyWithValue(kvv1.AnnotationRetryCount, "1"), HaveKey(kvv1.AnnotationRestoredAt)))
+		restored := s.state(pods[2])
+		Expect(restored.RetryCount).To(Equal(int32(1)), "retry count kept after the restore")
+		Expect(restored.RestoredAt).NotTo(BeZero(), "restored-at written")
 	})
 
 	It("kills a pod that keeps deviating after its retries (retryAndKill), and the Deployment replaces it", func() {
@@ -187,8 +190,9 @@ var _ = Describe("Kubervisor on a real cluster", func() {
 		pods := s.pods()
 		Expect(s.fleet.SetErrorRate(pods[0], 0.8)).To(Succeed())
 		s.timeToLeave(pods[0], time.Now())
-		breakAt, err := time.Parse(time.RFC3339Nano, s.pod(pods[0]).Annotations[kvv1.AnnotationBreakAt])
-		Expect(err).NotTo(HaveOccurred())
+		ejected := s.state(pods[0])
+		Expect(ejected.BreakAtField).To(Equal(podstate.FieldValid), "break-at written")
+		breakAt := ejected.BreakAt
 
 		By("killing the manager while the pod is out, and healing the pod")
 		Expect(cl.KillManager()).To(Succeed())
@@ -204,7 +208,9 @@ var _ = Describe("Kubervisor on a real cluster", func() {
 		AddReportEntry("restore after manager restart", time.Since(restartedAt).Round(time.Millisecond).String())
 		Consistently(s.endpoints).Should(Equal(pods))
 		for _, p := range pods {
-			Expect(s.pod(p).Annotations[kvv1.AnnotationRetryCount]).To(BeElementOf("", "1"), "pod %s ejected twice", p)
+			st := s.state(p)
+			Expect(st.RetryCountField).NotTo(Equal(podstate.FieldInvalid), "pod %s retry count", p)
+			Expect(st.RetryCount).To(BeNumerically("<=", 1), "pod %s ejected twice", p)
 		}
 	})
 

@@ -73,6 +73,42 @@ const (
 	ReasonPending            = "Pending"
 )
 
+// Values of status.breakers[].lastResult. An error is ResultErrorPrefix followed by what went wrong.
+const (
+	// ResultOK is a successful evaluation whose answer held data about the managed pods.
+	ResultOK = "OK"
+	// ResultNoData is a successful evaluation whose answer held no usable sample: never a reason to eject.
+	ResultNoData = "NoData"
+	// ResultErrorPrefix starts the lastResult of a failed evaluation.
+	ResultErrorPrefix = "Error: "
+)
+
+// Event reasons (what users match on in `kubectl get events --field-selector reason=...`).
+const (
+	EventEjected           = "Ejected"
+	EventWouldEject        = "WouldEject"
+	EventEjectionWithheld  = "EjectionWithheld"
+	EventDetectorFailed    = "DetectorFailed"
+	EventRestored          = "Restored"
+	EventPaused            = "Paused"
+	EventKilled            = "Killed"
+	EventEvictionRefused   = "EvictionRefused"
+	EventMalformedPodState = "MalformedPodState"
+	EventInvalidActivator  = "InvalidActivator"
+	EventLeftPaused        = "LeftPaused"
+)
+
+// Event actions (the events.k8s.io action field: what the controller did or tried).
+const (
+	ActionEvaluate = "Evaluate"
+	ActionEject    = "Eject"
+	ActionRestore  = "Restore"
+	ActionPause    = "Pause"
+	ActionKill     = "Kill"
+	ActionActivate = "Activate"
+	ActionRelease  = "Release"
+)
+
 // Built-in defaults, used wherever neither a breaker nor defaultActivator sets a field.
 const (
 	DefaultEvaluationPeriod = 5 * time.Second

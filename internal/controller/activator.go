@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -54,12 +55,14 @@ func (p *pauseLocks) of(key types.NamespacedName) *sync.Mutex {
 // evicts it. All of its state is on the pod (labels and annotations), so a restarted controller resumes
 // every schedule where it was.
 func (r *PodReconciler) activate(ctx context.Context, pod *corev1.Pod, cs []claim) (ctrl.Result, error) {
-	if pod.Labels[kvv1.LabelTraffic] != kvv1.TrafficNo || !pod.DeletionTimestamp.IsZero() {
+	now := r.Clock.Now()
+	state := podstate.Of(pod, now)
+	if state.Traffic != kvv1.TrafficNo || !pod.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil
 	}
 	var owner *claim
 	for i := range cs {
-		if cs[i].kvs.Name == pod.Labels[kvv1.LabelName] {
+		if cs[i].kvs.Name == state.Owner {
 			owner = &cs[i]
 		}
 	}
@@ -67,21 +70,19 @@ func (r *PodReconciler) activate(ctx context.Context, pod *corev1.Pod, cs []clai
 		return ctrl.Result{}, nil
 	}
 	kvs := owner.kvs
-	if kvs.Spec.DryRun || !trafficControlled(owner.svc) {
+	if !podstate.ActivatorInactivity(kvs, owner.svc).Active() {
 		// Dry run and an inactive selector change nothing; a spec or selector change enqueues the pod again.
 		return ctrl.Result{}, nil
 	}
 	log := logf.FromContext(ctx)
-	now := r.Clock.Now()
-	state := podstate.Of(pod, now)
 	if len(state.Problems) > 0 {
 		// One event for all problems: events.k8s.io merges events that differ only by note into a series.
-		recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeWarning, "MalformedPodState", "Activate",
+		recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeWarning, kvv1.EventMalformedPodState, kvv1.ActionActivate,
 			"Pod "+pod.Name+": "+strings.Join(state.Problems, "; "))
 	}
 	act, err := kvs.Spec.ActivatorFor(state.Strategy)
 	if err != nil {
-		recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeWarning, "InvalidActivator", "Activate",
+		recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeWarning, kvv1.EventInvalidActivator, kvv1.ActionActivate,
 			fmt.Sprintf("Activator for breaker %q: %v; using the built-in period %s", state.Strategy, err, kvv1.DefaultActivatorPeriod))
 	}
 
@@ -99,23 +100,27 @@ func (r *PodReconciler) activate(ctx context.Context, pod *corev1.Pod, cs []clai
 		d = decide()
 	}
 
-	patch := activator.PatchFor(state, d, now)
-	if !patch.IsEmpty() {
-		if err := patchPod(ctx, r.Client, pod, func(p *corev1.Pod) { patch.ApplyTo(p) }); err != nil {
+	if patch := activator.PatchFor(state, d, now); !patch.IsEmpty() {
+		if err := patchPod(ctx, r.Client, pod, patch); err != nil {
 			return ctrl.Result{}, err
+		}
+		if d.Action == activator.ActionWait || d.Action == activator.ActionKill {
+			log.Info("Repaired pod state", "Pod", klog.KObj(pod), "breaker", state.Strategy, "reason", strings.Join(state.Problems, "; "))
 		}
 	}
 	switch d.Action {
 	case activator.ActionWait:
-		log.V(1).Info("Pod out of traffic until due", "pod", pod.Name, "after", d.After, "reason", d.Reason)
+		log.V(1).Info("Pod out of traffic until due", "Pod", klog.KObj(pod), "after", d.After, "reason", d.Reason)
 		return ctrl.Result{RequeueAfter: d.After}, nil
 	case activator.ActionRestore:
 		metrics.Activations.WithLabelValues(kvs.Namespace, kvs.Name, string(act.Mode), "restore").Inc()
-		recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeNormal, "Restored", "Restore",
+		log.Info("Restored pod", "Pod", klog.KObj(pod), "breaker", state.Strategy, "reason", d.Reason)
+		recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeNormal, kvv1.EventRestored, kvv1.ActionRestore,
 			fmt.Sprintf("Pod %s back in traffic: %s", pod.Name, d.Reason))
 	case activator.ActionPause:
 		metrics.Activations.WithLabelValues(kvs.Namespace, kvs.Name, string(act.Mode), "pause").Inc()
-		recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeNormal, "Paused", "Pause",
+		log.Info("Paused pod", "Pod", klog.KObj(pod), "breaker", state.Strategy, "reason", d.Reason)
+		recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeNormal, kvv1.EventPaused, kvv1.ActionPause,
 			fmt.Sprintf("Pod %s paused out of traffic for investigation: %s", pod.Name, d.Reason))
 	case activator.ActionKill:
 		return r.evict(ctx, kvs, pod, act, d)
@@ -131,7 +136,8 @@ func (r *PodReconciler) evict(ctx context.Context, kvs *kvv1.KubervisorService, 
 	switch {
 	case err == nil:
 		metrics.Activations.WithLabelValues(kvs.Namespace, kvs.Name, string(act.Mode), "kill").Inc()
-		recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeNormal, "Killed", "Kill",
+		logf.FromContext(ctx).Info("Evicted pod", "Pod", klog.KObj(pod), "reason", d.Reason)
+		recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeNormal, kvv1.EventKilled, kvv1.ActionKill,
 			fmt.Sprintf("Pod %s evicted: %s", pod.Name, d.Reason))
 		return ctrl.Result{}, nil
 	case apierrors.IsNotFound(err):
@@ -139,7 +145,7 @@ func (r *PodReconciler) evict(ctx context.Context, kvs *kvv1.KubervisorService, 
 	case apierrors.IsTooManyRequests(err):
 		retry := min(act.Period, maxEvictionRetry)
 		metrics.EvictionsRefused.WithLabelValues(kvs.Namespace, kvs.Name).Inc()
-		recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeWarning, "EvictionRefused", "Kill",
+		recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeWarning, kvv1.EventEvictionRefused, kvv1.ActionKill,
 			fmt.Sprintf("Eviction of pod %s refused (%v); it stays out of traffic and is retried in %s", pod.Name, err, retry))
 		return ctrl.Result{RequeueAfter: retry}, nil
 	default:
@@ -178,10 +184,15 @@ func (e restEvictor) Evict(ctx context.Context, namespace, name string) error {
 
 // countPaused counts, from the API server, the pods of the KubervisorService that are paused.
 func (r *PodReconciler) countPaused(ctx context.Context, kvs *kvv1.KubervisorService) (int32, error) {
-	var list corev1.PodList
-	if err := r.APIReader.List(ctx, &list, client.InNamespace(kvs.Namespace),
-		client.MatchingLabels{kvv1.LabelName: kvs.Name, kvv1.LabelTraffic: kvv1.TrafficPause}); err != nil {
-		return 0, fmt.Errorf("counting paused pods of KubervisorService %s/%s: %w", kvs.Namespace, kvs.Name, err)
+	pods, err := livePods(ctx, r.APIReader, kvs)
+	if err != nil {
+		return 0, err
 	}
-	return int32(len(list.Items)), nil
+	var n int32
+	for i := range pods {
+		if podstate.Of(&pods[i], time.Time{}).Traffic == kvv1.TrafficPause {
+			n++
+		}
+	}
+	return n, nil
 }

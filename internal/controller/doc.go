@@ -2,23 +2,42 @@
 //
 // # Who writes what (one writer per field)
 //
+// Every write on a pod's metadata is a constructor of internal/podstate, sent by patchPod (merge patch with
+// optimistic locking):
+//
 //	field                                   written by
 //	--------------------------------------  -----------------------------------------------------------
-//	pod label kubervisor/name               ownership sync (Service and Pod reconcilers, same function:
-//	                                        syncPodOwnership); removed by releasePod (ownership sync when a
-//	                                        pod leaves the selector, KubervisorService finalizer)
-//	pod label kubervisor/traffic            "yes" when missing: ownership sync; "no": breaker
-//	                                        (KubervisorService reconciler); "yes"/"pause": activator (Pod
-//	                                        reconciler); "no"->"yes": releasePod
-//	pod label kubervisor/strategy           breaker on ejection; removed by releasePod
-//	annotations break-at, retry-count       breaker on ejection; the activator rewrites both only to repair
-//	                                        a pod set to "no" by hand or with unusable values (treated as
-//	                                        just ejected, retry count 1); removed by releasePod
-//	annotation restored-at                  activator on restore; removed by releasePod
+//	pod label kubervisor/name               podstate.Adopt from syncPodOwnership (Service and Pod
+//	                                        reconcilers, same function); removed by podstate.Release
+//	                                        (ownership sync when a pod leaves the selector, the finalizer)
+//	pod label kubervisor/traffic            "yes" when missing: podstate.Adopt; "no": podstate.Eject
+//	                                        (breaker, KubervisorService reconciler); "yes"/"pause":
+//	                                        podstate.Restore/Pause (activator, Pod reconciler);
+//	                                        "no"->"yes": podstate.Release
+//	pod label kubervisor/strategy           podstate.Eject; removed by podstate.Release
+//	annotations break-at, retry-count       podstate.Eject; podstate.Repair (activator) only for a pod set
+//	                                        to "no" by hand or with unusable values (treated as just
+//	                                        ejected, retry count 1); removed by podstate.Release
+//	annotation restored-at                  podstate.Restore; removed by podstate.Release
 //	KubervisorService status (all of it)    KubervisorService reconciler, once per pass, only if changed
 //	KubervisorService finalizer             KubervisorService reconciler
 //
+// # The breaker pass, one way
+//
+// The KubervisorService reconciler's data flows in one direction (Cluster API's MachineHealthCheck is the
+// model):
+//
+//	observe  (observe.go)   cache reads -> observation; the conflict logic is the pure conflictOf
+//	evaluate (evaluate.go)  detector queries of the due breakers -> evaluation (typed OK | NoData | Error)
+//	act      (act.go)       plan on the cache; live read and plan again only if it ejects; patches,
+//	                        events, metrics, logs -> one breakerOutcome per evaluated breaker
+//	remember (memory.go)    outcomes and due times, in memory; an outcome's time moves only when it changes
+//	status   (status.go)    pure desiredStatus(kvs, observation, outcomes, now), times as the API server
+//	                        stores them -> compared with the object, written once if it differs
+//
+// Memory feeds status, never the other way round; conditions come from the typed outcomes.
+//
 // Decisions that need no API server live in pure packages: internal/detector (which pods are
-// anomalous), internal/breaker (the floor and who is ejected), internal/activator (the retry schedule).
-// The reconcilers read from the cache, call those, patch, and requeue.
+// anomalous), internal/breaker (the floor and who is ejected), internal/activator (the retry schedule),
+// internal/podstate (the pod contract). The reconcilers read from the cache, call those, patch, and requeue.
 package controller

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -18,8 +19,10 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/podstate"
 )
 
 // PodReconciler adopts new pods of supervised Services and runs the activator for ejected pods.
@@ -67,24 +70,24 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("pod").
-		For(&corev1.Pod{}, builder.WithPredicates(podChanged(), predicate.Funcs{
-			DeleteFunc: func(event.DeleteEvent) bool { return false },
-		})).
+		WatchesRawSource(source.Kind(mgr.GetCache(), &corev1.Pod{}, &handler.TypedEnqueueRequestForObject[*corev1.Pod]{}, podChanged(),
+			predicate.TypedFuncs[*corev1.Pod]{DeleteFunc: func(event.TypedDeleteEvent[*corev1.Pod]) bool { return false }})).
 		Watches(&kvv1.KubervisorService{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return r.ejectedPods(ctx, o.GetNamespace(), o.GetName())
 		}), builder.WithPredicates(kvsLifecycleChanged())).
-		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
-			var named kvv1.KubervisorServiceList
-			if err := r.List(ctx, &named, client.InNamespace(o.GetNamespace()), client.MatchingFields{IndexServiceName: o.GetName()}); err != nil {
-				logf.FromContext(ctx).Error(err, "Listing KubervisorServices for Service", "service", klog.KObj(o))
-				return nil
-			}
-			var out []reconcile.Request
-			for _, k := range named.Items {
-				out = append(out, r.ejectedPods(ctx, k.Namespace, k.Name)...)
-			}
-			return out
-		}), builder.WithPredicates(serviceChanged())).
+		WatchesRawSource(source.Kind(mgr.GetCache(), &corev1.Service{}, handler.TypedEnqueueRequestsFromMapFunc(
+			func(ctx context.Context, svc *corev1.Service) []reconcile.Request {
+				var named kvv1.KubervisorServiceList
+				if err := r.List(ctx, &named, client.InNamespace(svc.Namespace), client.MatchingFields{IndexServiceName: svc.Name}); err != nil {
+					logf.FromContext(ctx).Error(err, "Listing KubervisorServices for Service", "Service", klog.KObj(svc))
+					return nil
+				}
+				var out []reconcile.Request
+				for _, k := range named.Items {
+					out = append(out, r.ejectedPods(ctx, k.Namespace, k.Name)...)
+				}
+				return out
+			}), serviceChanged())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Complete(r)
 }
@@ -93,12 +96,12 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 func (r *PodReconciler) ejectedPods(ctx context.Context, namespace, name string) []reconcile.Request {
 	var list corev1.PodList
 	if err := r.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{IndexOwner: name}); err != nil {
-		logf.FromContext(ctx).Error(err, "Listing pods of KubervisorService", "kubervisorService", klog.KRef(namespace, name))
+		logf.FromContext(ctx).Error(err, "Listing pods of KubervisorService", "KubervisorService", klog.KRef(namespace, name))
 		return nil
 	}
 	var out []reconcile.Request
 	for i := range list.Items {
-		if list.Items[i].Labels[kvv1.LabelTraffic] == kvv1.TrafficNo {
+		if podstate.Of(&list.Items[i], time.Time{}).Traffic == kvv1.TrafficNo {
 			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
 		}
 	}

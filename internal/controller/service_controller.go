@@ -7,7 +7,6 @@ import (
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -16,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 )
@@ -74,26 +74,6 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	return ctrl.Result{}, nil
 }
 
-// requeueOnConflict turns an optimistic-lock conflict into a quiet, short requeue: another reconciler (the
-// Pod reconciler adopting the same new pod, the breaker, the activator) wrote the pod first, and the next
-// pass decides again from what it wrote. Any other error is returned.
-func requeueOnConflict(ctx context.Context, err error) (ctrl.Result, error) {
-	if apierrors.IsConflict(err) {
-		logf.FromContext(ctx).V(1).Info("Pod changed meanwhile; retrying", "error", err.Error())
-		return ctrl.Result{RequeueAfter: conflictRetry}, nil
-	}
-	return ctrl.Result{}, err
-}
-
-// ownedPods lists, from the cache, the pods labelled with the KubervisorService's name.
-func ownedPods(ctx context.Context, c client.Reader, kvs *kvv1.KubervisorService) ([]corev1.Pod, error) {
-	var list corev1.PodList
-	if err := c.List(ctx, &list, client.InNamespace(kvs.Namespace), client.MatchingFields{IndexOwner: kvs.Name}); err != nil {
-		return nil, fmt.Errorf("listing pods of KubervisorService %s/%s: %w", kvs.Namespace, kvs.Name, err)
-	}
-	return list.Items, nil
-}
-
 func addPods(into map[types.NamespacedName]*corev1.Pod, pods []corev1.Pod) {
 	for i := range pods {
 		into[client.ObjectKeyFromObject(&pods[i])] = &pods[i]
@@ -105,7 +85,7 @@ func addPods(into map[types.NamespacedName]*corev1.Pod, pods []corev1.Pod) {
 func (r *ServiceReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("service").
-		For(&corev1.Service{}, builder.WithPredicates(serviceChanged())).
+		WatchesRawSource(source.Kind(mgr.GetCache(), &corev1.Service{}, &handler.TypedEnqueueRequestForObject[*corev1.Service]{}, serviceChanged())).
 		Watches(&kvv1.KubervisorService{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.(*kvv1.KubervisorService).Spec.Service}}}
 		}), builder.WithPredicates(kvsLifecycleChanged())).

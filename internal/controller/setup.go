@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/detector"
 )
 
 // Field index keys, registered once by SetupIndexes for cmd/main.go and the tests alike.
@@ -26,7 +27,11 @@ const (
 // fieldManager names Kubervisor in managedFields and events.
 const fieldManager = "kubervisor"
 
-// Options configure the reconcilers. The zero value is usable: real clock, default HTTP client.
+// DetectorFactory builds the detector of one breaker; detector.New is the production one.
+type DetectorFactory func(b *kvv1.BreakerStrategy, opts detector.Options) (detector.Detector, error)
+
+// Options configure the reconcilers. The zero value is usable: real clock, default HTTP client, the real
+// detectors.
 type Options struct {
 	// Clock drives every time-based decision; tests inject a fake one.
 	Clock clock.WithTicker
@@ -34,6 +39,8 @@ type Options struct {
 	HTTPClient *http.Client
 	// MaxConcurrentReconciles per controller.
 	MaxConcurrentReconciles int
+	// NewDetector builds each breaker's detector; tests inject an in-memory one. nil uses detector.New.
+	NewDetector DetectorFactory
 }
 
 func (o *Options) defaults() {
@@ -46,21 +53,35 @@ func (o *Options) defaults() {
 	if o.MaxConcurrentReconciles == 0 {
 		o.MaxConcurrentReconciles = 4
 	}
+	if o.NewDetector == nil {
+		o.NewDetector = detector.New
+	}
 }
 
-// SetupIndexes registers the field indexes the reconcilers' map functions rely on.
+// KubervisorServiceByService is the index function of IndexServiceName.
+func KubervisorServiceByService(o client.Object) []string {
+	kvs, ok := o.(*kvv1.KubervisorService)
+	if !ok {
+		return nil
+	}
+	return []string{kvs.Spec.Service}
+}
+
+// PodByOwner is the index function of IndexOwner.
+func PodByOwner(o client.Object) []string {
+	if name, ok := o.GetLabels()[kvv1.LabelName]; ok {
+		return []string{name}
+	}
+	return nil
+}
+
+// SetupIndexes registers the field indexes the reconcilers' map functions rely on. Tests building a fake
+// client register the same functions (KubervisorServiceByService, PodByOwner).
 func SetupIndexes(ctx context.Context, indexer client.FieldIndexer) error {
-	if err := indexer.IndexField(ctx, &kvv1.KubervisorService{}, IndexServiceName, func(o client.Object) []string {
-		return []string{o.(*kvv1.KubervisorService).Spec.Service}
-	}); err != nil {
+	if err := indexer.IndexField(ctx, &kvv1.KubervisorService{}, IndexServiceName, KubervisorServiceByService); err != nil {
 		return fmt.Errorf("indexing KubervisorServices by service: %w", err)
 	}
-	if err := indexer.IndexField(ctx, &corev1.Pod{}, IndexOwner, func(o client.Object) []string {
-		if name, ok := o.GetLabels()[kvv1.LabelName]; ok {
-			return []string{name}
-		}
-		return nil
-	}); err != nil {
+	if err := indexer.IndexField(ctx, &corev1.Pod{}, IndexOwner, PodByOwner); err != nil {
 		return fmt.Errorf("indexing pods by %s: %w", kvv1.LabelName, err)
 	}
 	return nil
@@ -85,7 +106,7 @@ func SetupWithManager(ctx context.Context, mgr manager.Manager, opts Options) er
 	if err != nil {
 		return err
 	}
-	pod := &PodReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Clock: opts.Clock, Evictor: evictor}
+	pod := NewPodReconciler(mgr.GetClient(), mgr.GetAPIReader(), rec, evictor, opts)
 	if err := pod.SetupWithManager(mgr, opts.MaxConcurrentReconciles); err != nil {
 		return fmt.Errorf("setting up the Pod controller: %w", err)
 	}
@@ -97,8 +118,16 @@ func SetupWithManager(ctx context.Context, mgr manager.Manager, opts Options) er
 func NewKubervisorServiceReconciler(c client.Client, apiReader client.Reader, rec events.EventRecorder, opts Options) *KubervisorServiceReconciler {
 	opts.defaults()
 	return &KubervisorServiceReconciler{
-		Client: c, APIReader: apiReader, Recorder: rec, Clock: opts.Clock, HTTP: opts.HTTPClient, schedule: newSchedule(),
+		Client: c, APIReader: apiReader, Recorder: rec, Clock: opts.Clock, HTTP: opts.HTTPClient,
+		newDetector: opts.NewDetector, memory: newMemory(),
 	}
+}
+
+// NewPodReconciler returns the activator and adoption reconciler. c reads from the cache and writes;
+// apiReader reads live.
+func NewPodReconciler(c client.Client, apiReader client.Reader, rec events.EventRecorder, evictor Evictor, opts Options) *PodReconciler {
+	opts.defaults()
+	return &PodReconciler{Client: c, APIReader: apiReader, Recorder: rec, Clock: opts.Clock, Evictor: evictor}
 }
 
 // CacheOptions trims the cache to what the reconcilers read (SPEC §9): pods keep their metadata, phase and

@@ -3,14 +3,70 @@ package controller
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 	"github.com/kubervisor/kubervisor/internal/metrics"
+	"github.com/kubervisor/kubervisor/internal/podstate"
 )
+
+// desiredStatus builds a KubervisorService's status from scratch, from what the pass observed and the
+// breakers' remembered outcomes. It is pure: the caller compares the result with kvs.Status and writes only
+// when they differ (SPEC §9).
+//
+// Every time in it is what the API server stores (metav1.Time keeps whole seconds), so that an unchanged
+// state compares equal to the object read back. A time is carried over from kvs.Status whenever what it
+// dates did not change: a condition's lastTransitionTime while its status stays, a breaker's
+// lastEvaluationTime while its outcome stays (also across a restart, which empties the memory).
+//
+// A breaker of the spec with no remembered outcome (not evaluated since the controller started: the Service
+// is missing, or adoption is under way) keeps its entry from kvs.Status, if any; conditions count it as not
+// evaluated yet.
+func desiredStatus(kvs *kvv1.KubervisorService, obs *observation, outcomes map[string]breakerOutcome, now time.Time) kvv1.KubervisorServiceStatus {
+	status := kvv1.KubervisorServiceStatus{ObservedGeneration: kvs.Generation, Pods: countPods(obs.pods)}
+	old := map[string]*kvv1.BreakerStatus{}
+	for i := range kvs.Status.Breakers {
+		old[kvs.Status.Breakers[i].Name] = &kvs.Status.Breakers[i]
+	}
+	for _, b := range kvs.Spec.Breakers {
+		o, ok := outcomes[b.Name]
+		if !ok {
+			if prev := old[b.Name]; prev != nil {
+				status.Breakers = append(status.Breakers, *prev.DeepCopy())
+			}
+			continue
+		}
+		entry := kvv1.BreakerStatus{
+			Name: b.Name, LastResult: o.lastResult(), AnomalousPods: capNames(o.anomalous), EjectedPods: capNames(o.ejected),
+			WithheldPods: capNames(o.withheld), WouldEjectPods: capNames(o.wouldEject),
+		}
+		if prev := old[b.Name]; prev != nil && prev.LastEvaluationTime != nil && sameBreakerStatus(*prev, entry) {
+			entry.LastEvaluationTime = prev.LastEvaluationTime.DeepCopy()
+		} else {
+			t := apiTime(o.changedAt)
+			entry.LastEvaluationTime = &t
+		}
+		status.Breakers = append(status.Breakers, entry)
+	}
+	status.Conditions = conditions(kvs, obs, outcomes, now)
+	return status
+}
+
+// sameBreakerStatus compares two entries but for their time.
+func sameBreakerStatus(a, b kvv1.BreakerStatus) bool {
+	a.LastEvaluationTime, b.LastEvaluationTime = nil, nil
+	return equality.Semantic.DeepEqual(a, b)
+}
+
+// apiTime is t as the API server stores a metav1.Time: UTC, whole seconds.
+func apiTime(t time.Time) metav1.Time {
+	return metav1.NewTime(t.UTC().Truncate(time.Second))
+}
 
 // countPods counts the managed pods by state (SPEC §2.2).
 func countPods(pods []corev1.Pod) kvv1.PodCounts {
@@ -18,7 +74,7 @@ func countPods(pods []corev1.Pod) kvv1.PodCounts {
 	for i := range pods {
 		p := &pods[i]
 		c.Managed++
-		ready := podReady(p)
+		ready := podstate.Ready(p)
 		if ready {
 			c.Ready++
 		}
@@ -46,17 +102,20 @@ func recordPodMetrics(kvs *kvv1.KubervisorService, c kvv1.PodCounts) {
 	}
 }
 
-// setConditions sets every condition from what the pass observed and decided. The messages are
-// deterministic so that an unchanged cluster gives an unchanged status (no write).
-func setConditions(kvs *kvv1.KubervisorService, obs *observation, status *kvv1.KubervisorServiceStatus) {
+// conditions returns every condition, in a fixed order, from what the pass observed and the breakers'
+// typed outcomes. Messages are deterministic so that an unchanged cluster gives an unchanged status.
+func conditions(kvs *kvv1.KubervisorService, obs *observation, outcomes map[string]breakerOutcome, now time.Time) []metav1.Condition {
+	var out []metav1.Condition
 	set := func(t string, ok bool, reason, msg string) {
-		s := metav1.ConditionFalse
+		c := metav1.Condition{Type: t, Status: metav1.ConditionFalse, Reason: reason, Message: msg,
+			ObservedGeneration: kvs.Generation, LastTransitionTime: apiTime(now)}
 		if ok {
-			s = metav1.ConditionTrue
+			c.Status = metav1.ConditionTrue
 		}
-		meta.SetStatusCondition(&status.Conditions, metav1.Condition{
-			Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: kvs.Generation,
-		})
+		if prev := meta.FindStatusCondition(kvs.Status.Conditions, t); prev != nil && prev.Status == c.Status {
+			c.LastTransitionTime = prev.LastTransitionTime
+		}
+		out = append(out, c)
 	}
 	svc := obs.svc
 
@@ -66,14 +125,13 @@ func setConditions(kvs *kvv1.KubervisorService, obs *observation, status *kvv1.K
 		set(kvv1.ConditionServiceFound, true, kvv1.ReasonServiceFound, fmt.Sprintf("Service %s found", svc.Name))
 	}
 
-	_, hasSelector := managedSelector(svc)
 	switch {
 	case svc == nil:
 		set(kvv1.ConditionTrafficControlled, false, kvv1.ReasonServiceNotFound, fmt.Sprintf("Service %s not found", kvs.Spec.Service))
-	case !hasSelector:
+	case !hasManagedSelector(svc):
 		set(kvv1.ConditionTrafficControlled, false, kvv1.ReasonEmptySelector,
 			fmt.Sprintf("Service %s selects no pod by label; Kubervisor supervises no pod", svc.Name))
-	case trafficControlled(svc):
+	case podstate.TrafficControlled(svc):
 		set(kvv1.ConditionTrafficControlled, true, kvv1.ReasonSelectorHasTraffic,
 			fmt.Sprintf("Service %s selects kubervisor/traffic=yes: ejections take effect", svc.Name))
 	default:
@@ -81,16 +139,23 @@ func setConditions(kvs *kvv1.KubervisorService, obs *observation, status *kvv1.K
 			fmt.Sprintf("Service %s does not select kubervisor/traffic=yes: breakers only report (as in dry run)", svc.Name))
 	}
 
-	if obs.conflictReason != "" {
-		set(kvv1.ConditionConflict, true, obs.conflictReason, obs.conflictMessage)
+	if obs.reason != "" {
+		set(kvv1.ConditionConflict, true, obs.reason, obs.message)
 	} else {
 		set(kvv1.ConditionConflict, false, kvv1.ReasonNoConflict, "No other KubervisorService supervises these pods")
 	}
 
-	var withheld []string
-	for _, b := range status.Breakers {
-		if len(b.WithheldPods) > 0 {
-			withheld = append(withheld, fmt.Sprintf("%s withheld %s", b.Name, strings.Join(b.WithheldPods, ", ")))
+	var withheld, failing, pending []string
+	for _, b := range kvs.Spec.Breakers {
+		o, ok := outcomes[b.Name]
+		switch {
+		case !ok:
+			pending = append(pending, b.Name)
+		case o.kind == outcomeError:
+			failing = append(failing, fmt.Sprintf("breaker %s: %s", b.Name, o.lastResult()))
+		}
+		if len(o.withheld) > 0 {
+			withheld = append(withheld, fmt.Sprintf("%s withheld %s", b.Name, strings.Join(capNames(o.withheld), ", ")))
 		}
 	}
 	if len(withheld) > 0 {
@@ -100,24 +165,11 @@ func setConditions(kvs *kvv1.KubervisorService, obs *observation, status *kvv1.K
 		set(kvv1.ConditionEjectionAllowed, true, kvv1.ReasonWithinFloor, "No anomalous pod is withheld by the floor")
 	}
 
-	var failing, pending []string
-	evaluated := map[string]bool{}
-	for _, b := range status.Breakers {
-		evaluated[b.Name] = true
-		if strings.HasPrefix(b.LastResult, "Error") {
-			failing = append(failing, fmt.Sprintf("breaker %s: %s", b.Name, b.LastResult))
-		}
-	}
-	for _, b := range kvs.Spec.Breakers {
-		if !evaluated[b.Name] {
-			pending = append(pending, b.Name)
-		}
-	}
 	switch {
 	case svc == nil:
 		set(kvv1.ConditionReady, false, kvv1.ReasonServiceNotFound, fmt.Sprintf("Service %s not found", kvs.Spec.Service))
 	case !obs.owner:
-		set(kvv1.ConditionReady, false, kvv1.ReasonServiceClaimed, obs.conflictMessage)
+		set(kvv1.ConditionReady, false, kvv1.ReasonServiceClaimed, obs.message)
 	case len(failing) > 0:
 		set(kvv1.ConditionReady, false, kvv1.ReasonDetectorError, strings.Join(failing, "; "))
 	case len(pending) > 0:
@@ -125,4 +177,10 @@ func setConditions(kvs *kvv1.KubervisorService, obs *observation, status *kvv1.K
 	default:
 		set(kvv1.ConditionReady, true, kvv1.ReasonAllBreakersOK, "Service found and every breaker's last evaluation succeeded")
 	}
+	return out
+}
+
+func hasManagedSelector(svc *corev1.Service) bool {
+	_, ok := podstate.ManagedSelector(svc.Spec.Selector)
+	return ok
 }

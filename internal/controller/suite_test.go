@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -43,6 +45,8 @@ var (
 	metricsAddr string
 	stopManager context.CancelFunc
 	managerDone chan struct{}
+	// requests records every request the manager sends to the API server.
+	requests = &requestLog{}
 )
 
 func TestControllers(t *testing.T) {
@@ -85,7 +89,10 @@ var _ = AfterSuite(func() {
 // startManager starts a manager wired exactly as cmd/main.go wires it (same cache options, same setup).
 func startManager() {
 	metricsAddr = fmt.Sprintf("127.0.0.1:%d", freePort())
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	// The manager talks through a transport that records each request, so that tests can count writes.
+	mcfg := rest.CopyConfig(cfg)
+	mcfg.Wrap(requests.wrap)
+	mgr, err := ctrl.NewManager(mcfg, ctrl.Options{
 		Scheme:  scheme,
 		Metrics: metricsserver.Options{BindAddress: metricsAddr},
 		Cache:   controller.CacheOptions(""),
@@ -111,12 +118,71 @@ func restartManager() {
 	startManager()
 }
 
+// assetsDir is where the control-plane binaries are: the Makefile sets KUBEBUILDER_ASSETS from its
+// ENVTEST_K8S_VERSION, the one place the version is written.
 func assetsDir() string {
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir
+	dir := os.Getenv("KUBEBUILDER_ASSETS")
+	if dir == "" {
+		Fail("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, which builds the control-plane binaries and sets it")
 	}
-	return filepath.Join("..", "..", "bin", "k8s", "1.37.1")
+	return dir
 }
+
+// requestLog records the requests of a client, in order.
+type requestLog struct {
+	mu      sync.Mutex
+	entries []sentRequest
+}
+
+// sentRequest is one request: its method and URL.
+type sentRequest struct {
+	method string
+	url    *url.URL
+}
+
+func (s sentRequest) String() string { return s.method + " " + s.url.RequestURI() }
+
+func (l *requestLog) wrap(rt http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		l.mu.Lock()
+		l.entries = append(l.entries, sentRequest{method: req.Method, url: req.URL})
+		l.mu.Unlock()
+		return rt.RoundTrip(req)
+	})
+}
+
+// mark returns a position in the log, for since.
+func (l *requestLog) mark() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.entries)
+}
+
+// since returns the requests after mark that concern namespace ns and that match keep.
+func (l *requestLog) since(mark int, ns string, keep func(sentRequest) bool) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, r := range l.entries[mark:] {
+		if strings.Contains(r.url.Path, "/namespaces/"+ns+"/") && keep(r) {
+			out = append(out, r.String())
+		}
+	}
+	return out
+}
+
+// isWrite is every request but a read (GET, which covers get, list and watch).
+func isWrite(r sentRequest) bool { return r.method != http.MethodGet }
+
+// isLivePodList is a LIST of pods in one namespace: the manager's cache lists and watches pods across
+// the cluster, so a namespaced list is a read that bypasses the cache.
+func isLivePodList(r sentRequest) bool {
+	return r.method == http.MethodGet && strings.HasSuffix(r.url.Path, "/pods") && r.url.Query().Get("watch") == ""
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // fakeDetectors is a custom detector service whose answers tests set per breaker, keyed
 // "namespace/kubervisorservice/breaker". Unknown keys answer an empty list (NoData).

@@ -1,0 +1,143 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/klog/v2"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/breaker"
+	"github.com/kubervisor/kubervisor/internal/metrics"
+	"github.com/kubervisor/kubervisor/internal/podstate"
+)
+
+// act carries an evaluation out (SPEC §5 steps 2–6) and returns each evaluated breaker's outcome.
+//
+//  1. Plan on the cache. Only when that plan ejects a pod, read the pods live and plan again: the cache may
+//     lag behind this controller's own writes (a previous pass's ejections, a restart between passes), and
+//     counting from a live read is what keeps the floor (§5.5). A detector that keeps flagging pods already
+//     out of traffic costs no read.
+//  2. Patch each ejected pod, with optimistic locking on what the plan saw.
+//  3. Events, metrics and logs for every decision.
+//
+// obs.pods is left as the pods are after the pass's writes, for the status counts. An error (the live read,
+// or a patch) is returned after everything else was done; the pods it concerns were not ejected.
+func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.KubervisorService, obs *observation,
+	ev *evaluation, now time.Time) (map[string]breakerOutcome, error) {
+	log := logf.FromContext(ctx)
+	outcomes := make(map[string]breakerOutcome, len(ev.breakers))
+	for _, b := range ev.breakers {
+		if b.kind != outcomeError {
+			continue
+		}
+		outcomes[b.name] = breakerOutcome{kind: outcomeError, err: b.err.Error()}
+		metrics.DetectorErrors.WithLabelValues(kvs.Namespace, kvs.Name, b.name).Inc()
+		r.Recorder.Eventf(kvs, nil, corev1.EventTypeWarning, kvv1.EventDetectorFailed, kvv1.ActionEvaluate,
+			"Breaker %s: %v; no pod is ejected on this evaluation", b.name, b.err)
+		log.V(1).Info("Evaluated breaker", "breaker", b.name, "result", kvv1.ResultErrorPrefix+b.err.Error())
+	}
+
+	plan := planOn(kvs, obs.pods, ev)
+	var errs error
+	if ejects(plan) {
+		live, err := livePods(ctx, r.APIReader, kvs)
+		if err != nil {
+			// Eject nothing on facts that could not be checked; the outcomes stay as the cache saw them.
+			errs = err
+			plan = withoutEjections(plan)
+		} else {
+			obs.pods = live
+			plan = planOn(kvs, obs.pods, ev)
+		}
+	}
+	byName := make(map[string]*corev1.Pod, len(obs.pods))
+	for i := range obs.pods {
+		byName[obs.pods[i].Name] = &obs.pods[i]
+	}
+	selectorActive := podstate.TrafficControlled(obs.svc)
+	kinds := map[string]outcomeKind{}
+	for _, b := range ev.breakers {
+		kinds[b.name] = b.kind
+	}
+
+	for i := range plan {
+		o := &plan[i]
+		var ejected []string
+		for _, a := range o.Eject {
+			pod := byName[a.Pod]
+			if err := patchPod(ctx, r.Client, pod, podstate.Eject(podstate.Of(pod, now), o.Name, now)); err != nil {
+				errs = errors.Join(errs, err)
+				continue
+			}
+			ejected = append(ejected, a.Pod)
+			metrics.Ejections.WithLabelValues(kvs.Namespace, kvs.Name, o.Name, "true").Inc()
+			log.Info("Ejected pod", "pod", klog.KObj(pod), "breaker", o.Name, "reason", a.Reason)
+			recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeNormal, kvv1.EventEjected, kvv1.ActionEject,
+				fmt.Sprintf("Breaker %s took pod %s out of traffic: %s", o.Name, a.Pod, a.Reason))
+		}
+		for _, a := range o.WouldEject {
+			metrics.Ejections.WithLabelValues(kvs.Namespace, kvs.Name, o.Name, "false").Inc()
+			r.Recorder.Eventf(kvs, byName[a.Pod], corev1.EventTypeNormal, kvv1.EventWouldEject, kvv1.ActionEvaluate,
+				"Breaker %s would take pod %s out of traffic (%s): %s", o.Name, a.Pod, dryRunCause(kvs, o.Name, selectorActive), a.Reason)
+		}
+		withheld := anomalyNames(o.Withheld)
+		if len(withheld) > 0 {
+			metrics.Withheld.WithLabelValues(kvs.Namespace, kvs.Name, o.Name).Add(float64(len(withheld)))
+			r.Recorder.Eventf(kvs, nil, corev1.EventTypeWarning, kvv1.EventEjectionWithheld, kvv1.ActionEvaluate,
+				"Breaker %s kept %d anomalous pods in traffic to hold the floor: %s", o.Name, len(withheld),
+				strings.Join(capNames(withheld), ", "))
+		}
+		out := breakerOutcome{
+			kind: kinds[o.Name], anomalous: anomalyNames(o.Anomalous), ejected: ejected, withheld: withheld,
+			wouldEject: anomalyNames(o.WouldEject),
+		}
+		outcomes[o.Name] = out
+		log.V(1).Info("Evaluated breaker", "breaker", o.Name, "result", out.lastResult(),
+			"anomalous", len(out.anomalous), "ejected", len(out.ejected), "withheld", len(out.withheld), "wouldEject", len(out.wouldEject))
+	}
+	return outcomes, errs
+}
+
+// withoutEjections turns every ejection of a plan into nothing: the pods stay anomalous, in traffic.
+func withoutEjections(plan []breaker.Outcome) []breaker.Outcome {
+	for i := range plan {
+		plan[i].Eject = nil
+	}
+	return plan
+}
+
+func dryRunCause(kvs *kvv1.KubervisorService, breakerName string, selectorActive bool) string {
+	switch {
+	case kvs.Spec.DryRun:
+		return "spec.dryRun"
+	case !selectorActive:
+		return "the Service selector lacks kubervisor/traffic: \"yes\""
+	default:
+		return "breaker " + breakerName + " is in dry run"
+	}
+}
+
+func anomalyNames(as []breaker.Anomaly) []string {
+	if len(as) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(as))
+	for _, a := range as {
+		out = append(out, a.Pod)
+	}
+	return out
+}
+
+// capNames caps a pod name list for status.
+func capNames(names []string) []string {
+	if len(names) > kvv1.MaxPodNamesInStatus {
+		return names[:kvv1.MaxPodNamesInStatus]
+	}
+	return names
+}

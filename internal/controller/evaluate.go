@@ -1,0 +1,123 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/breaker"
+	"github.com/kubervisor/kubervisor/internal/detector"
+	"github.com/kubervisor/kubervisor/internal/metrics"
+	"github.com/kubervisor/kubervisor/internal/podstate"
+)
+
+// evaluation is what the detectors of the breakers due in this pass answered, in spec order.
+type evaluation struct {
+	breakers []breakerEval
+}
+
+// breakerEval is one breaker's answer.
+type breakerEval struct {
+	name string
+	// dryRun is true when the breaker only reports: spec.dryRun, its own dryRun, or an inactive selector.
+	dryRun bool
+	kind   outcomeKind
+	// err is the detector's failure, for outcomeError.
+	err error
+	// anomalies are the flagged managed pods, worst first.
+	anomalies []breaker.Anomaly
+}
+
+// inputs are the answers the plan works on: failed breakers take no part.
+func (ev *evaluation) inputs() []breaker.Input {
+	in := make([]breaker.Input, 0, len(ev.breakers))
+	for _, b := range ev.breakers {
+		if b.kind != outcomeError {
+			in = append(in, breaker.Input{Name: b.name, DryRun: b.dryRun, Anomalies: b.anomalies})
+		}
+	}
+	return in
+}
+
+// evaluate queries the detector of every breaker due at now (SPEC §5 step 1) and schedules its next
+// evaluation. It reads no pod and writes nothing: act carries the answers out.
+func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.KubervisorService, obs *observation,
+	mem *kvsMemory, now time.Time) evaluation {
+	var ev evaluation
+	managed := make(map[string]struct{}, len(obs.pods))
+	for i := range obs.pods {
+		managed[obs.pods[i].Name] = struct{}{}
+	}
+	selectorActive := podstate.TrafficControlled(obs.svc)
+	for i := range kvs.Spec.Breakers {
+		b := &kvs.Spec.Breakers[i]
+		if !mem.due(b.Name, now) {
+			continue
+		}
+		period, err := b.EvaluationPeriodOf()
+		if err != nil {
+			period = kvv1.DefaultEvaluationPeriod
+		}
+		mem.next[b.Name] = now.Add(period)
+		metrics.LastEvaluation.WithLabelValues(kvs.Namespace, kvs.Name, b.Name).Set(float64(now.UnixNano()) / 1e9)
+		be := breakerEval{name: b.Name, dryRun: kvs.Spec.IsDryRun(b) || !selectorActive}
+		res, err := r.detect(ctx, kvs, b, mem, period, managed)
+		switch {
+		case err != nil:
+			be.kind, be.err = outcomeError, err
+		case res.NoData:
+			be.kind = outcomeNoData
+		default:
+			be.kind = outcomeOK
+		}
+		for _, a := range res.Anomalies {
+			be.anomalies = append(be.anomalies, breaker.Anomaly{Pod: a.Pod, Reason: a.Reason})
+		}
+		ev.breakers = append(ev.breakers, be)
+	}
+	return ev
+}
+
+// detect asks the breaker's detector once, within min(period, maxQueryTimeout).
+func (r *KubervisorServiceReconciler) detect(ctx context.Context, kvs *kvv1.KubervisorService, b *kvv1.BreakerStrategy,
+	mem *kvsMemory, period time.Duration, managed map[string]struct{}) (detector.Result, error) {
+	timeout := min(period, maxQueryTimeout)
+	d, ok := mem.detectors[b.Name]
+	if !ok {
+		var err error
+		if d, err = r.newDetector(b, detector.Options{HTTPClient: r.HTTP, Timeout: timeout, Now: r.Clock.Now}); err != nil {
+			return detector.Result{}, fmt.Errorf("configuring the detector: %w", err)
+		}
+		mem.detectors[b.Name] = d
+	}
+	qctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := r.Clock.Now()
+	res, err := d.Detect(qctx, detector.Request{Namespace: kvs.Namespace, KubervisorService: kvs.Name, Breaker: b.Name, Pods: managed})
+	metrics.QueryDuration.WithLabelValues(kvs.Namespace, kvs.Name, b.Name).Observe(r.Clock.Since(start).Seconds())
+	return res, err
+}
+
+// planOn decides, on a view of the managed pods, who each breaker ejects (SPEC §5 steps 2–3, one quota for
+// the whole KubervisorService).
+func planOn(kvs *kvv1.KubervisorService, pods []corev1.Pod, ev *evaluation) []breaker.Outcome {
+	planPods := make([]breaker.Pod, len(pods))
+	for i := range pods {
+		p := &pods[i]
+		planPods[i] = breaker.Pod{Name: p.Name, Ready: podstate.Ready(p), Traffic: p.Labels[kvv1.LabelTraffic]}
+	}
+	return breaker.Plan(planPods, breaker.FloorOf(&kvs.Spec, breaker.Count(planPods).ReadyManaged), ev.inputs())
+}
+
+// ejects reports whether a plan takes any pod out of traffic.
+func ejects(outcomes []breaker.Outcome) bool {
+	for i := range outcomes {
+		if len(outcomes[i].Eject) > 0 {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,129 @@
+package controller
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/detector"
+)
+
+// memory is what the breaker loop remembers between passes, per KubervisorService: when each breaker is
+// due next, its detector, and its last outcome. It lives in memory only: after a restart every breaker is
+// due at once, which is what a fresh controller should do.
+//
+// NOTE: memory feeds status, never the other way round. A pass that evaluates nothing (it was triggered by a
+// pod or Service event, or it retries a lost status write) still builds the breakers' status from these
+// outcomes, so an outcome survives a status write that lost a race (the breaker is not due again before its
+// period) and a pass never writes a status it did not compute.
+type memory struct {
+	mu      sync.Mutex
+	entries map[types.NamespacedName]*kvsMemory
+}
+
+// kvsMemory is the memory of one KubervisorService. It is used by one reconcile at a time (the workqueue
+// never hands one key to two workers).
+type kvsMemory struct {
+	generation int64
+	next       map[string]time.Time
+	detectors  map[string]detector.Detector
+	outcomes   map[string]breakerOutcome
+}
+
+// outcomeKind is the typed result of one evaluation; status.breakers[].lastResult is derived from it.
+type outcomeKind int
+
+const (
+	// outcomeOK is an answer holding data about the managed pods.
+	outcomeOK outcomeKind = iota
+	// outcomeNoData is an answer holding no usable sample.
+	outcomeNoData
+	// outcomeError is a failed evaluation: nothing was ejected because of it.
+	outcomeError
+)
+
+// breakerOutcome is what one evaluation of a breaker decided.
+type breakerOutcome struct {
+	kind outcomeKind
+	// err says what went wrong, for outcomeError.
+	err string
+	// Pod names, worst first: flagged managed pods; ejected by this evaluation; kept in traffic by the floor;
+	// what a dry run would have ejected.
+	anomalous, ejected, withheld, wouldEject []string
+	// changedAt is the time of the evaluation that last changed the outcome (status lastEvaluationTime).
+	changedAt time.Time
+}
+
+// sameAs reports whether two outcomes say the same, whenever they were reached.
+func (o breakerOutcome) sameAs(p breakerOutcome) bool {
+	return o.kind == p.kind && o.err == p.err && slices.Equal(o.anomalous, p.anomalous) && slices.Equal(o.ejected, p.ejected) &&
+		slices.Equal(o.withheld, p.withheld) && slices.Equal(o.wouldEject, p.wouldEject)
+}
+
+// lastResult is the status.breakers[].lastResult of the outcome.
+func (o breakerOutcome) lastResult() string {
+	switch o.kind {
+	case outcomeError:
+		return kvv1.ResultErrorPrefix + o.err
+	case outcomeNoData:
+		return kvv1.ResultNoData
+	default:
+		return kvv1.ResultOK
+	}
+}
+
+func newMemory() *memory {
+	return &memory{entries: map[types.NamespacedName]*kvsMemory{}}
+}
+
+// of returns the memory of a KubervisorService, reset when its spec generation changed so that a new spec
+// takes effect at once (every breaker due, detectors rebuilt, outcomes of the old spec dropped).
+func (m *memory) of(kvs *kvv1.KubervisorService) *kvsMemory {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	key := types.NamespacedName{Namespace: kvs.Namespace, Name: kvs.Name}
+	e, ok := m.entries[key]
+	if !ok || e.generation != kvs.Generation {
+		e = &kvsMemory{generation: kvs.Generation, next: map[string]time.Time{}, detectors: map[string]detector.Detector{},
+			outcomes: map[string]breakerOutcome{}}
+		m.entries[key] = e
+	}
+	return e
+}
+
+func (m *memory) forget(key types.NamespacedName) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.entries, key)
+}
+
+// due reports whether the breaker is due at now.
+func (e *kvsMemory) due(breaker string, now time.Time) bool {
+	next, ok := e.next[breaker]
+	return !ok || !now.Before(next)
+}
+
+// record keeps an outcome reached at now; changedAt moves only when the outcome differs from the last one,
+// so that an evaluation that changes nothing changes no status.
+func (e *kvsMemory) record(name string, o breakerOutcome, now time.Time) {
+	o.changedAt = now
+	if last, ok := e.outcomes[name]; ok && last.sameAs(o) {
+		o.changedAt = last.changedAt
+	}
+	e.outcomes[name] = o
+}
+
+// wait returns the time from now to the next due breaker, or zero when none is scheduled.
+func (e *kvsMemory) wait(now time.Time) time.Duration {
+	var soonest time.Duration
+	for _, next := range e.next {
+		d := max(next.Sub(now), time.Millisecond)
+		if soonest == 0 || d < soonest {
+			soonest = d
+		}
+	}
+	return soonest
+}

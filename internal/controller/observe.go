@@ -1,0 +1,128 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/podstate"
+)
+
+// observation is what a pass knows of the cluster, read from the cache.
+type observation struct {
+	// svc is the Service the KubervisorService names; nil when it does not exist.
+	svc *corev1.Service
+	// pods are the pods labelled with this KubervisorService's name. After act, they reflect the pass's own
+	// writes.
+	pods []corev1.Pod
+	conflict
+}
+
+// conflict is what the claims of a namespace say about one KubervisorService's right to its pods.
+type conflict struct {
+	// owner is false when an older KubervisorService names the same Service: this one leaves the pods alone.
+	owner bool
+	// reason and message explain a Conflict condition; reason is empty when there is none.
+	reason, message string
+	// unadopted counts the pods the Service selects that carry no owner yet: adoption is under way.
+	unadopted int
+}
+
+// evaluable reports whether the breakers may run: the Service exists, this KubervisorService owns its pods,
+// and every pod the Service selects is adopted. NOTE: evaluating during adoption would judge a partial
+// fleet (the floor on too few pods, anomalies about pods not yet managed ignored).
+func (o *observation) evaluable() bool {
+	return o.svc != nil && o.owner && o.unadopted == 0
+}
+
+// observe reads the Service, the namespace's claims and the pods, all from the cache.
+func (r *KubervisorServiceReconciler) observe(ctx context.Context, kvs *kvv1.KubervisorService) (*observation, error) {
+	obs := &observation{}
+	svc := &corev1.Service{}
+	switch err := r.Get(ctx, types.NamespacedName{Namespace: kvs.Namespace, Name: kvs.Spec.Service}, svc); {
+	case apierrors.IsNotFound(err):
+		svc = nil
+	case err != nil:
+		return nil, fmt.Errorf("getting Service %s/%s: %w", kvs.Namespace, kvs.Spec.Service, err)
+	}
+	obs.svc = svc
+	cs, err := claims(ctx, r, kvs.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	if obs.pods, err = ownedPods(ctx, r, kvs); err != nil {
+		return nil, err
+	}
+	var selected []corev1.Pod
+	if svc != nil {
+		if sel, ok := podstate.ManagedSelector(svc.Spec.Selector); ok {
+			var list corev1.PodList
+			if err := r.List(ctx, &list, client.InNamespace(kvs.Namespace), client.MatchingLabelsSelector{Selector: sel}); err != nil {
+				return nil, fmt.Errorf("listing pods of Service %s/%s: %w", kvs.Namespace, svc.Name, err)
+			}
+			selected = list.Items
+		}
+	}
+	obs.conflict = conflictOf(kvs, cs, selected)
+	return obs, nil
+}
+
+// conflictOf decides whether kvs supervises the pods of its Service, given the namespace's claims (oldest
+// first) and the pods the Service's selector (minus the traffic key) selects:
+//
+//   - another KubervisorService naming the same Service: the oldest owns the pods, the others report
+//     ServiceClaimedByOther and leave them alone;
+//   - otherwise, selected pods supervised by other KubervisorServices: PodsClaimedByOther (the pods stay with
+//     their owner, this one supervises the rest);
+//   - selected pods without an owner, not terminating: adoption is under way (counted in unadopted).
+func conflictOf(kvs *kvv1.KubervisorService, cs []claim, selected []corev1.Pod) conflict {
+	c := conflict{owner: true}
+	var rivals []string
+	first := ""
+	for _, cl := range cs {
+		if cl.kvs.Spec.Service != kvs.Spec.Service {
+			continue
+		}
+		if first == "" {
+			first = cl.kvs.Name
+		}
+		if cl.kvs.Name != kvs.Name {
+			rivals = append(rivals, cl.kvs.Name)
+		}
+	}
+	others := map[string]int{}
+	for i := range selected {
+		p := &selected[i]
+		owner, ok := p.Labels[kvv1.LabelName]
+		switch {
+		case !ok && p.DeletionTimestamp.IsZero():
+			c.unadopted++
+		case ok && owner != kvs.Name:
+			others[owner]++
+		}
+	}
+	if len(rivals) > 0 {
+		c.owner = first == kvs.Name
+		c.reason = kvv1.ReasonServiceClaimed
+		c.message = fmt.Sprintf("Service %s is also named by KubervisorService %s; its pods are supervised by the oldest, %s",
+			kvs.Spec.Service, strings.Join(rivals, ", "), first)
+		return c
+	}
+	if len(others) > 0 {
+		parts := make([]string, 0, len(others))
+		for _, o := range slices.Sorted(maps.Keys(others)) {
+			parts = append(parts, fmt.Sprintf("%d supervised by %s", others[o], o))
+		}
+		c.reason = kvv1.ReasonPodsClaimed
+		c.message = "pods selected by Service " + kvs.Spec.Service + " are supervised by another KubervisorService: " + strings.Join(parts, ", ")
+	}
+	return c
+}

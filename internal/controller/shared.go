@@ -1,0 +1,86 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/podstate"
+)
+
+// The helpers every reconciler shares: pod reads and writes, events, conflict handling.
+
+// patchPod applies a podstate.Patch to a copy of pod and sends the difference as a merge patch with
+// optimistic locking (the patch carries the resourceVersion it was computed from). Nothing is sent when
+// nothing changed. On success pod holds the server's answer. A pod that is gone is not an error: there is
+// nothing left to fix.
+func patchPod(ctx context.Context, c client.Client, pod *corev1.Pod, p podstate.Patch) error {
+	updated := pod.DeepCopy()
+	if !p.ApplyTo(updated) {
+		return nil
+	}
+	if err := c.Patch(ctx, updated, client.MergeFromWithOptions(pod, client.MergeFromWithOptimisticLock{}),
+		client.FieldOwner(fieldManager)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("patching pod %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	updated.DeepCopyInto(pod)
+	return nil
+}
+
+// releasePod lets go of a pod (podstate.Release): nothing stays out of traffic because Kubervisor stopped
+// supervising it; a paused pod stays paused.
+func releasePod(ctx context.Context, c client.Client, pod *corev1.Pod) error {
+	if err := patchPod(ctx, c, pod, podstate.Release(podstate.Of(pod, time.Time{}))); err != nil {
+		return err
+	}
+	logf.FromContext(ctx).Info("Released pod", "Pod", klog.KObj(pod))
+	return nil
+}
+
+// requeueOnConflict turns an optimistic-lock conflict into a quiet, short requeue: another reconciler (the
+// Pod reconciler adopting the same new pod, the breaker, the activator) wrote the object first, and the next
+// pass decides again from what it wrote. Any other error is returned.
+func requeueOnConflict(ctx context.Context, err error) (ctrl.Result, error) {
+	if apierrors.IsConflict(err) {
+		logf.FromContext(ctx).V(1).Info("Object changed meanwhile; retrying", "error", err.Error())
+		return ctrl.Result{RequeueAfter: conflictRetry}, nil
+	}
+	return ctrl.Result{}, err
+}
+
+// recordPodEvent records an action on a pod twice, on the KubervisorService and on the pod, so that it shows
+// in `kubectl describe` of either (SPEC §7).
+func recordPodEvent(rec events.EventRecorder, kvs *kvv1.KubervisorService, pod *corev1.Pod, eventType, reason, action, note string) {
+	rec.Eventf(kvs, pod, eventType, reason, action, "%s", note)
+	rec.Eventf(pod, kvs, eventType, reason, action, "%s", note)
+}
+
+// ownedPods lists, from the cache, the pods labelled with the KubervisorService's name.
+func ownedPods(ctx context.Context, c client.Reader, kvs *kvv1.KubervisorService) ([]corev1.Pod, error) {
+	var list corev1.PodList
+	if err := c.List(ctx, &list, client.InNamespace(kvs.Namespace), client.MatchingFields{IndexOwner: kvs.Name}); err != nil {
+		return nil, fmt.Errorf("listing pods of KubervisorService %s/%s: %w", kvs.Namespace, kvs.Name, err)
+	}
+	return list.Items, nil
+}
+
+// livePods lists the pods labelled with the KubervisorService's name from the API server, not the cache.
+func livePods(ctx context.Context, r client.Reader, kvs *kvv1.KubervisorService) ([]corev1.Pod, error) {
+	var list corev1.PodList
+	if err := r.List(ctx, &list, client.InNamespace(kvs.Namespace), client.MatchingLabels{kvv1.LabelName: kvs.Name}); err != nil {
+		return nil, fmt.Errorf("listing pods of KubervisorService %s/%s from the API server: %w", kvs.Namespace, kvs.Name, err)
+	}
+	return list.Items, nil
+}

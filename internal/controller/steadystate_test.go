@@ -1,0 +1,46 @@
+package controller_test
+
+import (
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+)
+
+// The manager's requests are counted at its transport (requestLog), not inferred from resourceVersions:
+// the API server drops a no-op update without moving the resourceVersion, so an unchanged object proves
+// nothing about what was sent (SPEC §9: zero writes in steady state).
+var _ = Describe("Steady state", func() {
+	It("sends no write and reads no pod live while nothing changes", func() {
+		ns := newNamespace()
+		fleetOf(ns, 4, true)
+		detectors.set(ns, "kvs", "flagger", "p0")
+		newKVS(ns, "kvs", "pricer", func(k *kvv1.KubervisorService) {
+			k.Spec.DefaultActivator = &kvv1.ActivatorStrategy{Period: ptrIntOrString("1h")}
+		}, "quiet", "flagger")
+
+		By("the flagged pod is ejected, then flagged again on every evaluation while it is out")
+		Eventually(podLabels(ns, "p0")).Should(HaveKeyWithValue(kvv1.LabelTraffic, kvv1.TrafficNo))
+		Eventually(breakerStatus(ns, "kvs", "flagger")).Should(And(
+			HaveField("AnomalousPods", []string{"p0"}), HaveField("EjectedPods", BeEmpty())))
+		Eventually(breakerStatus(ns, "kvs", "quiet")).Should(HaveField("LastResult", kvv1.ResultNoData))
+		Eventually(condition(ns, "kvs", kvv1.ConditionReady)).Should(HaveField("Status", metav1.ConditionTrue))
+
+		By("once settled, several evaluations of both breakers send nothing")
+		// Settled: a whole second without a write (at a 200ms period, a write per evaluation never settles).
+		Eventually(func() []string {
+			mark := requests.mark()
+			time.Sleep(time.Second)
+			return requests.since(mark, ns, isWrite)
+		}).Should(BeEmpty())
+		mark := requests.mark()
+		quiet, flagger := detectors.callCount(ns, "kvs", "quiet"), detectors.callCount(ns, "kvs", "flagger")
+		Consistently(func() []string { return requests.since(mark, ns, isWrite) }, 3*time.Second).Should(BeEmpty())
+		Expect(requests.since(mark, ns, isLivePodList)).To(BeEmpty(), "no pod is ejected, so no pod is read live")
+		Expect(detectors.callCount(ns, "kvs", "quiet")).To(BeNumerically(">=", quiet+5), "evaluations went on meanwhile")
+		Expect(detectors.callCount(ns, "kvs", "flagger")).To(BeNumerically(">=", flagger+5), "evaluations went on meanwhile")
+	})
+})

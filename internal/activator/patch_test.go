@@ -141,4 +141,3 @@ func TestRepairConverges(t *testing.T) {
 		t.Errorf("Next() at break-at + period = %s, want Restore", got.Action)
 	}
 }
-

@@ -21,8 +21,8 @@ import (
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 	"github.com/kubervisor/kubervisor/internal/activator"
-	"github.com/kubervisor/kubervisor/internal/podstate"
 	"github.com/kubervisor/kubervisor/internal/metrics"
+	"github.com/kubervisor/kubervisor/internal/podstate"
 )
 
 // maxEvictionRetry bounds the wait before an eviction refused by a PodDisruptionBudget is tried again.

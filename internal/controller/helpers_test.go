@@ -87,4 +87,3 @@ func TestCountPods(t *testing.T) {
 		t.Errorf("countPods mismatch (-want +got):\n%s", d)
 	}
 }
-

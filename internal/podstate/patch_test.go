@@ -141,7 +141,7 @@ func TestPatchApplyTo(t *testing.T) {
 			obj: ejectedMeta(), patch: podstate.Patch{}, want: ejectedMeta(), wantChanged: false,
 		},
 		"release removes keys and sets traffic in one application": {
-			obj: ejectedMeta(),
+			obj:   ejectedMeta(),
 			patch: podstate.Release(podstate.State{Traffic: v1alpha1.TrafficNo}),
 			want: &metav1.ObjectMeta{
 				Name: "pricer-1", Labels: map[string]string{"app": "pricer", v1alpha1.LabelTraffic: v1alpha1.TrafficYes},

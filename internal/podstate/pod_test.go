@@ -46,4 +46,3 @@ func TestManagedSelector(t *testing.T) {
 		})
 	}
 }
-

@@ -235,16 +235,16 @@ var ignoreFields = cmpopts.IgnoreFields(podstate.State{}, "BreakAtField", "Retry
 
 func TestParseFields(t *testing.T) {
 	cases := map[string]struct {
-		labels       map[string]string
-		annotations  map[string]string
-		breakAt      podstate.Field
-		retryCount   podstate.Field
-		owner        string
-		restoredAt   time.Time
+		labels      map[string]string
+		annotations map[string]string
+		breakAt     podstate.Field
+		retryCount  podstate.Field
+		owner       string
+		restoredAt  time.Time
 	}{
-		"both missing":   {annotations: annotations("-", "-"), breakAt: podstate.FieldMissing, retryCount: podstate.FieldMissing},
-		"both valid":     {annotations: annotations(nowText, "2"), breakAt: podstate.FieldValid, retryCount: podstate.FieldValid},
-		"both invalid":   {annotations: annotations("yesterday", "0"), breakAt: podstate.FieldInvalid, retryCount: podstate.FieldInvalid},
+		"both missing": {annotations: annotations("-", "-"), breakAt: podstate.FieldMissing, retryCount: podstate.FieldMissing},
+		"both valid":   {annotations: annotations(nowText, "2"), breakAt: podstate.FieldValid, retryCount: podstate.FieldValid},
+		"both invalid": {annotations: annotations("yesterday", "0"), breakAt: podstate.FieldInvalid, retryCount: podstate.FieldInvalid},
 		"invalid on an ejected pod too": {
 			labels: outLabels, annotations: annotations(nowText, "x"), breakAt: podstate.FieldValid, retryCount: podstate.FieldInvalid,
 		},

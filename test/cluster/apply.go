@@ -8,19 +8,17 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/discovery/cached/memory"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/restmapper"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
 // RBACKinds are the kinds of a `kustomize build config/default` output that a test cluster without a
@@ -63,9 +61,9 @@ func (c *Cluster) ApplyFile(ctx context.Context, path string, opts ApplyOptions)
 
 // Apply applies the objects of a multi-document YAML (or JSON) stream, such as the output of
 // `kustomize build config/default`, by server-side apply (conflicts forced), and returns what the API
-// server answered. CustomResourceDefinitions go first and are waited for until Established, then
-// Namespaces, then everything else in stream order. Every object is validated by the API server, so a
-// refused object is an error naming it.
+// server answered. CustomResourceDefinitions go first and are waited for until the API server serves
+// them, then Namespaces, then everything else in stream order. Every object is validated by the API
+// server, so a refused object is an error naming it.
 func Apply(ctx context.Context, cfg *rest.Config, manifests []byte, opts ApplyOptions) ([]*unstructured.Unstructured, error) {
 	if opts.FieldManager == "" {
 		opts.FieldManager = "kubervisor-e2e"
@@ -91,58 +89,63 @@ func Apply(ctx context.Context, cfg *rest.Config, manifests []byte, opts ApplyOp
 	}
 	slices.SortStableFunc(objs, func(a, b *unstructured.Unstructured) int { return rank(a) - rank(b) })
 
-	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	// NOTE: the client's REST mapper discovers a group the first time it is asked for it, so a fresh
+	// client finds the kinds of the CRDs applied (and waited for) below.
+	c, err := client.New(cfg, client.Options{})
 	if err != nil {
 		return nil, err
 	}
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return nil, err
-	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
-
 	var applied []*unstructured.Unstructured
-	var crds []string
+	var crds []*apiextensionsv1.CustomResourceDefinition
 	for i, obj := range objs {
 		if rank(obj) > 0 && len(crds) > 0 {
 			// The CRDs must serve before their objects can be applied.
-			if err := waitEstablished(ctx, dyn, crds); err != nil {
+			if err := waitForCRDs(cfg, crds); err != nil {
 				return applied, err
 			}
 			crds = nil
-			mapper.Reset()
 		}
 		gvk := obj.GroupVersionKind()
-		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if meta.IsNoMatchError(err) {
-			mapper.Reset()
-			mapping, err = mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		}
+		namespaced, err := c.IsObjectNamespaced(obj)
 		if err != nil {
 			return applied, fmt.Errorf("object %d (%s %s): %w", i, gvk.Kind, obj.GetName(), err)
 		}
-		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
-		if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
-			if obj.GetNamespace() == "" {
-				obj.SetNamespace(opts.DefaultNamespace)
-			}
-			ri = dyn.Resource(mapping.Resource).Namespace(obj.GetNamespace())
+		if namespaced && obj.GetNamespace() == "" {
+			obj.SetNamespace(opts.DefaultNamespace)
 		}
-		out, err := ri.Apply(ctx, obj.GetName(), obj, metav1.ApplyOptions{FieldManager: opts.FieldManager, Force: true})
-		if err != nil {
+		// The answer is decoded into obj.
+		if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner(opts.FieldManager), client.ForceOwnership); err != nil {
 			return applied, fmt.Errorf("applying %s %s: %w", gvk.Kind, namespacedName(obj), err)
 		}
-		applied = append(applied, out)
+		applied = append(applied, obj)
 		if gvk.Kind == kindCRD {
-			crds = append(crds, obj.GetName())
+			crd := &apiextensionsv1.CustomResourceDefinition{}
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, crd); err != nil {
+				return applied, fmt.Errorf("reading CRD %s: %w", obj.GetName(), err)
+			}
+			crds = append(crds, crd)
 		}
 	}
 	if len(crds) > 0 {
-		if err := waitEstablished(ctx, dyn, crds); err != nil {
+		if err := waitForCRDs(cfg, crds); err != nil {
 			return applied, err
 		}
 	}
 	return applied, nil
+}
+
+// waitForCRDs waits until the API server serves every version of the CRDs, as envtest does after
+// installing its own. NOTE: envtest.WaitForCRDs takes no context; it gives up after 30s.
+func waitForCRDs(cfg *rest.Config, crds []*apiextensionsv1.CustomResourceDefinition) error {
+	err := envtest.WaitForCRDs(cfg, crds, envtest.CRDInstallOptions{MaxTime: 30 * time.Second, PollInterval: 100 * time.Millisecond})
+	if err != nil {
+		names := make([]string, len(crds))
+		for i, crd := range crds {
+			names[i] = crd.Name
+		}
+		return fmt.Errorf("waiting for CRDs %s to be served: %w", strings.Join(names, ", "), err)
+	}
+	return nil
 }
 
 // DecodeManifests splits a multi-document YAML (or JSON) stream into objects, skipping empty
@@ -177,29 +180,6 @@ func DecodeManifests(manifests []byte) ([]*unstructured.Unstructured, error) {
 		}
 		objs = append(objs, u)
 	}
-}
-
-func waitEstablished(ctx context.Context, dyn dynamic.Interface, names []string) error {
-	crds := dyn.Resource(apiextensionsv1.SchemeGroupVersion.WithResource("customresourcedefinitions"))
-	for _, name := range names {
-		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-			u, err := crds.Get(ctx, name, metav1.GetOptions{})
-			if err != nil {
-				return false, nil //nolint:nilerr // retried until the timeout
-			}
-			conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-			for _, c := range conds {
-				if m, ok := c.(map[string]any); ok && m["type"] == string(apiextensionsv1.Established) && m["status"] == "True" {
-					return true, nil
-				}
-			}
-			return false, nil
-		})
-		if err != nil {
-			return fmt.Errorf("waiting for CRD %s to be established: %w", name, err)
-		}
-	}
-	return nil
 }
 
 func namespacedName(u *unstructured.Unstructured) string {

@@ -21,6 +21,7 @@ import (
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 	"github.com/kubervisor/kubervisor/internal/plugin"
+	"github.com/kubervisor/kubervisor/test/utils"
 )
 
 // TestPluginAgainstAPIServer runs the real kubectl-kubervisor binary against a real kube-apiserver and etcd
@@ -41,10 +42,14 @@ func TestPluginAgainstAPIServer(t *testing.T) {
 		built <- err
 	}()
 
+	assets, err := utils.AssetsDir()
+	if err != nil {
+		t.Fatal(err)
+	}
 	env := &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
-		BinaryAssetsDirectory: assetsDir(),
+		BinaryAssetsDirectory: assets,
 	}
 	cfg, err := env.Start()
 	if err != nil {
@@ -322,11 +327,4 @@ func createFixture(ctx context.Context, t *testing.T, c client.Client) {
 			}},
 		},
 	}))
-}
-
-func assetsDir() string {
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir
-	}
-	return filepath.Join("..", "..", "bin", "k8s", "1.37.1")
 }

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/test/utils"
 )
 
 // adminKubeconfig writes a kubeconfig of a system:masters user of the envtest API server.
@@ -35,6 +36,15 @@ func repoBin(name string) string {
 		Fail(name + " is missing: run the tests through `make test`, which installs it into bin/")
 	}
 	return path
+}
+
+// kubectl is the kubectl of the control-plane binaries the suite runs against ($KUBEBUILDER_ASSETS).
+func kubectl() string {
+	dir, err := utils.AssetsDir()
+	if err != nil {
+		Fail(err.Error())
+	}
+	return filepath.Join(dir, "kubectl")
 }
 
 func run(stdin []byte, name string, args ...string) string {
@@ -63,7 +73,7 @@ var _ = Describe("Deployment manifests and kubectl", func() {
 		kubeconfig := adminKubeconfig()
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kubervisor-system"}}
 		Expect(k8sClient.Create(context.Background(), ns)).To(Succeed())
-		out := run([]byte(rendered), repoBin("k8s/1.37.1/kubectl"), "--kubeconfig", kubeconfig, "apply", "--dry-run=server", "-f", "-")
+		out := run([]byte(rendered), kubectl(), "--kubeconfig", kubeconfig, "apply", "--dry-run=server", "-f", "-")
 		Expect(out).To(ContainSubstring("deployment.apps/kubervisor-controller-manager created (server dry run)"))
 		Expect(out).To(ContainSubstring("clusterrole.rbac.authorization.k8s.io/kubervisor-manager-role created (server dry run)"))
 	})
@@ -95,7 +105,7 @@ var _ = Describe("Deployment manifests and kubectl", func() {
 		Eventually(podCounts(ns, "pricer")).Should(Equal(kvv1.PodCounts{Managed: 3, Ready: 3, InTraffic: 1, Ejected: 1, Paused: 1}))
 		Eventually(condition(ns, "pricer", kvv1.ConditionReady)).Should(HaveField("Status", metav1.ConditionTrue))
 
-		out := run(nil, repoBin("k8s/1.37.1/kubectl"), "--kubeconfig", adminKubeconfig(), "get", "kvs", "-n", ns)
+		out := run(nil, kubectl(), "--kubeconfig", adminKubeconfig(), "get", "kvs", "-n", ns)
 		lines := strings.Split(strings.TrimSpace(out), "\n")
 		Expect(lines).To(HaveLen(2), out)
 		Expect(strings.Fields(lines[0])).To(Equal([]string{"NAME", "SERVICE", "READY", "MANAGED", "IN-TRAFFIC", "EJECTED", "PAUSED", "DRY-RUN", "AGE"}))

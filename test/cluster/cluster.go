@@ -33,10 +33,9 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-)
 
-// K8sVersion is the version of the control-plane binaries under bin/k8s/ (hack/envtest-assets.sh).
-const K8sVersion = "1.37.1"
+	"github.com/kubervisor/kubervisor/test/utils"
+)
 
 // The identity of the manager: the ServiceAccount that config/default creates (namespace
 // kubervisor-system, name prefix kubervisor-).
@@ -76,7 +75,7 @@ func ManagerUser() envtest.User {
 // Options configures Start. The zero value is a working cluster.
 type Options struct {
 	// AssetsDir holds kube-apiserver, etcd, kubectl and kube-controller-manager; default
-	// $KUBEBUILDER_ASSETS, else <repo>/bin/k8s/<K8sVersion>.
+	// $KUBEBUILDER_ASSETS (the Makefile's bin/k8s/$(ENVTEST_K8S_VERSION)), and an error when it is unset.
 	AssetsDir string
 	// CRDDirectoryPaths are installed before Start returns; default <repo>/config/crd/bases.
 	CRDDirectoryPaths []string
@@ -209,20 +208,19 @@ func (opts *Options) complete() (string, error) {
 	if opts.Kubelet.NodeIP == "" {
 		opts.Kubelet.NodeIP = "10.240.0.1"
 	}
-	root, rootErr := RepoRoot()
 	if opts.AssetsDir == "" {
-		opts.AssetsDir = os.Getenv("KUBEBUILDER_ASSETS")
+		dir, err := utils.AssetsDir()
+		if err != nil {
+			return "", err
+		}
+		opts.AssetsDir = dir
 	}
-	if opts.AssetsDir == "" || opts.CRDDirectoryPaths == nil {
+	root, rootErr := RepoRoot()
+	if opts.CRDDirectoryPaths == nil {
 		if rootErr != nil {
 			return "", rootErr
 		}
-		if opts.AssetsDir == "" {
-			opts.AssetsDir = filepath.Join(root, "bin", "k8s", K8sVersion)
-		}
-		if opts.CRDDirectoryPaths == nil {
-			opts.CRDDirectoryPaths = []string{filepath.Join(root, "config", "crd", "bases")}
-		}
+		opts.CRDDirectoryPaths = []string{filepath.Join(root, "config", "crd", "bases")}
 	}
 	for _, b := range []string{"kube-apiserver", "etcd", "kube-controller-manager"} {
 		if _, err := os.Stat(filepath.Join(opts.AssetsDir, b)); err != nil {

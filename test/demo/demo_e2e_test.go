@@ -5,7 +5,6 @@ package main_test
 import (
 	"errors"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -18,6 +17,7 @@ import (
 	"github.com/onsi/gomega/gbytes"
 
 	"github.com/kubervisor/kubervisor/test/cluster"
+	"github.com/kubervisor/kubervisor/test/utils"
 )
 
 // NOTE: a Ginkgo suite although it holds one test: `make test-e2e` passes -ginkgo.* flags to every
@@ -32,10 +32,8 @@ var _ = Describe("make demo", func() {
 		root, err := cluster.RepoRoot()
 		Expect(err).NotTo(HaveOccurred())
 		Expect(filepath.Join(root, "bin", "manager")).To(BeAnExistingFile(), "run `make build` (make test-e2e does)")
-		assets := os.Getenv("KUBEBUILDER_ASSETS")
-		if assets == "" {
-			assets = filepath.Join(root, "bin", "k8s", cluster.K8sVersion)
-		}
+		_, err = utils.AssetsDir()
+		Expect(err).NotTo(HaveOccurred(), "the demo starts its cluster from $KUBEBUILDER_ASSETS")
 
 		By("building the demo as `go run ./test/demo` does")
 		bin := filepath.Join(GinkgoT().TempDir(), "demo")
@@ -48,7 +46,6 @@ var _ = Describe("make demo", func() {
 		output := gbytes.NewBuffer()
 		cmd := exec.Command(bin, "--duration=90s")
 		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "KUBEBUILDER_ASSETS="+assets)
 		cmd.Stdout = io.MultiWriter(output, GinkgoWriter)
 		cmd.Stderr = cmd.Stdout
 		start := time.Now()

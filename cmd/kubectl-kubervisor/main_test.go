@@ -31,6 +31,10 @@ func TestPluginAgainstAPIServer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a kube-apiserver")
 	}
+	assets, err := utils.AssetsDir()
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "kubectl-kubervisor")
 	built := make(chan error, 1)
@@ -42,10 +46,6 @@ func TestPluginAgainstAPIServer(t *testing.T) {
 		built <- err
 	}()
 
-	assets, err := utils.AssetsDir()
-	if err != nil {
-		t.Fatal(err)
-	}
 	env := &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,

@@ -1,0 +1,662 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	clocktesting "k8s.io/utils/clock/testing"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/detector"
+	"github.com/kubervisor/kubervisor/internal/podstate"
+)
+
+// These tests drive the reconcilers directly, the way Kueue tests its Pod reconcilers: a fake client with
+// the production indexes, a fake clock, an in-memory detector, a recording event recorder, and exact
+// expectations on the result (RequeueAfter), the pod patches sent, the events and the status.
+
+const testNS = "ns"
+
+var testScheme = func() *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := kvv1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}()
+
+// --- fixtures --------------------------------------------------------------------------------------------
+
+func testService(trafficKey bool) *corev1.Service {
+	sel := map[string]string{"app": "a"}
+	if trafficKey {
+		sel[kvv1.LabelTraffic] = kvv1.TrafficYes
+	}
+	return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: "svc"}, Spec: corev1.ServiceSpec{Selector: sel}}
+}
+
+// testPod is a Ready pod of the Service, adopted by "kvs", with the given traffic label ("" for none).
+func testPod(name, traffic string, annotations map[string]string) *corev1.Pod {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: name, Annotations: annotations,
+			Labels: map[string]string{"app": "a", kvv1.LabelName: "kvs"}},
+		Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
+	}
+	if traffic != "" {
+		p.Labels[kvv1.LabelTraffic] = traffic
+	}
+	return p
+}
+
+// ejectedPod is a pod ejected by breaker "b" at breakAt with the given retry count, as the breaker writes it.
+func ejectedPod(name string, retries int32, breakAt time.Time) *corev1.Pod {
+	p := testPod(name, kvv1.TrafficYes, nil)
+	podstate.Eject(podstate.State{RetryCount: retries - 1}, "b", breakAt).ApplyTo(p)
+	return p
+}
+
+// testKVS has one customService breaker per name, every 5s, its finalizer already set.
+func testKVS(mutate func(*kvv1.KubervisorService), breakers ...string) *kvv1.KubervisorService {
+	k := &kvv1.KubervisorService{
+		ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: "kvs", Generation: 1, Finalizers: []string{kvv1.Finalizer},
+			CreationTimestamp: metav1.NewTime(t0.Add(-time.Hour))},
+		Spec: kvv1.KubervisorServiceSpec{Service: "svc"},
+	}
+	five := intstr.FromInt32(5)
+	for _, b := range breakers {
+		k.Spec.Breakers = append(k.Spec.Breakers, kvv1.BreakerStrategy{
+			Name: b, EvaluationPeriod: &five, CustomService: &kvv1.CustomService{URL: "detector:8080/" + b}})
+	}
+	if mutate != nil {
+		mutate(k)
+	}
+	return k
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+// --- doubles ---------------------------------------------------------------------------------------------
+
+// fakeDetector answers what a test sets, counting its calls.
+type fakeDetector struct {
+	mu    sync.Mutex
+	pods  []string
+	err   error
+	calls int
+}
+
+func (d *fakeDetector) Detect(_ context.Context, req detector.Request) (detector.Result, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls++
+	if d.err != nil {
+		return detector.Result{}, d.err
+	}
+	var res detector.Result
+	for _, p := range d.pods {
+		if _, ok := req.Pods[p]; ok {
+			res.Anomalies = append(res.Anomalies, detector.Anomaly{Pod: p, Reason: "flagged"})
+		}
+	}
+	res.NoData = len(res.Anomalies) == 0
+	return res, nil
+}
+
+// eventLog records events as "Type Reason Action Kind/name: note".
+type eventLog struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (l *eventLog) Eventf(regarding, _ runtime.Object, eventtype, reason, action, note string, args ...any) {
+	name := "?"
+	switch o := regarding.(type) {
+	case *kvv1.KubervisorService:
+		name = "KubervisorService/" + o.Name
+	case *corev1.Pod:
+		name = "Pod/" + o.Name
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.events = append(l.events, fmt.Sprintf("%s %s %s %s: %s", eventtype, reason, action, name, fmt.Sprintf(note, args...)))
+}
+
+func (l *eventLog) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.events
+	l.events = nil
+	return out
+}
+
+// fakeEvictor records evictions and answers err.
+type fakeEvictor struct {
+	err     error
+	evicted []string
+}
+
+func (e *fakeEvictor) Evict(_ context.Context, namespace, name string) error {
+	e.evicted = append(e.evicted, namespace+"/"+name)
+	return e.err
+}
+
+// harness wires a reconciler on a fake client that records what is sent.
+type harness struct {
+	t         *testing.T
+	client    client.Client
+	clock     *clocktesting.FakeClock
+	events    *eventLog
+	detectors map[string]*fakeDetector
+	evictor   *fakeEvictor
+	// patches are the pod patches sent, as "name: body"; statusWrites counts status updates; liveLists
+	// counts pod lists through the API reader.
+	patches      []string
+	statusWrites int
+	liveLists    int
+	// failStatus makes the next status writes fail with a conflict; conflictPods makes every patch of these
+	// pods fail with a conflict.
+	failStatus   int
+	conflictPods map[string]bool
+}
+
+func newHarness(t *testing.T, objs ...client.Object) *harness {
+	h := &harness{t: t, clock: clocktesting.NewFakeClock(t0), events: &eventLog{}, detectors: map[string]*fakeDetector{},
+		evictor: &fakeEvictor{}}
+	h.client = fake.NewClientBuilder().WithScheme(testScheme).
+		WithIndex(&kvv1.KubervisorService{}, IndexServiceName, KubervisorServiceByService).
+		WithIndex(&corev1.Pod{}, IndexOwner, PodByOwner).
+		WithStatusSubresource(&kvv1.KubervisorService{}, &corev1.Pod{}).
+		WithObjects(objs...).
+		WithInterceptorFuncs(interceptor.Funcs{
+			Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+				if _, ok := obj.(*corev1.Pod); ok {
+					data, err := patch.Data(obj)
+					if err != nil {
+						return err
+					}
+					h.patches = append(h.patches, obj.GetName()+": "+string(data))
+					if h.conflictPods[obj.GetName()] {
+						return apierrors.NewConflict(schema.GroupResource{Resource: "pods"}, obj.GetName(), errors.New("the object has been modified"))
+					}
+				}
+				return c.Patch(ctx, obj, patch, opts...)
+			},
+			SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+				h.statusWrites++
+				if h.failStatus > 0 {
+					h.failStatus--
+					return apierrors.NewConflict(schema.GroupResource{Group: kvv1.GroupVersion.Group, Resource: "kubervisorservices"},
+						obj.GetName(), errors.New("the object has been modified"))
+				}
+				return c.SubResource(sub).Update(ctx, obj, opts...)
+			},
+		}).Build()
+	return h
+}
+
+// answer sets what breaker b's detector says.
+func (h *harness) answer(b string, err error, pods ...string) {
+	d, ok := h.detectors[b]
+	if !ok {
+		d = &fakeDetector{}
+		h.detectors[b] = d
+	}
+	d.pods, d.err = pods, err
+}
+
+func (h *harness) calls(b string) int {
+	if d, ok := h.detectors[b]; ok {
+		return d.calls
+	}
+	return 0
+}
+
+// liveReader counts the pod lists that bypass the cache.
+type liveReader struct {
+	client.Reader
+	h *harness
+}
+
+func (l liveReader) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	if _, ok := list.(*corev1.PodList); ok {
+		l.h.liveLists++
+	}
+	return l.Reader.List(ctx, list, opts...)
+}
+
+func (h *harness) opts() Options {
+	return Options{Clock: h.clock, NewDetector: func(b *kvv1.BreakerStrategy, _ detector.Options) (detector.Detector, error) {
+		d, ok := h.detectors[b.Name]
+		if !ok {
+			d = &fakeDetector{}
+			h.detectors[b.Name] = d
+		}
+		return d, nil
+	}}
+}
+
+func (h *harness) kvsReconciler() *KubervisorServiceReconciler {
+	return NewKubervisorServiceReconciler(h.client, liveReader{Reader: h.client, h: h}, h.events, h.opts())
+}
+
+func (h *harness) podReconciler() *PodReconciler {
+	return NewPodReconciler(h.client, liveReader{Reader: h.client, h: h}, h.events, h.evictor, h.opts())
+}
+
+func (h *harness) kvs() *kvv1.KubervisorService {
+	k := &kvv1.KubervisorService{}
+	if err := h.client.Get(context.Background(), client.ObjectKey{Namespace: testNS, Name: "kvs"}, k); err != nil {
+		h.t.Fatal(err)
+	}
+	return k
+}
+
+func (h *harness) traffic(names ...string) []string {
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		p := &corev1.Pod{}
+		if err := h.client.Get(context.Background(), client.ObjectKey{Namespace: testNS, Name: n}, p); err != nil {
+			out = append(out, "gone")
+			continue
+		}
+		out = append(out, p.Labels[kvv1.LabelTraffic])
+	}
+	return out
+}
+
+// pass runs one reconcile of the KubervisorService; counters are reset before it.
+func (h *harness) pass(r *KubervisorServiceReconciler) (ctrl.Result, error) {
+	h.patches, h.statusWrites, h.liveLists = nil, 0, 0
+	h.events.take()
+	return r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKey{Namespace: testNS, Name: "kvs"}})
+}
+
+// conditionsOf summarises conditions as "Type=Status/Reason".
+func conditionsOf(k *kvv1.KubervisorService) []string {
+	var out []string
+	for _, c := range k.Status.Conditions {
+		out = append(out, fmt.Sprintf("%s=%s/%s", c.Type, c.Status, c.Reason))
+	}
+	return out
+}
+
+// --- breaker -----------------------------------------------------------------------------------------
+
+// ejectPatch is the exact patch an ejection by breaker b at t0 sends, for a pod at resourceVersion rv with
+// the given previous retry count.
+func ejectPatch(name, rv string, retries int) string {
+	return fmt.Sprintf(`%s: {"metadata":{"annotations":{"kubervisor/break-at":"2026-03-14T15:09:26.535897932Z","kubervisor/retry-count":"%d"},`+
+		`"labels":{"kubervisor/strategy":"b","kubervisor/traffic":"no"},"resourceVersion":"%s"}}`, name, retries+1, rv)
+}
+
+func TestBreakerPass(t *testing.T) {
+	floor3 := func(k *kvv1.KubervisorService) { k.Spec.Breakers[0].MinPodsAvailableCount = ptrTo(int32(3)) }
+	fleet := func() []client.Object {
+		return []client.Object{testService(true), testPod("p0", "yes", nil), testPod("p1", "yes", nil), testPod("p2", "yes", nil),
+			testPod("p3", "yes", nil)}
+	}
+	cases := map[string]struct {
+		objs []client.Object
+		kvs  *kvv1.KubervisorService
+		// answers per breaker: pods flagged, or an error.
+		answers map[string][]string
+		errs    map[string]error
+		// before runs passes (or anything else) before the pass under test.
+		before func(h *harness, r *KubervisorServiceReconciler)
+
+		wantResult       ctrl.Result
+		wantErr          bool
+		wantTraffic      []string // of p0..p3
+		wantPatches      []string
+		wantEvents       []string
+		wantBreakers     []kvv1.BreakerStatus // times ignored
+		wantConditions   []string
+		wantStatusWrites int
+		wantLiveLists    int
+		wantCalls        map[string]int // in the pass under test
+	}{
+		"due: ejects the worst anomaly, withholds the rest to hold the floor, one Warning": {
+			objs: fleet(), kvs: testKVS(floor3, "b"), answers: map[string][]string{"b": {"p2", "p1"}},
+			wantResult:  ctrl.Result{RequeueAfter: 5 * time.Second},
+			wantTraffic: []string{"yes", "yes", "no", "yes"},
+			wantPatches: []string{ejectPatch("p2", "999", 0)},
+			wantEvents: []string{
+				"Normal Ejected Eject KubervisorService/kvs: Breaker b took pod p2 out of traffic: flagged",
+				"Normal Ejected Eject Pod/p2: Breaker b took pod p2 out of traffic: flagged",
+				"Warning EjectionWithheld Evaluate KubervisorService/kvs: Breaker b kept 1 anomalous pods in traffic to hold the floor: p1",
+			},
+			wantBreakers: []kvv1.BreakerStatus{{Name: "b", LastResult: "OK", AnomalousPods: []string{"p2", "p1"},
+				EjectedPods: []string{"p2"}, WithheldPods: []string{"p1"}}},
+			wantConditions: []string{"ServiceFound=True/ServiceFound", "TrafficControlled=True/SelectorHasTrafficKey",
+				"Conflict=False/NoConflict", "EjectionAllowed=False/FloorReached", "Ready=True/BreakersHealthy"},
+			wantStatusWrites: 1, wantLiveLists: 1, wantCalls: map[string]int{"b": 1},
+		},
+		"not due: no query, no read, no write, requeue at the remaining time": {
+			objs: fleet(), kvs: testKVS(nil, "b"), answers: map[string][]string{"b": {"p2"}},
+			before: func(h *harness, r *KubervisorServiceReconciler) {
+				mustPass(h, r)
+				h.clock.Step(1500 * time.Millisecond)
+			},
+			wantResult:  ctrl.Result{RequeueAfter: 3500 * time.Millisecond},
+			wantTraffic: []string{"yes", "yes", "no", "yes"},
+			wantBreakers: []kvv1.BreakerStatus{{Name: "b", LastResult: "OK", AnomalousPods: []string{"p2"},
+				EjectedPods: []string{"p2"}}},
+			wantConditions: []string{"ServiceFound=True/ServiceFound", "TrafficControlled=True/SelectorHasTrafficKey",
+				"Conflict=False/NoConflict", "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"},
+			wantCalls: map[string]int{"b": 0},
+		},
+		"due again, flagging only pods already out: no live read, one status write (ejectedPods empties), no patch": {
+			objs: fleet(), kvs: testKVS(nil, "b"), answers: map[string][]string{"b": {"p2"}},
+			before: func(h *harness, r *KubervisorServiceReconciler) {
+				mustPass(h, r)
+				h.clock.Step(5 * time.Second)
+			},
+			wantResult:  ctrl.Result{RequeueAfter: 5 * time.Second},
+			wantTraffic: []string{"yes", "yes", "no", "yes"},
+			wantBreakers: []kvv1.BreakerStatus{{Name: "b", LastResult: "OK", AnomalousPods: []string{"p2"}}},
+			wantConditions: []string{"ServiceFound=True/ServiceFound", "TrafficControlled=True/SelectorHasTrafficKey",
+				"Conflict=False/NoConflict", "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"},
+			wantStatusWrites: 1, wantCalls: map[string]int{"b": 1},
+		},
+		"steady: the same answer again sends nothing at all": {
+			objs: fleet(), kvs: testKVS(nil, "b", "quiet"), answers: map[string][]string{"b": {"p2"}},
+			before: func(h *harness, r *KubervisorServiceReconciler) {
+				mustPass(h, r)
+				h.clock.Step(5 * time.Second)
+				mustPass(h, r)
+				h.clock.Step(5*time.Second + 300*time.Millisecond)
+			},
+			wantResult:  ctrl.Result{RequeueAfter: 5 * time.Second},
+			wantTraffic: []string{"yes", "yes", "no", "yes"},
+			wantBreakers: []kvv1.BreakerStatus{{Name: "b", LastResult: "OK", AnomalousPods: []string{"p2"}},
+				{Name: "quiet", LastResult: "NoData"}},
+			wantConditions: []string{"ServiceFound=True/ServiceFound", "TrafficControlled=True/SelectorHasTrafficKey",
+				"Conflict=False/NoConflict", "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"},
+			wantCalls: map[string]int{"b": 1, "quiet": 1},
+		},
+		"detector error: nothing ejected, one Warning, Ready=False": {
+			objs: fleet(), kvs: testKVS(nil, "b"), errs: map[string]error{"b": errors.New("connection refused")},
+			wantResult:  ctrl.Result{RequeueAfter: 5 * time.Second},
+			wantTraffic: []string{"yes", "yes", "yes", "yes"},
+			wantEvents: []string{
+				"Warning DetectorFailed Evaluate KubervisorService/kvs: Breaker b: connection refused; no pod is ejected on this evaluation",
+			},
+			wantBreakers: []kvv1.BreakerStatus{{Name: "b", LastResult: "Error: connection refused"}},
+			wantConditions: []string{"ServiceFound=True/ServiceFound", "TrafficControlled=True/SelectorHasTrafficKey",
+				"Conflict=False/NoConflict", "EjectionAllowed=True/WithinFloor", "Ready=False/DetectorError"},
+			wantStatusWrites: 1, wantCalls: map[string]int{"b": 1},
+		},
+		"status write conflict: requeue after 250ms; the next pass writes the outcome without asking again": {
+			objs: fleet(), kvs: testKVS(nil, "b"), answers: map[string][]string{"b": {"p1"}},
+			before: func(h *harness, r *KubervisorServiceReconciler) {
+				h.failStatus = 1
+				res, err := h.pass(r)
+				if err != nil || res != (ctrl.Result{RequeueAfter: conflictRetry}) {
+					h.t.Fatalf("conflicting pass = %+v, %v; want RequeueAfter %s", res, err, conflictRetry)
+				}
+				h.clock.Step(conflictRetry)
+			},
+			wantResult:  ctrl.Result{RequeueAfter: 5*time.Second - conflictRetry},
+			wantTraffic: []string{"yes", "no", "yes", "yes"},
+			wantBreakers: []kvv1.BreakerStatus{{Name: "b", LastResult: "OK", AnomalousPods: []string{"p1"},
+				EjectedPods: []string{"p1"}}},
+			wantConditions: []string{"ServiceFound=True/ServiceFound", "TrafficControlled=True/SelectorHasTrafficKey",
+				"Conflict=False/NoConflict", "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"},
+			wantStatusWrites: 1, wantCalls: map[string]int{"b": 0},
+		},
+		"selector without the traffic key: dry run, would-eject reported, no pod touched": {
+			objs: []client.Object{testService(false), testPod("p0", "yes", nil), testPod("p1", "yes", nil), testPod("p2", "yes", nil),
+				testPod("p3", "yes", nil)},
+			kvs: testKVS(nil, "b"), answers: map[string][]string{"b": {"p3"}},
+			wantResult:  ctrl.Result{RequeueAfter: 5 * time.Second},
+			wantTraffic: []string{"yes", "yes", "yes", "yes"},
+			wantEvents: []string{
+				`Normal WouldEject Evaluate KubervisorService/kvs: Breaker b would take pod p3 out of traffic (the Service selector lacks kubervisor/traffic: "yes"): flagged`,
+			},
+			wantBreakers: []kvv1.BreakerStatus{{Name: "b", LastResult: "OK", AnomalousPods: []string{"p3"}, WouldEjectPods: []string{"p3"}}},
+			wantConditions: []string{"ServiceFound=True/ServiceFound", "TrafficControlled=False/SelectorLacksTrafficKey",
+				"Conflict=False/NoConflict", "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"},
+			wantStatusWrites: 1, wantCalls: map[string]int{"b": 1},
+		},
+		"a lost ejection race: the breaker is due again at once": {
+			objs: fleet(), kvs: testKVS(nil, "b"), answers: map[string][]string{"b": {"p0"}},
+			before: func(h *harness, _ *KubervisorServiceReconciler) {
+				// Another writer moves p0 between the live read and the patch.
+				h.conflictPods = map[string]bool{"p0": true}
+			},
+			wantResult:  ctrl.Result{RequeueAfter: conflictRetry},
+			wantTraffic: []string{"yes", "yes", "yes", "yes"},
+			wantPatches: []string{ejectPatch("p0", "999", 0)},
+			wantBreakers: []kvv1.BreakerStatus{{Name: "b", LastResult: "OK", AnomalousPods: []string{"p0"}}},
+			wantConditions: []string{"ServiceFound=True/ServiceFound", "TrafficControlled=True/SelectorHasTrafficKey",
+				"Conflict=False/NoConflict", "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"},
+			wantStatusWrites: 1, wantLiveLists: 1, wantCalls: map[string]int{"b": 1},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, append(tc.objs, tc.kvs)...)
+			for b, pods := range tc.answers {
+				h.answer(b, nil, pods...)
+			}
+			for b, err := range tc.errs {
+				h.answer(b, err)
+			}
+			r := h.kvsReconciler()
+			if tc.before != nil {
+				tc.before(h, r)
+			}
+			calls := map[string]int{}
+			for b := range tc.wantCalls {
+				calls[b] = h.calls(b)
+			}
+			res, err := h.pass(r)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("Reconcile error = %v, want error %t", err, tc.wantErr)
+			}
+			if d := cmp.Diff(tc.wantResult, res); d != "" {
+				t.Errorf("result mismatch (-want +got):\n%s", d)
+			}
+			if d := cmp.Diff(tc.wantTraffic, h.traffic("p0", "p1", "p2", "p3")); d != "" {
+				t.Errorf("traffic labels mismatch (-want +got):\n%s", d)
+			}
+			if d := cmp.Diff(tc.wantPatches, h.patches); d != "" {
+				t.Errorf("pod patches mismatch (-want +got):\n%s", d)
+			}
+			if d := cmp.Diff(tc.wantEvents, h.events.take()); d != "" {
+				t.Errorf("events mismatch (-want +got):\n%s", d)
+			}
+			k := h.kvs()
+			got := slices.Clone(k.Status.Breakers)
+			for i := range got {
+				if got[i].LastEvaluationTime == nil {
+					t.Errorf("breaker %s has no lastEvaluationTime", got[i].Name)
+				}
+				got[i].LastEvaluationTime = nil
+			}
+			if d := cmp.Diff(tc.wantBreakers, got); d != "" {
+				t.Errorf("status.breakers mismatch (-want +got):\n%s", d)
+			}
+			if d := cmp.Diff(tc.wantConditions, conditionsOf(k)); d != "" {
+				t.Errorf("conditions mismatch (-want +got):\n%s", d)
+			}
+			if h.statusWrites != tc.wantStatusWrites || h.liveLists != tc.wantLiveLists {
+				t.Errorf("sent %d status writes and %d live pod lists, want %d and %d", h.statusWrites, h.liveLists,
+					tc.wantStatusWrites, tc.wantLiveLists)
+			}
+			for b, want := range tc.wantCalls {
+				if got := h.calls(b) - calls[b]; got != want {
+					t.Errorf("breaker %s queried %d times, want %d", b, got, want)
+				}
+			}
+		})
+	}
+}
+
+func mustPass(h *harness, r *KubervisorServiceReconciler) {
+	h.t.Helper()
+	if _, err := h.pass(r); err != nil {
+		h.t.Fatalf("preparing pass: %v", err)
+	}
+}
+
+// --- activator ---------------------------------------------------------------------------------------
+
+func TestActivatorPass(t *testing.T) {
+	activatorKVS := func(a kvv1.ActivatorStrategy) *kvv1.KubervisorService {
+		return testKVS(func(k *kvv1.KubervisorService) { k.Spec.DefaultActivator = &a }, "b")
+	}
+	periodic10s := kvv1.ActivatorStrategy{Mode: kvv1.ActivatorModePeriodic, Period: ptrTo(intstr.FromString("10s"))}
+	kill := func(period string) kvv1.ActivatorStrategy {
+		return kvv1.ActivatorStrategy{Mode: kvv1.ActivatorModeRetryAndKill, Period: ptrTo(intstr.FromString(period)), MaxRetryCount: ptrTo(int32(3))}
+	}
+	pauseOne := kvv1.ActivatorStrategy{Mode: kvv1.ActivatorModeRetryAndPause, Period: ptrTo(intstr.FromString("10s")),
+		MaxRetryCount: ptrTo(int32(1)), MaxPauseCount: ptrTo(int32(1))}
+	tooMany := apierrors.NewTooManyRequests("Cannot evict pod as it would violate the pod's disruption budget.", 10)
+
+	cases := map[string]struct {
+		objs       []client.Object
+		evictErr   error
+		wantResult ctrl.Result
+		wantErr    bool
+		// wantTraffic of pod "e" ("gone" when evicted through the fake evictor, which deletes nothing).
+		wantTraffic  string
+		wantPatches  []string
+		wantEvents   []string
+		wantEvicted  []string
+		wantLiveList int
+	}{
+		"waits until due: requeue at exactly break-at + period": {
+			objs:        []client.Object{testService(true), activatorKVS(periodic10s), ejectedPod("e", 1, t0.Add(-3*time.Second))},
+			wantResult:  ctrl.Result{RequeueAfter: 7 * time.Second},
+			wantTraffic: "no",
+		},
+		"restores when due, keeping the retry count and recording restored-at": {
+			objs:        []client.Object{testService(true), activatorKVS(periodic10s), ejectedPod("e", 4, t0.Add(-10*time.Second))},
+			wantTraffic: "yes",
+			wantPatches: []string{`e: {"metadata":{"annotations":{"kubervisor/restored-at":"2026-03-14T15:09:26.535897932Z"},` +
+				`"labels":{"kubervisor/traffic":"yes"},"resourceVersion":"999"}}`},
+			wantEvents: []string{
+				"Normal Restored Restore KubervisorService/kvs: Pod e back in traffic: retry 4 (periodic): back in traffic after 10s",
+				"Normal Restored Restore Pod/e: Pod e back in traffic: retry 4 (periodic): back in traffic after 10s",
+			},
+		},
+		"pauses at the last free pause slot": {
+			objs:         []client.Object{testService(true), activatorKVS(pauseOne), ejectedPod("e", 2, t0)},
+			wantTraffic:  "pause",
+			wantPatches:  []string{`e: {"metadata":{"labels":{"kubervisor/traffic":"pause"},"resourceVersion":"999"}}`},
+			wantLiveList: 1,
+			wantEvents: []string{
+				"Normal Paused Pause KubervisorService/kvs: Pod e paused out of traffic for investigation: " +
+					"retry 2 exceeds maxRetryCount 1 (retryAndPause): pausing the pod, 0 of maxPauseCount 1 paused before it",
+				"Normal Paused Pause Pod/e: Pod e paused out of traffic for investigation: " +
+					"retry 2 exceeds maxRetryCount 1 (retryAndPause): pausing the pod, 0 of maxPauseCount 1 paused before it",
+			},
+		},
+		"kills instead of pausing when every pause slot is taken": {
+			objs: []client.Object{testService(true), activatorKVS(pauseOne), ejectedPod("e", 2, t0),
+				testPod("paused", kvv1.TrafficPause, nil)},
+			wantTraffic:  "no",
+			wantEvicted:  []string{"ns/e"},
+			wantLiveList: 1,
+			wantEvents: []string{
+				"Normal Killed Kill KubervisorService/kvs: Pod e evicted: retry 2 exceeds maxRetryCount 1 (retryAndPause): " +
+					"killing the pod instead of pausing it, 1 paused already (maxPauseCount 1)",
+				"Normal Killed Kill Pod/e: Pod e evicted: retry 2 exceeds maxRetryCount 1 (retryAndPause): " +
+					"killing the pod instead of pausing it, 1 paused already (maxPauseCount 1)",
+			},
+		},
+		"kills past maxRetryCount (retryAndKill)": {
+			objs:        []client.Object{testService(true), activatorKVS(kill("10s")), ejectedPod("e", 4, t0)},
+			wantTraffic: "no",
+			wantEvicted: []string{"ns/e"},
+			wantEvents: []string{
+				"Normal Killed Kill KubervisorService/kvs: Pod e evicted: retry 4 exceeds maxRetryCount 3 (retryAndKill): killing the pod",
+				"Normal Killed Kill Pod/e: Pod e evicted: retry 4 exceeds maxRetryCount 3 (retryAndKill): killing the pod",
+			},
+		},
+		"eviction refused: retried after the period when shorter than 30s": {
+			objs:        []client.Object{testService(true), activatorKVS(kill("10s")), ejectedPod("e", 4, t0)},
+			evictErr:    tooMany,
+			wantResult:  ctrl.Result{RequeueAfter: 10 * time.Second},
+			wantTraffic: "no",
+			wantEvicted: []string{"ns/e"},
+			wantEvents: []string{
+				"Warning EvictionRefused Kill KubervisorService/kvs: Eviction of pod e refused (" + tooMany.Error() +
+					"); it stays out of traffic and is retried in 10s",
+				"Warning EvictionRefused Kill Pod/e: Eviction of pod e refused (" + tooMany.Error() +
+					"); it stays out of traffic and is retried in 10s",
+			},
+		},
+		"eviction refused: retried after 30s at most": {
+			objs:        []client.Object{testService(true), activatorKVS(kill("1m")), ejectedPod("e", 4, t0)},
+			evictErr:    tooMany,
+			wantResult:  ctrl.Result{RequeueAfter: 30 * time.Second},
+			wantTraffic: "no",
+			wantEvicted: []string{"ns/e"},
+			wantEvents: []string{
+				"Warning EvictionRefused Kill KubervisorService/kvs: Eviction of pod e refused (" + tooMany.Error() +
+					"); it stays out of traffic and is retried in 30s",
+				"Warning EvictionRefused Kill Pod/e: Eviction of pod e refused (" + tooMany.Error() +
+					"); it stays out of traffic and is retried in 30s",
+			},
+		},
+		"dry run: the activator waits for it to end": {
+			objs: []client.Object{testService(true), testKVS(func(k *kvv1.KubervisorService) {
+				k.Spec.DryRun = true
+				k.Spec.DefaultActivator = &periodic10s
+			}, "b"), ejectedPod("e", 1, t0.Add(-time.Hour))},
+			wantTraffic: "no",
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, tc.objs...)
+			h.evictor.err = tc.evictErr
+			r := h.podReconciler()
+			res, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKey{Namespace: testNS, Name: "e"}})
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("Reconcile error = %v, want error %t", err, tc.wantErr)
+			}
+			if d := cmp.Diff(tc.wantResult, res); d != "" {
+				t.Errorf("result mismatch (-want +got):\n%s", d)
+			}
+			if d := cmp.Diff([]string{tc.wantTraffic}, h.traffic("e")); d != "" {
+				t.Errorf("traffic mismatch (-want +got):\n%s", d)
+			}
+			if d := cmp.Diff(tc.wantPatches, h.patches); d != "" {
+				t.Errorf("pod patches mismatch (-want +got):\n%s", d)
+			}
+			if d := cmp.Diff(tc.wantEvents, h.events.take()); d != "" {
+				t.Errorf("events mismatch (-want +got):\n%s", d)
+			}
+			if d := cmp.Diff(tc.wantEvicted, h.evictor.evicted); d != "" {
+				t.Errorf("evictions mismatch (-want +got):\n%s", d)
+			}
+			if h.liveLists != tc.wantLiveList {
+				t.Errorf("live pod lists = %d, want %d", h.liveLists, tc.wantLiveList)
+			}
+		})
+	}
+}
+

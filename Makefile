@@ -156,13 +156,15 @@ KUBECTL ?= $(KUBEBUILDER_ASSETS)/kubectl
 KUSTOMIZE ?= $(LOCALBIN)/kustomize
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 ENVTEST ?= $(LOCALBIN)/setup-envtest
-GOLANGCI_LINT = $(LOCALBIN)/golangci-lint
+GOLANGCI_LINT = $(LOCALBIN)/golangci-lint-custom
 
 ## Tool Versions
 KUSTOMIZE_VERSION ?= v5.8.1
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 ENVTEST_VERSION ?= v0.0.0-20260305142021-f9589b9f2b9d
-GOLANGCI_LINT_VERSION ?= v2.15.0
+# golangci-lint and its logcheck plugin: the versions are those of .custom-gcl.yml.
+GOLANGCI_LINT_VERSION ?= $(shell sed -n 's/^version: *//p' .custom-gcl.yml)
+LOGTOOLS_VERSION ?= $(shell sed -n 's/^ \{1,\}version: *//p' .custom-gcl.yml)
 
 .PHONY: kustomize
 kustomize: $(KUSTOMIZE) ## Download kustomize locally if necessary.
@@ -180,9 +182,11 @@ $(ENVTEST): $(LOCALBIN)
 	$(call go-install-tool,$(ENVTEST),sigs.k8s.io/controller-runtime/tools/setup-envtest,$(ENVTEST_VERSION))
 
 .PHONY: golangci-lint
-golangci-lint: $(GOLANGCI_LINT) ## Download golangci-lint locally if necessary.
-$(GOLANGCI_LINT): $(LOCALBIN)
-	$(call go-install-tool,$(GOLANGCI_LINT),github.com/golangci/golangci-lint/v2/cmd/golangci-lint,$(GOLANGCI_LINT_VERSION))
+golangci-lint: $(LOCALBIN) ## Build golangci-lint with the logcheck plugin (.custom-gcl.yml) locally if necessary.
+	@bin="$(GOLANGCI_LINT)-$(GOLANGCI_LINT_VERSION)-logtools-$(LOGTOOLS_VERSION)"; \
+	[ -x "$$bin" ] || { echo "Building golangci-lint $(GOLANGCI_LINT_VERSION) with logcheck $(LOGTOOLS_VERSION)"; \
+		hack/golangci-lint-custom.sh "$$bin" "$(GOLANGCI_LINT_VERSION)" "$(LOGTOOLS_VERSION)"; }; \
+	ln -sf "$$bin" "$(GOLANGCI_LINT)"
 
 # go-install-tool will 'go install' any package with custom target and name of binary, if it doesn't exist
 # $1 - target path with name of binary

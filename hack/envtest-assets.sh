@@ -13,10 +13,10 @@
 # each ./staging/src/k8s.io/X module by the published k8s.io/X v0.<minor>.<patch>, and lists the
 # binaries as tool directives. etcd is the main package go.etcd.io/etcd/server/v3 of the same graph.
 #
-# Usage: hack/envtest-assets.sh [bin-dir]   (prints the asset directory on stdout)
+# Usage: K8S_VERSION=1.x.y hack/envtest-assets.sh [bin-dir]   (prints the asset directory on stdout)
 set -euo pipefail
 
-K8S_VERSION="${K8S_VERSION:-1.37.1}"
+K8S_VERSION="${K8S_VERSION:?set K8S_VERSION (the Makefile passes its ENVTEST_K8S_VERSION)}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN_DIR="${1:-$ROOT/bin}"
 DEST="$BIN_DIR/k8s/$K8S_VERSION"

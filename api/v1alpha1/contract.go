@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -167,8 +168,8 @@ func (s *KubervisorServiceSpec) ActivatorFor(breaker string) (ResolvedActivator,
 	r := ResolvedActivator{Mode: ActivatorModePeriodic, MaxRetryCount: DefaultMaxRetryCount, MaxPauseCount: DefaultMaxPauseCount}
 	var period *intstr.IntOrString
 	// Apply the least specific layer first so that the most specific one wins.
-	for i := len(layers) - 1; i >= 0; i-- {
-		a := layers[i]
+	for _, a := range slices.Backward(layers) {
+
 		if a == nil {
 			continue
 		}

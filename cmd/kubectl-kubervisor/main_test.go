@@ -95,8 +95,7 @@ func TestPluginAgainstAPIServer(t *testing.T) {
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		err := cmd.Run()
 		code := 0
-		var exit *exec.ExitError
-		if errors.As(err, &exit) {
+		if exit, ok := errors.AsType[*exec.ExitError](err); ok {
 			code = exit.ExitCode()
 		} else if err != nil {
 			t.Fatal(err)
@@ -288,7 +287,7 @@ func createFixture(ctx context.Context, t *testing.T, c client.Client) {
 			}},
 			DefaultActivator: &kvv1.ActivatorStrategy{
 				Mode:          kvv1.ActivatorModeRetryAndKill,
-				Period:        ptr.To(intstr.FromString("1h")),
+				Period:        new(intstr.FromString("1h")),
 				MaxRetryCount: ptr.To[int32](1),
 			},
 		},
@@ -310,7 +309,7 @@ func createFixture(ctx context.Context, t *testing.T, c client.Client) {
 		},
 		Pods: kvv1.PodCounts{Managed: 4, Ready: 4, InTraffic: 1, Ejected: 2, Paused: 1},
 		Breakers: []kvv1.BreakerStatus{{
-			Name: "http-errors", LastResult: "OK", LastEvaluationTime: ptr.To(metav1.NewTime(now)),
+			Name: "http-errors", LastResult: "OK", LastEvaluationTime: new(metav1.NewTime(now)),
 			AnomalousPods: []string{"pricer-b"}, EjectedPods: []string{"pricer-b"},
 		}},
 	}

@@ -292,14 +292,14 @@ func TestNextWithSpec(t *testing.T) {
 	full := v1alpha1.KubervisorServiceSpec{
 		Service: "pricer",
 		DefaultActivator: &v1alpha1.ActivatorStrategy{
-			Mode: retryAndPause, Period: ptr.To(intstr.FromString("30s")), MaxRetryCount: ptr.To[int32](2), MaxPauseCount: ptr.To[int32](2),
+			Mode: retryAndPause, Period: new(intstr.FromString("30s")), MaxRetryCount: ptr.To[int32](2), MaxPauseCount: ptr.To[int32](2),
 		},
 		Breakers: []v1alpha1.BreakerStrategy{
 			{Name: "errors", Activator: &v1alpha1.ActivatorStrategy{
-				Mode: retryAndKill, Period: ptr.To(intstr.FromInt32(5)), MaxRetryCount: ptr.To[int32](1), MaxPauseCount: ptr.To[int32](0),
+				Mode: retryAndKill, Period: new(intstr.FromInt32(5)), MaxRetryCount: ptr.To[int32](1), MaxPauseCount: ptr.To[int32](0),
 			}},
 			{Name: "latency", Activator: &v1alpha1.ActivatorStrategy{Mode: retryAndKill}},
-			{Name: "slow", Activator: &v1alpha1.ActivatorStrategy{Period: ptr.To(intstr.FromString("1m"))}},
+			{Name: "slow", Activator: &v1alpha1.ActivatorStrategy{Period: new(intstr.FromString("1m"))}},
 			{Name: "plain"},
 		},
 	}
@@ -313,7 +313,7 @@ func TestNextWithSpec(t *testing.T) {
 	}
 	badPeriod := v1alpha1.KubervisorServiceSpec{
 		Service:          "pricer",
-		DefaultActivator: &v1alpha1.ActivatorStrategy{Mode: retryAndKill, Period: ptr.To(intstr.FromString("forever"))},
+		DefaultActivator: &v1alpha1.ActivatorStrategy{Mode: retryAndKill, Period: new(intstr.FromString("forever"))},
 		Breakers:         []v1alpha1.BreakerStrategy{{Name: "errors"}},
 	}
 

@@ -127,7 +127,7 @@ func parseRules(role string) map[string][]string {
 		}
 		groups, resources, verbs = nil, nil, nil
 	}
-	for _, line := range strings.Split(role, "\n") {
+	for line := range strings.SplitSeq(role, "\n") {
 		t := strings.TrimSpace(line)
 		switch {
 		case strings.HasPrefix(line, "- apiGroups:"):

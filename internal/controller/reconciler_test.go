@@ -71,7 +71,7 @@ func testPod(name, traffic string, annotations map[string]string) *corev1.Pod {
 // ejectedPod is a pod ejected by breaker "b" at breakAt with the given retry count, as the breaker writes it.
 func ejectedPod(name string, retries int32, breakAt time.Time) *corev1.Pod {
 	p := testPod(name, kvv1.TrafficYes, nil)
-	podstate.Eject(podstate.State{RetryCount: retries - 1}, "b", breakAt).ApplyTo(p)
+	podstate.Eject(podstate.State{RetryCount: retries - 1}, "b", breakAt).ApplyTo(&p.ObjectMeta)
 	return p
 }
 
@@ -92,8 +92,6 @@ func testKVS(mutate func(*kvv1.KubervisorService), breakers ...string) *kvv1.Kub
 	}
 	return k
 }
-
-func ptrTo[T any](v T) *T { return &v }
 
 // --- doubles ---------------------------------------------------------------------------------------------
 
@@ -310,7 +308,7 @@ func ejectPatch(name, rv string, retries int) string {
 }
 
 func TestBreakerPass(t *testing.T) {
-	floor3 := func(k *kvv1.KubervisorService) { k.Spec.Breakers[0].MinPodsAvailableCount = ptrTo(int32(3)) }
+	floor3 := func(k *kvv1.KubervisorService) { k.Spec.Breakers[0].MinPodsAvailableCount = new(int32(3)) }
 	fleet := func() []client.Object {
 		return []client.Object{testService(true), testPod("p0", "yes", nil), testPod("p1", "yes", nil), testPod("p2", "yes", nil),
 			testPod("p3", "yes", nil)}
@@ -371,8 +369,8 @@ func TestBreakerPass(t *testing.T) {
 				mustPass(h, r)
 				h.clock.Step(5 * time.Second)
 			},
-			wantResult:  ctrl.Result{RequeueAfter: 5 * time.Second},
-			wantTraffic: []string{"yes", "yes", "no", "yes"},
+			wantResult:   ctrl.Result{RequeueAfter: 5 * time.Second},
+			wantTraffic:  []string{"yes", "yes", "no", "yes"},
 			wantBreakers: []kvv1.BreakerStatus{{Name: "b", LastResult: "OK", AnomalousPods: []string{"p2"}}},
 			wantConditions: []string{"ServiceFound=True/ServiceFound", "TrafficControlled=True/SelectorHasTrafficKey",
 				"Conflict=False/NoConflict", "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"},
@@ -444,9 +442,9 @@ func TestBreakerPass(t *testing.T) {
 				// Another writer moves p0 between the live read and the patch.
 				h.conflictPods = map[string]bool{"p0": true}
 			},
-			wantResult:  ctrl.Result{RequeueAfter: conflictRetry},
-			wantTraffic: []string{"yes", "yes", "yes", "yes"},
-			wantPatches: []string{ejectPatch("p0", "999", 0)},
+			wantResult:   ctrl.Result{RequeueAfter: conflictRetry},
+			wantTraffic:  []string{"yes", "yes", "yes", "yes"},
+			wantPatches:  []string{ejectPatch("p0", "999", 0)},
 			wantBreakers: []kvv1.BreakerStatus{{Name: "b", LastResult: "OK", AnomalousPods: []string{"p0"}}},
 			wantConditions: []string{"ServiceFound=True/ServiceFound", "TrafficControlled=True/SelectorHasTrafficKey",
 				"Conflict=False/NoConflict", "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"},
@@ -526,12 +524,12 @@ func TestActivatorPass(t *testing.T) {
 	activatorKVS := func(a kvv1.ActivatorStrategy) *kvv1.KubervisorService {
 		return testKVS(func(k *kvv1.KubervisorService) { k.Spec.DefaultActivator = &a }, "b")
 	}
-	periodic10s := kvv1.ActivatorStrategy{Mode: kvv1.ActivatorModePeriodic, Period: ptrTo(intstr.FromString("10s"))}
+	periodic10s := kvv1.ActivatorStrategy{Mode: kvv1.ActivatorModePeriodic, Period: new(intstr.FromString("10s"))}
 	kill := func(period string) kvv1.ActivatorStrategy {
-		return kvv1.ActivatorStrategy{Mode: kvv1.ActivatorModeRetryAndKill, Period: ptrTo(intstr.FromString(period)), MaxRetryCount: ptrTo(int32(3))}
+		return kvv1.ActivatorStrategy{Mode: kvv1.ActivatorModeRetryAndKill, Period: new(intstr.FromString(period)), MaxRetryCount: new(int32(3))}
 	}
-	pauseOne := kvv1.ActivatorStrategy{Mode: kvv1.ActivatorModeRetryAndPause, Period: ptrTo(intstr.FromString("10s")),
-		MaxRetryCount: ptrTo(int32(1)), MaxPauseCount: ptrTo(int32(1))}
+	pauseOne := kvv1.ActivatorStrategy{Mode: kvv1.ActivatorModeRetryAndPause, Period: new(intstr.FromString("10s")),
+		MaxRetryCount: new(int32(1)), MaxPauseCount: new(int32(1))}
 	tooMany := apierrors.NewTooManyRequests("Cannot evict pod as it would violate the pod's disruption budget.", 10)
 
 	cases := map[string]struct {
@@ -659,4 +657,3 @@ func TestActivatorPass(t *testing.T) {
 		})
 	}
 }
-

@@ -25,7 +25,7 @@ import (
 // nothing left to fix.
 func patchPod(ctx context.Context, c client.Client, pod *corev1.Pod, p podstate.Patch) error {
 	updated := pod.DeepCopy()
-	if !p.ApplyTo(updated) {
+	if !p.ApplyTo(&updated.ObjectMeta) {
 		return nil
 	}
 	if err := c.Patch(ctx, updated, client.MergeFromWithOptions(pod, client.MergeFromWithOptimisticLock{}),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -361,9 +362,7 @@ func patchLabels(obj client.Object, set map[string]string) {
 		if l == nil {
 			l = map[string]string{}
 		}
-		for k, v := range set {
-			l[k] = v
-		}
+		maps.Copy(l, set)
 		obj.SetLabels(l)
 		return k8sClient.Patch(ctx, obj, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
 	}).Should(Succeed())

@@ -32,7 +32,7 @@ func TestContinuousValueDeviation(t *testing.T) {
 		wantErr      []string
 	}{
 		"ranked by deviation then name; infinities first, NaN and values on the limit never": {
-			maxDeviation: ptr(int32(30)),
+			maxDeviation: new(int32(30)),
 			pods:         []string{"a", "b", "c", "d", "e", "f", "g", "h", "i"},
 			body: promVector(
 				s("1", "a"), s("1.31", "b"), s("1.5", "d"), s("0.5", "c"),
@@ -56,7 +56,7 @@ func TestContinuousValueDeviation(t *testing.T) {
 			}},
 		},
 		"maxDeviationPercent above 100": {
-			maxDeviation: ptr(int32(1000)),
+			maxDeviation: new(int32(1000)),
 			pods:         []string{"a", "b"},
 			body:         promVector(s("9", "a"), s("12.5", "b")),
 			prefix:       "/prom",

@@ -65,11 +65,11 @@ func TestNew(t *testing.T) {
 			wantErr: `key and podNameKey are both "pod"`,
 		},
 		"tolerance above 100": {
-			breaker: discrete(func(d *v1alpha1.DiscreteValueOutOfList) { d.Tolerance = ptr(int32(101)) }),
+			breaker: discrete(func(d *v1alpha1.DiscreteValueOutOfList) { d.Tolerance = new(int32(101)) }),
 			wantErr: "tolerance 101 is not a percentage (0..100)",
 		},
 		"negative minActivity": {
-			breaker: discrete(func(d *v1alpha1.DiscreteValueOutOfList) { d.MinActivity = ptr(int32(-1)) }),
+			breaker: discrete(func(d *v1alpha1.DiscreteValueOutOfList) { d.MinActivity = new(int32(-1)) }),
 			wantErr: "minActivity -1 is negative",
 		},
 		"empty promQL": {
@@ -85,7 +85,7 @@ func TestNew(t *testing.T) {
 			wantErr: `address "http:///api": no host`,
 		},
 		"negative maxDeviationPercent": {
-			breaker: continuous(func(c *v1alpha1.ContinuousValueDeviation) { c.MaxDeviationPercent = ptr(int32(-5)) }),
+			breaker: continuous(func(c *v1alpha1.ContinuousValueDeviation) { c.MaxDeviationPercent = new(int32(-5)) }),
 			wantErr: "maxDeviationPercent -5 is negative",
 		},
 		"custom URL that does not parse": {
@@ -102,7 +102,7 @@ func TestNew(t *testing.T) {
 			wantErr: "negative detector timeout -1s",
 		},
 		"no timeout and an unusable evaluationPeriod": {
-			breaker: &v1alpha1.BreakerStrategy{Name: "b", EvaluationPeriod: ptr(intstr.FromString("soon")), CustomService: &v1alpha1.CustomService{URL: "x:1"}},
+			breaker: &v1alpha1.BreakerStrategy{Name: "b", EvaluationPeriod: new(intstr.FromString("soon")), CustomService: &v1alpha1.CustomService{URL: "x:1"}},
 			wantErr: `breaker "b": evaluationPeriod: period "soon"`,
 		},
 	}
@@ -133,8 +133,8 @@ func TestNewTimeoutDefaultsToEvaluationPeriod(t *testing.T) {
 		want   string
 	}{
 		"default evaluation period": {period: nil, want: "5s"},
-		"integer seconds":           {period: ptr(intstr.FromInt32(12)), want: "12s"},
-		"duration string":           {period: ptr(intstr.FromString("750ms")), want: "750ms"},
+		"integer seconds":           {period: new(intstr.FromInt32(12)), want: "12s"},
+		"duration string":           {period: new(intstr.FromString("750ms")), want: "750ms"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

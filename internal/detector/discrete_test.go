@@ -71,7 +71,7 @@ func TestDiscreteValueOutOfList(t *testing.T) {
 			}},
 		},
 		"sub-1 counts are evidence (a truncating implementation sees no event)": {
-			mutate: func(d *v1alpha1.DiscreteValueOutOfList) { d.MinActivity = ptr(int32(0)) },
+			mutate: func(d *v1alpha1.DiscreteValueOutOfList) { d.MinActivity = new(int32(0)) },
 			pods:   []string{"a", "b"},
 			body: promVector(
 				s("0.2", "200", "a"), s("0.4", "500", "a"), // 0.4 bad of 0.6
@@ -95,7 +95,7 @@ func TestDiscreteValueOutOfList(t *testing.T) {
 		},
 		"tolerance and minActivity from the spec": {
 			mutate: func(d *v1alpha1.DiscreteValueOutOfList) {
-				d.Tolerance, d.MinActivity = ptr(int32(10)), ptr(int32(10))
+				d.Tolerance, d.MinActivity = new(int32(10)), new(int32(10))
 			},
 			pods: []string{"a", "b", "c"},
 			body: promVector(

@@ -45,14 +45,14 @@ func pricer(mutate ...func(*kvv1.KubervisorService)) *kvv1.KubervisorService {
 			Pods: kvv1.PodCounts{Managed: 10, Ready: 8, InTraffic: 1, Ejected: 6, Paused: 1, Unknown: 2},
 			Breakers: []kvv1.BreakerStatus{
 				{
-					Name: "http-errors", LastResult: "OK", LastEvaluationTime: ptr.To(metav1.NewTime(now.Add(-2 * time.Second))),
+					Name: "http-errors", LastResult: "OK", LastEvaluationTime: new(metav1.NewTime(now.Add(-2 * time.Second))),
 					AnomalousPods: []string{"pricer-c", "pricer-x"}, EjectedPods: []string{"pricer-c"}, WithheldPods: []string{"pricer-x"},
 				},
 				{
 					Name: "latency", LastResult: "Error: querying detector: connection refused",
-					LastEvaluationTime: ptr.To(metav1.NewTime(now.Add(-5 * time.Minute))),
+					LastEvaluationTime: new(metav1.NewTime(now.Add(-5 * time.Minute))),
 				},
-				{Name: "old-breaker", LastResult: "OK", LastEvaluationTime: ptr.To(metav1.NewTime(now.Add(-3 * time.Hour)))},
+				{Name: "old-breaker", LastResult: "OK", LastEvaluationTime: new(metav1.NewTime(now.Add(-3 * time.Hour)))},
 			},
 		}
 	})
@@ -80,7 +80,7 @@ func ejection(breakAt, retryCount string) map[string]string {
 // pricerPods covers every traffic state and every activator outcome.
 func pricerPods() []client.Object {
 	terminating := pod("shop", "pricer-k", yes, owned(kvv1.TrafficNo, "http-errors"), ejection(ago(time.Hour), "1"))
-	terminating.DeletionTimestamp = ptr.To(metav1.NewTime(now.Add(-time.Second)))
+	terminating.DeletionTimestamp = new(metav1.NewTime(now.Add(-time.Second)))
 	terminating.Finalizers = []string{"example.com/hold"}
 	return []client.Object{
 		// In traffic, with the annotations of an old ejection it came back from.
@@ -297,7 +297,7 @@ func dryRun() *kvv1.KubervisorService {
 			},
 			Pods: kvv1.PodCounts{Managed: 2, Ready: 2, InTraffic: 2},
 			Breakers: []kvv1.BreakerStatus{{
-				Name: "http-errors", LastResult: "OK", LastEvaluationTime: ptr.To(metav1.NewTime(now.Add(-time.Second))),
+				Name: "http-errors", LastResult: "OK", LastEvaluationTime: new(metav1.NewTime(now.Add(-time.Second))),
 				AnomalousPods: []string{"pricer-a"}, WouldEjectPods: []string{"pricer-a"},
 			}},
 		}

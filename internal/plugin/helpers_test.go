@@ -11,7 +11,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	clocktesting "k8s.io/utils/clock/testing"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -148,7 +147,7 @@ func condition(t, status, reason, msg string) metav1.Condition {
 func activatorOf(mode kvv1.ActivatorMode, period int, maxRetry, maxPause *int32) *kvv1.ActivatorStrategy {
 	a := &kvv1.ActivatorStrategy{Mode: mode, MaxRetryCount: maxRetry, MaxPauseCount: maxPause}
 	if period > 0 {
-		a.Period = ptr.To(intstr.FromInt32(int32(period)))
+		a.Period = new(intstr.FromInt32(int32(period)))
 	}
 	return a
 }
@@ -159,6 +158,6 @@ func ago(d time.Duration) string {
 }
 
 var (
-	yes = ptr.To(true)
-	no  = ptr.To(false)
+	yes = new(true)
+	no  = new(false)
 )

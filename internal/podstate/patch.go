@@ -105,37 +105,31 @@ func (p Patch) IsEmpty() bool {
 
 // ApplyTo makes the patch's changes on obj, in place, and reports whether anything changed. Take the
 // merge-patch base (a deep copy) before calling it.
-func (p Patch) ApplyTo(obj metav1.Object) bool {
-	labels, labelsChanged := apply(obj.GetLabels(), p.Labels, p.RemoveLabels)
-	if labelsChanged {
-		obj.SetLabels(labels)
-	}
-	annotations, annotationsChanged := apply(obj.GetAnnotations(), p.Annotations, p.RemoveAnnotations)
-	if annotationsChanged {
-		obj.SetAnnotations(annotations)
-	}
-	return labelsChanged || annotationsChanged
-}
-
-// apply deletes the keys of remove from dst, then sets set's entries, allocating dst if needed, and
-// reports whether anything changed.
-func apply(dst, set map[string]string, remove []string) (map[string]string, bool) {
+func (p Patch) ApplyTo(obj *metav1.ObjectMeta) bool {
 	changed := false
-	for _, k := range remove {
-		if _, ok := dst[k]; ok {
-			delete(dst, k)
+	for _, k := range p.RemoveLabels {
+		if _, ok := obj.Labels[k]; ok {
+			delete(obj.Labels, k)
 			changed = true
 		}
 	}
-	for k, v := range set {
-		if cur, ok := dst[k]; ok && cur == v {
-			continue
+	for _, k := range p.RemoveAnnotations {
+		if _, ok := obj.Annotations[k]; ok {
+			delete(obj.Annotations, k)
+			changed = true
 		}
-		if dst == nil {
-			dst = make(map[string]string, len(set))
-		}
-		dst[k] = v
-		changed = true
 	}
-	return dst, changed
+	for k, v := range p.Labels {
+		if cur, ok := obj.Labels[k]; !ok || cur != v {
+			metav1.SetMetaDataLabel(obj, k, v)
+			changed = true
+		}
+	}
+	for k, v := range p.Annotations {
+		if cur, ok := obj.Annotations[k]; !ok || cur != v {
+			metav1.SetMetaDataAnnotation(obj, k, v)
+			changed = true
+		}
+	}
+	return changed
 }

@@ -74,8 +74,7 @@ var _ = Describe("make demo", func() {
 		}
 		GinkgoWriter.Printf("the demo ran for %s\n", time.Since(start).Round(time.Second))
 
-		var exit *exec.ExitError
-		if errors.As(waitErr, &exit) {
+		if exit, ok := errors.AsType[*exec.ExitError](waitErr); ok {
 			Fail("the demo exited with " + exit.String())
 		}
 		Expect(waitErr).NotTo(HaveOccurred())

@@ -83,7 +83,7 @@ func kubervisorService(prometheus string, period time.Duration) *kvv1.Kubervisor
 			Service: appName,
 			Breakers: []kvv1.BreakerStrategy{{
 				Name:                  breakerName,
-				EvaluationPeriod:      ptr.To(intstr.FromString(evaluationPeriod)),
+				EvaluationPeriod:      new(intstr.FromString(evaluationPeriod)),
 				MinPodsAvailableRatio: ptr.To[int32](minAvailableRatio),
 				DiscreteValueOutOfList: &kvv1.DiscreteValueOutOfList{
 					PrometheusService: prometheus,
@@ -97,7 +97,7 @@ func kubervisorService(prometheus string, period time.Duration) *kvv1.Kubervisor
 			}},
 			DefaultActivator: &kvv1.ActivatorStrategy{
 				Mode:          kvv1.ActivatorModeRetryAndPause,
-				Period:        ptr.To(intstr.FromString(period.String())),
+				Period:        new(intstr.FromString(period.String())),
 				MaxRetryCount: ptr.To[int32](maxRetryCount),
 				MaxPauseCount: ptr.To[int32](maxPauseCount),
 			},

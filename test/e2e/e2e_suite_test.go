@@ -25,7 +25,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/rand"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
@@ -132,7 +131,7 @@ func newScenario(n int) *scenario {
 	Expect(k8s.Create(ctx, &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Namespace: s.ns, Name: s.name},
 		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To(int32(n)),
+			Replicas: new(int32(n)),
 			Selector: &metav1.LabelSelector{MatchLabels: app},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": s.name, kvv1.LabelTraffic: kvv1.TrafficYes, fleetLabel: "true"}},
@@ -249,8 +248,8 @@ func (s *scenario) discrete() kvv1.BreakerStrategy {
 			Key:               fleet.DiscreteKey,
 			PodNameKey:        fleet.PodLabel,
 			GoodValues:        fleet.DiscreteGoodValues,
-			Tolerance:         ptr.To(int32(20)),
-			MinActivity:       ptr.To(int32(5)),
+			Tolerance:         new(int32(20)),
+			MinActivity:       new(int32(5)),
 		},
 	}
 }
@@ -264,7 +263,7 @@ func (s *scenario) continuous() kvv1.BreakerStrategy {
 			PrometheusService:   "http://" + prom.Addr(),
 			PromQL:              fleet.ContinuousQuery(s.ns),
 			PodNameKey:          fleet.PodLabel,
-			MaxDeviationPercent: ptr.To(int32(50)),
+			MaxDeviationPercent: new(int32(50)),
 		},
 	}
 }

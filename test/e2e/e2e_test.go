@@ -15,7 +15,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
@@ -37,7 +36,7 @@ var _ = Describe("Kubervisor on a real cluster", func() {
 		s := newScenario(6)
 		deleteNamespaceLater(s)
 		s.createKVS(s.discrete(), func(k *kvv1.KubervisorService) {
-			k.Spec.Breakers[0].MinPodsAvailableRatio = ptr.To(int32(50)) // ceil(50% of 6) = 3 stay in traffic
+			k.Spec.Breakers[0].MinPodsAvailableRatio = new(int32(50)) // ceil(50% of 6) = 3 stay in traffic
 		})
 		pods := s.pods()
 		Expect(pods).To(HaveLen(6))
@@ -97,7 +96,7 @@ var _ = Describe("Kubervisor on a real cluster", func() {
 		s := newScenario(4)
 		deleteNamespaceLater(s)
 		s.createKVS(s.continuous(), func(k *kvv1.KubervisorService) {
-			k.Spec.DefaultActivator = &kvv1.ActivatorStrategy{Mode: kvv1.ActivatorModeRetryAndKill, Period: intOrString("2s"), MaxRetryCount: ptr.To(int32(1))}
+			k.Spec.DefaultActivator = &kvv1.ActivatorStrategy{Mode: kvv1.ActivatorModeRetryAndKill, Period: intOrString("2s"), MaxRetryCount: new(int32(1))}
 		})
 		pods := s.pods()
 		Expect(s.fleet.SetDeviation(pods[1], 4)).To(Succeed())
@@ -112,7 +111,7 @@ var _ = Describe("Kubervisor on a real cluster", func() {
 		deleteNamespaceLater(s)
 		s.createKVS(s.continuous(), func(k *kvv1.KubervisorService) {
 			k.Spec.DefaultActivator = &kvv1.ActivatorStrategy{Mode: kvv1.ActivatorModeRetryAndPause, Period: intOrString("2s"),
-				MaxRetryCount: ptr.To(int32(1)), MaxPauseCount: ptr.To(int32(1))}
+				MaxRetryCount: new(int32(1)), MaxPauseCount: new(int32(1))}
 		})
 		pods := s.pods()
 		Expect(s.fleet.SetDeviation(pods[3], 4)).To(Succeed())
@@ -135,7 +134,7 @@ var _ = Describe("Kubervisor on a real cluster", func() {
 		s.createKVS(kvv1.BreakerStrategy{
 			Name:                  "custom",
 			EvaluationPeriod:      intOrString("1s"),
-			MinPodsAvailableCount: ptr.To(int32(4)), // one pod may go
+			MinPodsAvailableCount: new(int32(4)), // one pod may go
 			CustomService:         &kvv1.CustomService{URL: s.fleet.URL() + fleet.CustomDetectorPath},
 		}, nil)
 		Eventually(s.endpoints).Should(Equal(without(pods, pods[3])))

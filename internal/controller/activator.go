@@ -14,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -74,6 +73,7 @@ func (r *PodReconciler) activate(ctx context.Context, pod *corev1.Pod, cs []clai
 		// Dry run and an inactive selector change nothing; a spec or selector change enqueues the pod again.
 		return ctrl.Result{}, nil
 	}
+	// NOTE: the Pod reconciler's logger already carries the pod ("Pod" key); the lines below add the rest.
 	log := logf.FromContext(ctx)
 	if len(state.Problems) > 0 {
 		// One event for all problems: events.k8s.io merges events that differ only by note into a series.
@@ -105,21 +105,21 @@ func (r *PodReconciler) activate(ctx context.Context, pod *corev1.Pod, cs []clai
 			return ctrl.Result{}, err
 		}
 		if d.Action == activator.ActionWait || d.Action == activator.ActionKill {
-			log.Info("Repaired pod state", "Pod", klog.KObj(pod), "breaker", state.Strategy, "reason", strings.Join(state.Problems, "; "))
+			log.Info("Repaired pod state", "breaker", state.Strategy, "reason", strings.Join(state.Problems, "; "))
 		}
 	}
 	switch d.Action {
 	case activator.ActionWait:
-		log.V(1).Info("Pod out of traffic until due", "Pod", klog.KObj(pod), "after", d.After, "reason", d.Reason)
+		log.V(1).Info("Pod out of traffic until due", "after", d.After, "reason", d.Reason)
 		return ctrl.Result{RequeueAfter: d.After}, nil
 	case activator.ActionRestore:
 		metrics.Activations.WithLabelValues(kvs.Namespace, kvs.Name, string(act.Mode), "restore").Inc()
-		log.Info("Restored pod", "Pod", klog.KObj(pod), "breaker", state.Strategy, "reason", d.Reason)
+		log.Info("Restored pod", "breaker", state.Strategy, "reason", d.Reason)
 		recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeNormal, kvv1.EventRestored, kvv1.ActionRestore,
 			fmt.Sprintf("Pod %s back in traffic: %s", pod.Name, d.Reason))
 	case activator.ActionPause:
 		metrics.Activations.WithLabelValues(kvs.Namespace, kvs.Name, string(act.Mode), "pause").Inc()
-		log.Info("Paused pod", "Pod", klog.KObj(pod), "breaker", state.Strategy, "reason", d.Reason)
+		log.Info("Paused pod", "breaker", state.Strategy, "reason", d.Reason)
 		recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeNormal, kvv1.EventPaused, kvv1.ActionPause,
 			fmt.Sprintf("Pod %s paused out of traffic for investigation: %s", pod.Name, d.Reason))
 	case activator.ActionKill:
@@ -136,7 +136,7 @@ func (r *PodReconciler) evict(ctx context.Context, kvs *kvv1.KubervisorService, 
 	switch {
 	case err == nil:
 		metrics.Activations.WithLabelValues(kvs.Namespace, kvs.Name, string(act.Mode), "kill").Inc()
-		logf.FromContext(ctx).Info("Evicted pod", "Pod", klog.KObj(pod), "reason", d.Reason)
+		logf.FromContext(ctx).Info("Evicted pod", "reason", d.Reason)
 		recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeNormal, kvv1.EventKilled, kvv1.ActionKill,
 			fmt.Sprintf("Pod %s evicted: %s", pod.Name, d.Reason))
 		return ctrl.Result{}, nil

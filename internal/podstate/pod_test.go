@@ -3,6 +3,8 @@ package podstate_test
 import (
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
@@ -42,6 +44,73 @@ func TestManagedSelector(t *testing.T) {
 			}
 			if sel.Matches(labels.Set(tc.misses)) {
 				t.Errorf("selector %v matches %v", sel, tc.misses)
+			}
+		})
+	}
+}
+
+func TestActivatorInactivity(t *testing.T) {
+	svc := func(selector map[string]string) *corev1.Service {
+		return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "svc"}, Spec: corev1.ServiceSpec{Selector: selector}}
+	}
+	active := svc(map[string]string{"app": "a", kvv1.LabelTraffic: kvv1.TrafficYes})
+	kvs := func(dryRun, deleting bool) *kvv1.KubervisorService {
+		k := &kvv1.KubervisorService{Spec: kvv1.KubervisorServiceSpec{Service: "svc", DryRun: dryRun}}
+		if deleting {
+			now := metav1.Now()
+			k.DeletionTimestamp = &now
+		}
+		return k
+	}
+	cases := map[string]struct {
+		kvs  *kvv1.KubervisorService
+		svc  *corev1.Service
+		want podstate.Inactivity
+	}{
+		"active":                      {kvs: kvs(false, false), svc: active, want: podstate.Inactivity{}},
+		"deleting wins over the rest": {kvs: kvs(true, true), svc: nil, want: podstate.Inactivity{Short: "deleting", Long: "the KubervisorService is being deleted"}},
+		"dry run":                     {kvs: kvs(true, false), svc: active, want: podstate.Inactivity{Short: "dry run", Long: "dry run"}},
+		"no service":                  {kvs: kvs(false, false), svc: nil, want: podstate.Inactivity{Short: "no service", Long: "Service svc not found"}},
+		"selector lacks the traffic key": {kvs: kvs(false, false), svc: svc(map[string]string{"app": "a"}),
+			want: podstate.Inactivity{Short: "selector", Long: "the selector of Service svc lacks kubervisor/traffic=yes"}},
+		"selector has no other key": {kvs: kvs(false, false), svc: svc(map[string]string{kvv1.LabelTraffic: kvv1.TrafficYes}),
+			want: podstate.Inactivity{Short: "selector", Long: "the selector of Service svc has no key besides kubervisor/traffic"}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			got := podstate.ActivatorInactivity(tc.kvs, tc.svc)
+			if got != tc.want {
+				t.Errorf("ActivatorInactivity() = %+v, want %+v", got, tc.want)
+			}
+			if got.Active() != (tc.want == podstate.Inactivity{}) {
+				t.Errorf("Active() = %t", got.Active())
+			}
+		})
+	}
+}
+
+func TestReadyStatus(t *testing.T) {
+	pod := func(conds ...corev1.PodCondition) *corev1.Pod {
+		return &corev1.Pod{Status: corev1.PodStatus{Conditions: conds}}
+	}
+	cases := map[string]struct {
+		pod  *corev1.Pod
+		want corev1.ConditionStatus
+	}{
+		"no condition is Unknown": {pod: pod(), want: corev1.ConditionUnknown},
+		"Ready True":              {pod: pod(corev1.PodCondition{Type: corev1.ContainersReady, Status: corev1.ConditionFalse}, corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionTrue}), want: corev1.ConditionTrue},
+		"Ready False":             {pod: pod(corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionFalse}), want: corev1.ConditionFalse},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := podstate.ReadyStatus(tc.pod); got != tc.want {
+				t.Errorf("ReadyStatus() = %s, want %s", got, tc.want)
+			}
+			if podstate.Ready(tc.pod) != (tc.want == corev1.ConditionTrue) {
+				t.Error("Ready() disagrees with ReadyStatus()")
+			}
+			if podstate.TrafficControlled(nil) {
+				t.Error("a missing Service controls traffic")
 			}
 		})
 	}

@@ -72,6 +72,7 @@ const (
 	ReasonBelowFloor         = "BelowFloor"
 	ReasonWithinFloor        = "WithinFloor"
 	ReasonPending            = "Pending"
+	ReasonStormSuspected     = "StormSuspected"
 )
 
 // Values of status.breakers[].lastResult. An error is ResultErrorPrefix followed by what went wrong.
@@ -82,6 +83,11 @@ const (
 	ResultNoData = "NoData"
 	// ResultErrorPrefix starts the lastResult of a failed evaluation.
 	ResultErrorPrefix = "Error: "
+	// ResultFleetTooSmall is an evaluation that judged nobody: fewer Ready managed pods than minPodsToJudge.
+	ResultFleetTooSmall = "FleetTooSmall"
+	// ResultStormSuspected is an evaluation that ejected nobody: more pods anomalous than
+	// maxAnomalousPercent, or a storm's cooldown not over.
+	ResultStormSuspected = "StormSuspected"
 )
 
 // Event reasons (what users match on in `kubectl get events --field-selector reason=...`).
@@ -97,6 +103,9 @@ const (
 	EventMalformedPodState = "MalformedPodState"
 	EventInvalidActivator  = "InvalidActivator"
 	EventLeftPaused        = "LeftPaused"
+	EventStormSuspected    = "StormSuspected"
+	EventOrphanReleased    = "OrphanReleased"
+	EventPrometheusWarning = "PrometheusWarning"
 )
 
 // Event actions (the events.k8s.io action field: what the controller did or tried).
@@ -120,6 +129,10 @@ const (
 	DefaultMinActivity      = int32(2)
 	DefaultMaxDeviation     = int32(75)
 	DefaultMinPodsAvailable = int32(1)
+	DefaultMaxAnomalous     = int32(50)
+	DefaultNamespaceKey     = "namespace"
+	DefaultPeerThreshold    = 3.0
+	DefaultMinDeviation     = int32(10)
 	MaxPeriod               = 24 * time.Hour
 	// MaxPodNamesInStatus caps every pod name list in status.breakers[].
 	MaxPodNamesInStatus = 20
@@ -211,4 +224,57 @@ func (b *BreakerStrategy) Floor() (count, ratio int32) {
 // IsDryRun reports whether the breaker only reports, by its own setting or the KubervisorService's.
 func (s *KubervisorServiceSpec) IsDryRun(b *BreakerStrategy) bool {
 	return s.DryRun || b.DryRun
+}
+
+// ParseDuration reads an integer number of seconds or a duration string, zero allowed; nil gives def.
+func ParseDuration(v *intstr.IntOrString, def time.Duration) (time.Duration, error) {
+	if v == nil {
+		return def, nil
+	}
+	if v.Type == intstr.Int && v.IntVal == 0 {
+		return 0, nil
+	}
+	if v.Type == intstr.String && v.StrVal != "" {
+		if d, err := time.ParseDuration(v.StrVal); err == nil && d == 0 {
+			return 0, nil
+		}
+	}
+	return ParsePeriod(v, def)
+}
+
+// Guards are a breaker's guards against a detector gone wrong (SPEC §5 step 9), with defaults applied.
+type Guards struct {
+	// MinPodsToJudge: below this many Ready managed pods nobody is judged; 0 is off.
+	MinPodsToJudge int32
+	// MaxAnomalousPercent: above this share of anomalous Ready managed pods nobody is ejected; 100 is off.
+	MaxAnomalousPercent int32
+	// StormCooldown: after a storm, how long the share must stay under the threshold.
+	StormCooldown time.Duration
+	// OnNoDataError turns an answer without data into an error.
+	OnNoDataError bool
+}
+
+// GuardsOf returns the breaker's guards. An unusable stormCooldown (refused at admission) counts as 0.
+func (b *BreakerStrategy) GuardsOf() (Guards, error) {
+	g := Guards{MaxAnomalousPercent: DefaultMaxAnomalous, OnNoDataError: b.OnNoData == OnNoDataError}
+	if b.MinPodsToJudge != nil {
+		g.MinPodsToJudge = *b.MinPodsToJudge
+	}
+	if b.MaxAnomalousPercent != nil {
+		g.MaxAnomalousPercent = *b.MaxAnomalousPercent
+	}
+	var err error
+	if g.StormCooldown, err = ParseDuration(b.StormCooldown, 0); err != nil {
+		return g, fmt.Errorf("stormCooldown: %w", err)
+	}
+	return g, nil
+}
+
+// NamespaceKeyOf returns the label holding a series' namespace in Prometheus answers ("" disables the
+// check).
+func (b *BreakerStrategy) NamespaceKeyOf() string {
+	if b.NamespaceKey == nil {
+		return DefaultNamespaceKey
+	}
+	return *b.NamespaceKey
 }

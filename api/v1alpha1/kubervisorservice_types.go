@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
@@ -36,7 +37,8 @@ type KubervisorServiceSpec struct {
 }
 
 // BreakerStrategy is one anomaly detection and the floor it must respect.
-// +kubebuilder:validation:XValidation:rule="(has(self.discreteValueOutOfList) ? 1 : 0) + (has(self.continuousValueDeviation) ? 1 : 0) + (has(self.customService) ? 1 : 0) == 1",message="exactly one detector must be set: discreteValueOutOfList, continuousValueDeviation or customService"
+// +kubebuilder:validation:XValidation:rule="(has(self.discreteValueOutOfList) ? 1 : 0) + (has(self.continuousValueDeviation) ? 1 : 0) + (has(self.customService) ? 1 : 0) + (has(self.peerOutlier) ? 1 : 0) == 1",message="exactly one detector must be set: discreteValueOutOfList, continuousValueDeviation, peerOutlier or customService"
+// +kubebuilder:validation:XValidation:rule="!has(self.customService) || !has(self.onNoData) || self.onNoData == 'ignore'",message="onNoData: error applies to the Prometheus detectors only; a custom service's empty answer is its verdict"
 type BreakerStrategy struct {
 	// name identifies the breaker; it is written on the pods it ejects (label kubervisor/strategy).
 	// +required
@@ -78,9 +80,53 @@ type BreakerStrategy struct {
 	// +optional
 	ContinuousValueDeviation *ContinuousValueDeviation `json:"continuousValueDeviation,omitempty"`
 
+	// peerOutlier judges pods by how far a raw per-pod value lies from the median of the pods in traffic,
+	// in median absolute deviations (a robust z-score).
+	// +optional
+	PeerOutlier *PeerOutlier `json:"peerOutlier,omitempty"`
+
 	// customService delegates the judgement to an HTTP service that returns the anomalous pods.
 	// +optional
 	CustomService *CustomService `json:"customService,omitempty"`
+
+	// namespaceKey is the label holding a series' namespace in Prometheus answers: a series naming another
+	// namespace is ignored (and counted in status.breakers[].ignoredSamples). "" disables the check.
+	// +optional
+	// +kubebuilder:default=namespace
+	// +kubebuilder:validation:MaxLength=253
+	NamespaceKey *string `json:"namespaceKey,omitempty"`
+
+	// minPodsToJudge is the number of Ready managed pods below which the breaker judges nobody
+	// (lastResult FleetTooSmall). 0 turns the guard off.
+	// +optional
+	// +kubebuilder:default=0
+	// +kubebuilder:validation:Minimum=0
+	MinPodsToJudge *int32 `json:"minPodsToJudge,omitempty"`
+
+	// maxAnomalousPercent is the storm guard: when more than this percentage of the Ready managed pods is
+	// anomalous in one evaluation, the detector is suspect and the breaker ejects nobody (lastResult
+	// StormSuspected). 100 turns the guard off.
+	// +optional
+	// +kubebuilder:default=50
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	MaxAnomalousPercent *int32 `json:"maxAnomalousPercent,omitempty"`
+
+	// stormCooldown is, after a storm, how long the anomalous share must stay at or under
+	// maxAnomalousPercent before the breaker ejects again: a number of seconds or a duration string, 0 to
+	// 24h. Default 0.
+	// +optional
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? (self >= 0 && self <= 86400) : (self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') && duration(self) >= duration('0s') && duration(self) <= duration('24h'))",message="must be a number of seconds or a duration string such as \"30s\", at most 24h"
+	StormCooldown *intstr.IntOrString `json:"stormCooldown,omitempty"`
+
+	// onNoData says what an answer holding no sample about any managed pod in traffic means: ignore
+	// (lastResult NoData, never an ejection) or error (Ready=False, a Warning event), so that a query
+	// broken by a relabelling is seen. Prometheus detectors only.
+	// +optional
+	// +kubebuilder:default=ignore
+	OnNoData OnNoData `json:"onNoData,omitempty"`
 
 	// activator brings back the pods this breaker ejected; unset fields are taken from defaultActivator.
 	// +optional
@@ -172,6 +218,76 @@ type ContinuousValueDeviation struct {
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=100000
 	MaxDeviationPercent *int32 `json:"maxDeviationPercent,omitempty"`
+}
+
+// OnNoData is what a breaker makes of an answer without data.
+// +kubebuilder:validation:Enum=ignore;error
+type OnNoData string
+
+const (
+	// OnNoDataIgnore reports NoData and ejects nobody.
+	OnNoDataIgnore OnNoData = "ignore"
+	// OnNoDataError reports an error: Ready=False, reason DetectorError, a Warning event.
+	OnNoDataError OnNoData = "error"
+)
+
+// PeerDirection says which side of the median is anomalous.
+// +kubebuilder:validation:Enum=high;low;both
+type PeerDirection string
+
+const (
+	// PeerDirectionHigh flags values above the median (latencies, error rates).
+	PeerDirectionHigh PeerDirection = "high"
+	// PeerDirectionLow flags values below the median (throughput, a price that drops to 0).
+	PeerDirectionLow PeerDirection = "low"
+	// PeerDirectionBoth flags values on either side.
+	PeerDirectionBoth PeerDirection = "both"
+)
+
+// PeerOutlier flags a pod whose raw value lies far from its peers': |value − median| / (1.4826 × MAD) above
+// threshold, where the median and the median absolute deviation (MAD) are those of the pods in traffic.
+// Unlike a mean, the median does not move when one pod reads 0. Needs at least 3 pods in traffic with a
+// value, else NoData.
+type PeerOutlier struct {
+	// prometheusService is the Prometheus to query: host:port or an http(s):// URL.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="self.matches('^https?://') ? isURL(self) : self.matches('^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?:[0-9]{1,5}$')",message="must be host:port or an http(s):// URL"
+	PrometheusService string `json:"prometheusService"`
+
+	// promQL returns one raw value per pod (a p99 latency, an error rate, a price), with no fleet
+	// normalisation.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=8192
+	PromQL string `json:"promQL"`
+
+	// podNameKey is the label that holds the pod name, e.g. pod.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	PodNameKey string `json:"podNameKey"`
+
+	// direction is high (default), low or both: the side of the median that is anomalous.
+	// +optional
+	// +kubebuilder:default=high
+	Direction PeerDirection `json:"direction,omitempty"`
+
+	// threshold is the robust z-score above which a pod is anomalous, a decimal such as "3" or "2.5".
+	// Default 3.
+	// +optional
+	// +kubebuilder:default="3"
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0')) && quantity(string(self)).isLessThan(quantity('1000'))",message="must be a decimal more than 0 and less than 1000"
+	Threshold *resource.Quantity `json:"threshold,omitempty"`
+
+	// minDeviationPercent keeps a pod within this share of the median from being anomalous, so that a
+	// tight fleet (MAD near 0) is not split on noise. Default 10.
+	// +optional
+	// +kubebuilder:default=10
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100000
+	MinDeviationPercent *int32 `json:"minDeviationPercent,omitempty"`
 }
 
 // CustomService delegates anomaly detection to an HTTP service.
@@ -277,6 +393,59 @@ type BreakerStatus struct {
 	// wouldEjectPods are the pods a dry run (or an inactive Service selector) would have ejected.
 	// +optional
 	WouldEjectPods []string `json:"wouldEjectPods,omitempty"`
+
+	// ignoredSamples counts what the last answer said about pods that are not managed or live in another
+	// namespace: never acted on, reported so that a query selecting the wrong pods is seen.
+	// +optional
+	IgnoredSamples int32 `json:"ignoredSamples,omitempty"`
+
+	// warnings are what Prometheus attached to its last answer (e.g. a partial response), capped.
+	// +optional
+	// +kubebuilder:validation:MaxItems=20
+	Warnings []string `json:"warnings,omitempty"`
+
+	// anomalies says, per anomalous pod (at most 20, worst first), what the breaker decided and why.
+	// An entry is rewritten only when its pod's decision changes.
+	// +optional
+	// +listType=map
+	// +listMapKey=pod
+	// +kubebuilder:validation:MaxItems=20
+	Anomalies []PodDecision `json:"anomalies,omitempty"`
+}
+
+// Decision is what a breaker decided about one anomalous pod.
+// +kubebuilder:validation:Enum=Ejected;Withheld;WouldEject;Probation;Ignored
+type Decision string
+
+const (
+	// DecisionEjected: the pod is out of traffic because of this breaker.
+	DecisionEjected Decision = "Ejected"
+	// DecisionWithheld: the pod stays in traffic to hold the floor, or because a guard (storm, fleet too
+	// small) stopped the breaker.
+	DecisionWithheld Decision = "Withheld"
+	// DecisionWouldEject: a dry run would have ejected the pod.
+	DecisionWouldEject Decision = "WouldEject"
+	// DecisionProbation: the pod was restored too recently to be ejected again.
+	DecisionProbation Decision = "Probation"
+	// DecisionIgnored: the pod is not in traffic (not Ready, terminating, already out): nothing to decide.
+	DecisionIgnored Decision = "Ignored"
+)
+
+// PodDecision is a breaker's decision about one anomalous pod.
+type PodDecision struct {
+	// pod is the pod's name.
+	// +required
+	Pod string `json:"pod"`
+	// decision is Ejected, Withheld, WouldEject, Probation or Ignored.
+	// +required
+	Decision Decision `json:"decision"`
+	// reason says why, in the detector's and the breaker's words.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Reason string `json:"reason,omitempty"`
+	// since is when the pod got this decision.
+	// +optional
+	Since metav1.Time `json:"since,omitempty"`
 }
 
 // KubervisorServiceStatus is the observed state of a KubervisorService.

@@ -8,9 +8,17 @@ import (
 
 // Pod is what the plan needs to know of a managed pod.
 type Pod struct {
-	Name    string
-	Ready   bool
-	Traffic string // kubervisor/traffic: yes, no, pause, or anything else (unknown)
+	Name  string
+	Ready bool
+	// Terminating is a pod with a deletionTimestamp: the EndpointSlice controller already marks it
+	// terminating, so it serves no new traffic whatever its Ready condition says (SPEC §5 step 7).
+	Terminating bool
+	Traffic     string // kubervisor/traffic: yes, no, pause, or anything else (unknown)
+}
+
+// Serving reports whether the pod is in traffic: Ready, not terminating, labelled traffic=yes.
+func (p Pod) Serving() bool {
+	return p.Ready && !p.Terminating && p.Traffic == kvv1.TrafficYes
 }
 
 // Anomaly is a pod flagged by a detector, with the detector's explanation.
@@ -26,6 +34,9 @@ type Input struct {
 	Anomalies []Anomaly
 	// DryRun breakers report what they would eject and eject nothing.
 	DryRun bool
+	// Hold, when set, says why the breaker ejects nobody in this pass (a guard: storm suspected): its
+	// anomalies in traffic are withheld without using the quota.
+	Hold string
 }
 
 // Outcome is what the plan decided for one breaker.
@@ -37,16 +48,21 @@ type Outcome struct {
 	Eject []Anomaly
 	// WouldEject are the pods a dry run would have ejected.
 	WouldEject []Anomaly
-	// Withheld are the anomalous Ready pods in traffic kept in traffic because of the floor.
+	// Withheld are the anomalous pods in traffic kept in traffic because of the floor, or because of the
+	// input's Hold.
 	Withheld []Anomaly
 }
 
 // Fleet counts the managed pods the floor is computed from.
 type Fleet struct {
-	// ReadyManaged is every Ready managed pod, in traffic or not: the base of the ratio, so that the ratio
-	// does not erode from pass to pass as pods are ejected.
-	ReadyManaged int
-	// InTraffic is every Ready managed pod labelled kubervisor/traffic=yes.
+	// Base is every managed pod that is not terminating, Ready or not, in traffic or not: the base of the
+	// ratio (SPEC §5 step 7), as a PodDisruptionBudget counts expected pods. A fleet already degraded by
+	// crashing pods is not thinned further, a killed pod's NotReady replacement keeps its place, and the
+	// ratio does not erode from pass to pass as pods are ejected.
+	Base int
+	// Ready is every Ready managed pod that is not terminating: what the guards judge shares of.
+	Ready int
+	// InTraffic is every serving pod (Pod.Serving): Ready, not terminating, traffic=yes.
 	InTraffic int
 }
 
@@ -54,11 +70,14 @@ type Fleet struct {
 func Count(pods []Pod) Fleet {
 	var f Fleet
 	for _, p := range pods {
-		if !p.Ready {
+		if p.Terminating {
 			continue
 		}
-		f.ReadyManaged++
-		if p.Traffic == kvv1.TrafficYes {
+		f.Base++
+		if p.Ready {
+			f.Ready++
+		}
+		if p.Serving() {
 			f.InTraffic++
 		}
 	}
@@ -66,12 +85,12 @@ func Count(pods []Pod) Fleet {
 }
 
 // Floor returns the number of pods kept in traffic whatever the detectors say:
-// max(minCount, ceil(minRatio × readyManaged / 100)). Negative inputs count as zero.
-func Floor(minCount, minRatio int32, readyManaged int) int {
+// max(minCount, ceil(minRatio × base / 100)), base being Fleet.Base. Negative inputs count as zero.
+func Floor(minCount, minRatio int32, base int) int {
 	byRatio := 0
-	if minRatio > 0 && readyManaged > 0 {
+	if minRatio > 0 && base > 0 {
 		// Integer form of ceil(ratio × n / 100), exact for every int32 ratio and fleet size.
-		byRatio = int((int64(minRatio)*int64(readyManaged) + 99) / 100)
+		byRatio = int((int64(minRatio)*int64(base) + 99) / 100)
 	}
 	return max(int(max(minCount, 0)), byRatio)
 }
@@ -79,14 +98,14 @@ func Floor(minCount, minRatio int32, readyManaged int) int {
 // FloorOf returns the KubervisorService's floor: the highest of its breakers' floors. NOTE: one floor, and so
 // one quota, for the whole KubervisorService: every breaker's floor holds whatever the other breakers do,
 // and breakers never race each other for the last pods.
-func FloorOf(spec *kvv1.KubervisorServiceSpec, readyManaged int) int {
+func FloorOf(spec *kvv1.KubervisorServiceSpec, base int) int {
 	floor := 0
 	if len(spec.Breakers) == 0 {
-		return Floor(kvv1.DefaultMinPodsAvailable, 0, readyManaged)
+		return Floor(kvv1.DefaultMinPodsAvailable, 0, base)
 	}
 	for i := range spec.Breakers {
 		c, r := spec.Breakers[i].Floor()
-		floor = max(floor, Floor(c, r, readyManaged))
+		floor = max(floor, Floor(c, r, base))
 	}
 	return floor
 }
@@ -99,8 +118,9 @@ func Quota(f Fleet, floor int) int {
 // Plan decides one pass. Enforced breakers run first, in the given order, sharing the quota; each takes its
 // anomalies worst first. Dry-run breakers then simulate, in order, on what the enforced ones left: they share
 // a copy of the remaining quota, so a KubervisorService entirely in dry run reports exactly what it would
-// have done. Anomalies about pods that are not managed are dropped; pods that are not Ready or already out of
-// traffic are reported as anomalous but are neither ejected nor withheld.
+// have done. Anomalies about pods that are not managed are dropped; pods that are not serving (not Ready,
+// terminating, already out of traffic) are reported as anomalous but are neither ejected nor withheld. A
+// held input withholds its serving anomalies without using the quota.
 func Plan(pods []Pod, floor int, inputs []Input) []Outcome {
 	byName := make(map[string]Pod, len(pods))
 	for _, p := range pods {
@@ -121,10 +141,10 @@ func Plan(pods []Pod, floor int, inputs []Input) []Outcome {
 			}
 			seen[a.Pod] = true
 			o.Anomalous = append(o.Anomalous, a)
-			if !p.Ready || p.Traffic != kvv1.TrafficYes || taken[a.Pod] {
+			if !p.Serving() || taken[a.Pod] {
 				continue
 			}
-			if *quota > 0 {
+			if in.Hold == "" && *quota > 0 {
 				*quota--
 				taken[a.Pod] = true
 				record(o, a)

@@ -26,7 +26,7 @@ func BenchmarkPlan(b *testing.B) {
 		b.Run(fmt.Sprintf("pods=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				Plan(pods, FloorOf(spec, Count(pods).ReadyManaged), inputs)
+				Plan(pods, FloorOf(spec, Count(pods).Base), inputs)
 			}
 		})
 	}

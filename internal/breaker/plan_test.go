@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -180,6 +181,9 @@ func TestPlan(t *testing.T) {
 // inTraffic − floor pods are ejected, only Ready in-traffic anomalous pods of enforced breakers are ejected,
 // each at most once, dry-run breakers eject nothing, and every breaker takes its anomalies worst first.
 //
+// Terminating pods never count as serving, the ratio's base is every pod that is not terminating (SPEC §5
+// step 7), and no breaker ejects while its anomalous share is above its storm threshold (§5 step 9).
+//
 // Mutations this test catches (each was tried and made it fail): rounding the ratio down
 // ((ratio×n)/100 instead of the ceiling) in Floor; counting ejected or paused pods as in traffic in Count;
 // computing the ratio on pods in traffic instead of every Ready managed pod; giving each breaker its own
@@ -191,10 +195,12 @@ func TestPlanNeverBreaksTheFloor(t *testing.T) {
 		n := rng.IntN(201)
 		pods := make([]Pod, n)
 		for i := range pods {
-			pods[i] = Pod{Name: fmt.Sprintf("p%d", i), Ready: rng.IntN(10) > 1, Traffic: traffic[rng.IntN(len(traffic))]}
+			pods[i] = Pod{Name: fmt.Sprintf("p%d", i), Ready: rng.IntN(10) > 1, Terminating: rng.IntN(8) == 0,
+				Traffic: traffic[rng.IntN(len(traffic))]}
 		}
 		spec := &kvv1.KubervisorServiceSpec{}
 		var inputs []Input
+		var stormPct []int32
 		for b := range 1 + rng.IntN(4) {
 			count, ratio := int32(rng.IntN(12)), int32(rng.IntN(101))
 			spec.Breakers = append(spec.Breakers, kvv1.BreakerStrategy{Name: fmt.Sprintf("b%d", b), MinPodsAvailableCount: &count, MinPodsAvailableRatio: &ratio})
@@ -203,16 +209,27 @@ func TestPlanNeverBreaksTheFloor(t *testing.T) {
 				name := fmt.Sprintf("p%d", rng.IntN(n+3)) // a few names are not managed pods
 				in.Anomalies = append(in.Anomalies, Anomaly{Pod: name})
 			}
+			// The storm guard, as the controller applies it: a held breaker ejects nobody.
+			pct := int32(rng.IntN(101))
+			if g := Guard(kvv1.Guards{MaxAnomalousPercent: pct}, pods, in.Anomalies, time.Time{}, time.Time{}); g.Verdict == Storm {
+				in.Hold = g.Why
+			}
+			stormPct = append(stormPct, pct)
 			inputs = append(inputs, in)
 		}
 
-		// The oracle counts from scratch, without Count or Floor.
-		readyManaged, inTraffic := 0, 0
+		// The oracle counts from scratch, without Count or Floor: the ratio's base is every pod that is not
+		// terminating, and only serving pods (Ready, not terminating, traffic=yes) are in traffic.
+		base, ready, inTraffic := 0, 0, 0
 		byName := map[string]Pod{}
 		for _, p := range pods {
 			byName[p.Name] = p
+			if p.Terminating {
+				continue
+			}
+			base++
 			if p.Ready {
-				readyManaged++
+				ready++
 				if p.Traffic == kvv1.TrafficYes {
 					inTraffic++
 				}
@@ -220,7 +237,7 @@ func TestPlanNeverBreaksTheFloor(t *testing.T) {
 		}
 		floor := 0
 		for _, b := range spec.Breakers {
-			r := float64(*b.MinPodsAvailableRatio) * float64(readyManaged) / 100
+			r := float64(*b.MinPodsAvailableRatio) * float64(base) / 100
 			f := int(*b.MinPodsAvailableCount)
 			if c := int(r); float64(c) < r {
 				f = max(f, c+1)
@@ -230,7 +247,7 @@ func TestPlanNeverBreaksTheFloor(t *testing.T) {
 			floor = max(floor, f)
 		}
 
-		out := Plan(pods, FloorOf(spec, Count(pods).ReadyManaged), inputs)
+		out := Plan(pods, FloorOf(spec, Count(pods).Base), inputs)
 		ejected := map[string]bool{}
 		for i, o := range out {
 			if inputs[i].DryRun && len(o.Eject) > 0 {
@@ -245,8 +262,8 @@ func TestPlanNeverBreaksTheFloor(t *testing.T) {
 			last := -1
 			for _, a := range o.Eject {
 				p, ok := byName[a.Pod]
-				if !ok || !p.Ready || p.Traffic != kvv1.TrafficYes {
-					t.Fatalf("iteration %d: breaker %s ejected %s which is not a Ready managed pod in traffic (%+v)", iter, o.Name, a.Pod, p)
+				if !ok || !p.Ready || p.Terminating || p.Traffic != kvv1.TrafficYes {
+					t.Fatalf("iteration %d: breaker %s ejected %s which is not a serving managed pod (%+v)", iter, o.Name, a.Pod, p)
 				}
 				if ejected[a.Pod] {
 					t.Fatalf("iteration %d: %s ejected twice", iter, a.Pod)
@@ -271,9 +288,22 @@ func TestPlanNeverBreaksTheFloor(t *testing.T) {
 		if after := inTraffic - len(ejected); len(ejected) > 0 && after < floor {
 			t.Fatalf("iteration %d: %d pods left in traffic, under the floor %d", iter, after, floor)
 		}
-		// The quota is used: an enforced anomaly is withheld only when the quota is exhausted.
+		// No breaker ejects while its anomalous share of the Ready pods is above its threshold.
 		for i, o := range out {
-			if !inputs[i].DryRun && len(o.Withheld) > 0 && len(ejected) < allowed {
+			anomalousReady := map[string]bool{}
+			for _, a := range inputs[i].Anomalies {
+				if p, ok := byName[a.Pod]; ok && p.Ready && !p.Terminating {
+					anomalousReady[a.Pod] = true
+				}
+			}
+			if len(o.Eject)+len(o.WouldEject) > 0 && stormPct[i] < 100 && ready > 0 && len(anomalousReady)*100 > int(stormPct[i])*ready {
+				t.Fatalf("iteration %d: breaker %s ejected with %d of %d Ready pods anomalous, above %d%%", iter, o.Name,
+					len(anomalousReady), ready, stormPct[i])
+			}
+		}
+		// The quota is used: an enforced anomaly is withheld only when the quota is exhausted or it is held.
+		for i, o := range out {
+			if !inputs[i].DryRun && inputs[i].Hold == "" && len(o.Withheld) > 0 && len(ejected) < allowed {
 				t.Fatalf("iteration %d: breaker %s withheld %v with quota left (%d of %d used)", iter, o.Name, names(o.Withheld), len(ejected), allowed)
 			}
 		}

@@ -109,7 +109,7 @@ func planOn(kvs *kvv1.KubervisorService, pods []corev1.Pod, ev *evaluation) []br
 		p := &pods[i]
 		planPods[i] = breaker.Pod{Name: p.Name, Ready: podstate.Ready(p), Traffic: p.Labels[kvv1.LabelTraffic]}
 	}
-	return breaker.Plan(planPods, breaker.FloorOf(&kvs.Spec, breaker.Count(planPods).ReadyManaged), ev.inputs())
+	return breaker.Plan(planPods, breaker.FloorOf(&kvs.Spec, breaker.Count(planPods).Base), ev.inputs())
 }
 
 // ejects reports whether a plan takes any pod out of traffic.

@@ -36,7 +36,7 @@ func BenchmarkEvaluation(b *testing.B) {
 				for i, an := range res.Anomalies {
 					in.Anomalies[i] = breaker.Anomaly{Pod: an.Pod, Reason: an.Reason}
 				}
-				out := breaker.Plan(fleet, breaker.FloorOf(spec, breaker.Count(fleet).ReadyManaged), []breaker.Input{in})
+				out := breaker.Plan(fleet, breaker.FloorOf(spec, breaker.Count(fleet).Base), []breaker.Input{in})
 				if len(out[0].Eject) != pods/10 {
 					b.Fatalf("ejected %d pods, want %d", len(out[0].Eject), pods/10)
 				}

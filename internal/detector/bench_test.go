@@ -64,17 +64,47 @@ func discreteBenchVector(pods int) (model.Vector, map[string]struct{}) {
 	return buildVector(series), benchManaged(pods)
 }
 
-// continuousBenchVector has one series per pod; one pod in ten deviates.
-func continuousBenchVector(pods int) (model.Vector, map[string]struct{}) {
+// perPodBenchVector has one series per pod, within 6% above base; one pod in ten reads outlier.
+func perPodBenchVector(pods int, base, outlier float64) model.Vector {
 	series := make([]benchSeries, 0, pods)
 	for i := range pods {
-		value := 1.0 + float64(i%7)/100
+		value := base * (1 + float64(i%7)/100)
 		if i%10 == 0 {
-			value = 2.5
+			value = outlier
 		}
 		series = append(series, benchSeries{pod: i, value: value})
 	}
-	return buildVector(series), benchManaged(pods)
+	return buildVector(series)
+}
+
+// continuousBenchVector has one value per pod, the fleet's average near 1; one pod in ten deviates.
+func continuousBenchVector(pods int) (model.Vector, map[string]struct{}) {
+	return perPodBenchVector(pods, 1, 2.5), benchManaged(pods)
+}
+
+// benchAnalyze runs a's analysis over the vector of each fleet size, which must flag one pod in ten.
+func benchAnalyze(b *testing.B, a analyzer, vector func(pods int) (model.Vector, *Request)) {
+	for _, pods := range benchPodCounts {
+		v, req := vector(pods)
+		b.Run(fmt.Sprintf("pods=%d/series=%d", pods, len(v)), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				res, err := a.analyze(v, req)
+				if err != nil || len(res.Anomalies) != pods/10 {
+					b.Fatalf("analyze() = %d anomalies, %v; want %d", len(res.Anomalies), err, pods/10)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(pods), "ns/pod")
+		})
+	}
+}
+
+// managedOnly makes a benchmark vector's managed pods a Request.
+func managedOnly(vector func(pods int) (model.Vector, map[string]struct{})) func(pods int) (model.Vector, *Request) {
+	return func(pods int) (model.Vector, *Request) {
+		v, managed := vector(pods)
+		return v, &Request{Pods: managed}
+	}
 }
 
 func BenchmarkDiscreteAnalyze(b *testing.B) {
@@ -82,19 +112,7 @@ func BenchmarkDiscreteAnalyze(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, pods := range benchPodCounts {
-		v, managed := discreteBenchVector(pods)
-		b.Run(fmt.Sprintf("pods=%d/series=%d", pods, len(v)), func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				res, err := a.analyze(v, managed)
-				if err != nil || len(res.Anomalies) != pods/10 {
-					b.Fatalf("analyze() = %d anomalies, %v; want %d", len(res.Anomalies), err, pods/10)
-				}
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(pods), "ns/pod")
-		})
-	}
+	benchAnalyze(b, a, managedOnly(discreteBenchVector))
 }
 
 func BenchmarkContinuousAnalyze(b *testing.B) {
@@ -102,19 +120,7 @@ func BenchmarkContinuousAnalyze(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, pods := range benchPodCounts {
-		v, managed := continuousBenchVector(pods)
-		b.Run(fmt.Sprintf("pods=%d/series=%d", pods, len(v)), func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				res, err := a.analyze(v, managed)
-				if err != nil || len(res.Anomalies) != pods/10 {
-					b.Fatalf("analyze() = %d anomalies, %v; want %d", len(res.Anomalies), err, pods/10)
-				}
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(pods), "ns/pod")
-		})
-	}
+	benchAnalyze(b, a, managedOnly(continuousBenchVector))
 }
 
 // renderVector renders v as Prometheus's /api/v1/query answer.

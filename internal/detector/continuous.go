@@ -43,46 +43,22 @@ type continuousCandidate struct {
 	value, deviation float64
 }
 
-// analyze flags the managed pods whose |1 − value| exceeds the maximum deviation.
-func (a *continuousAnalyzer) analyze(v model.Vector, pods map[string]struct{}) (Result, error) {
-	var res Result
-	// seen catches a pod reported by several series: which value to judge would be a guess (the query
-	// probably lacks an aggregation by pod), so it is an error rather than a silent pick.
-	seen := make(map[string]struct{}, len(v))
+// analyze flags the managed pods whose |1 − value| exceeds the maximum deviation; NaN is never anomalous.
+func (a *continuousAnalyzer) analyze(v model.Vector, req *Request) (Result, error) {
 	var flagged []continuousCandidate
 	judged := 0
-	for _, s := range v {
-		pod, err := podOf(s, a.podNameKey)
-		if err != nil {
-			return Result{}, err
-		}
-		// One map operation instead of a lookup and an insert: the map does not fit in the CPU caches on
-		// large fleets, and each access is a cache miss.
-		n := len(seen)
-		seen[pod] = struct{}{}
-		if len(seen) == n {
-			return Result{}, fmt.Errorf("pod %q appears in several series (one is %s): the query must return one value per pod, e.g. aggregate \"by (%s)\"",
-				pod, s.Metric, a.podNameKey)
-		}
-		x, err := floatOf(s)
-		if err != nil {
-			return Result{}, err
-		}
-		if _, managed := pods[pod]; !managed {
-			res.Ignored++
-			continue
-		}
-		// NaN comes from 0/0 (e.g. an idle fleet): nothing to compare, never anomalous.
-		if math.IsNaN(x) {
-			continue
-		}
+	ignored, err := forEachValue(v, a.podNameKey, req.Pods, func(pod string, x float64) {
 		judged++
 		// ±Inf (a pod with activity in an otherwise idle fleet) gives an infinite deviation: anomalous and
 		// ranked worst.
 		if deviation := math.Abs(1 - x); exceeds(deviation, a.maxDeviation) {
 			flagged = append(flagged, continuousCandidate{pod: pod, value: x, deviation: deviation})
 		}
+	})
+	if err != nil {
+		return Result{}, err
 	}
+	res := Result{Ignored: ignored}
 	if judged == 0 {
 		res.NoData = true
 		return res, nil

@@ -40,15 +40,15 @@ func (d *customDetector) Detect(ctx context.Context, req Request) (Result, error
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 
-	names, err := d.ask(ctx, req)
+	named, err := d.ask(ctx, req)
 	if err != nil {
 		return Result{}, fmt.Errorf("asking the custom service at %s for breaker %q: %w", d.address, d.breaker, err)
 	}
-	return rankNames(names, req.Pods), nil
+	return rankNames(named, &req), nil
 }
 
-// ask does the HTTP exchange and returns the names in the answer's order, duplicates included.
-func (d *customDetector) ask(ctx context.Context, req Request) ([]string, error) {
+// ask does the HTTP exchange and returns the pods in the answer's order, duplicates included.
+func (d *customDetector) ask(ctx context.Context, req Request) ([]namedPod, error) {
 	u := *d.url
 	// The service may need its own query parameters (e.g. a token or a tenant): keep them, and set ours.
 	q := u.Query()
@@ -81,27 +81,32 @@ func (d *customDetector) ask(ctx context.Context, req Request) ([]string, error)
 	if len(body) > maxBodyBytes {
 		return nil, fmt.Errorf("answer larger than %d MiB", maxBodyBytes>>20)
 	}
-	names, err := parseNames(body)
+	named, err := parseNames(body)
 	if err != nil {
 		return nil, fmt.Errorf("%w; body %s", err, snippet(body))
 	}
-	return names, nil
+	return named, nil
 }
 
 // answerShapes is how every parsing error says what was expected.
 const answerShapes = `expected a v1 PodList or {"pods": ["name", ...]}, in JSON or YAML`
 
-// podListItem is the only part of a v1 Pod the detector reads: the name. Decoding into this rather than
-// corev1.Pod keeps a 16 MiB PodList cheap and tolerates whatever else the service puts in.
+// podListItem is the only part of a v1 Pod the detector reads: the name and the namespace. Decoding into
+// this rather than corev1.Pod keeps a 16 MiB PodList cheap and tolerates whatever else the service puts in.
 type podListItem struct {
-	Kind     string `json:"kind"`
-	Metadata struct {
-		Name string `json:"name"`
-	} `json:"metadata"`
+	Kind     string   `json:"kind"`
+	Metadata namedPod `json:"metadata"`
 }
 
-// parseNames reads either answer shape, JSON or YAML, and returns the pod names in order.
-func parseNames(body []byte) ([]string, error) {
+// namedPod is a pod the answer names. Namespace is "" when the answer does not say ({"pods": [...]}, or
+// a PodList item without metadata.namespace).
+type namedPod struct {
+	Name      string `json:"name"`
+	Namespace string `json:"namespace"`
+}
+
+// parseNames reads either answer shape, JSON or YAML, and returns the pods in order.
+func parseNames(body []byte) ([]namedPod, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, fmt.Errorf("empty answer, %s", answerShapes)
 	}
@@ -137,12 +142,14 @@ func parseNames(body []byte) ([]string, error) {
 		if err := json.Unmarshal(rawPods, &names); err != nil {
 			return nil, fmt.Errorf("pods is not a list of names: %w", err)
 		}
+		named := make([]namedPod, len(names))
 		for i, n := range names {
 			if n == "" {
 				return nil, fmt.Errorf("pods[%d] is an empty name", i)
 			}
+			named[i].Name = n
 		}
-		return names, nil
+		return named, nil
 	case kind == "PodList" || (hasItems && (kind == "" || kind == "List")):
 		// "List" is what kubectl get pods -o json|yaml prints; accept it when its items are pods.
 		var items []podListItem
@@ -151,7 +158,7 @@ func parseNames(body []byte) ([]string, error) {
 				return nil, fmt.Errorf("items is not a list of pods: %w", err)
 			}
 		}
-		names := make([]string, len(items))
+		named := make([]namedPod, len(items))
 		for i, it := range items {
 			if it.Kind != "" && it.Kind != "Pod" {
 				return nil, fmt.Errorf("items[%d] is a %s, expected a Pod", i, it.Kind)
@@ -159,9 +166,9 @@ func parseNames(body []byte) ([]string, error) {
 			if it.Metadata.Name == "" {
 				return nil, fmt.Errorf("items[%d] has no metadata.name", i)
 			}
-			names[i] = it.Metadata.Name
+			named[i] = it.Metadata
 		}
-		return names, nil
+		return named, nil
 	case kind != "":
 		return nil, fmt.Errorf("answer is a %s, %s", kind, answerShapes)
 	default:
@@ -174,27 +181,38 @@ func parseNames(body []byte) ([]string, error) {
 	}
 }
 
-// rankNames keeps the managed pods of an answer in its order, the first being the worst. A name given
+// rankNames keeps the managed pods of an answer in its order, the first being the worst. A pod given
 // twice keeps its first place. Ranks are counted over the whole answer so that the reason matches what the
-// service said, even when it named pods this KubervisorService does not manage.
-func rankNames(names []string, pods map[string]struct{}) Result {
+// service said, even when it named pods this KubervisorService does not manage or pods of another
+// namespace (SPEC §5 step 8); a pod without a namespace is taken to be in the request's.
+func rankNames(named []namedPod, req *Request) Result {
 	var res Result
-	seen := make(map[string]struct{}, len(names))
-	unique := names[:0:0]
-	for _, n := range names {
-		if _, dup := seen[n]; dup {
+	seen := make(map[namedPod]struct{}, len(named))
+	unique := named[:0:0]
+	for _, p := range named {
+		// Without a namespace of its own the pod is the request's; without a request namespace the check
+		// is off and every pod is taken as the request's, so that a name is still ranked once.
+		if p.Namespace == "" || req.Namespace == "" {
+			p.Namespace = req.Namespace
+		}
+		if _, dup := seen[p]; dup {
 			continue
 		}
-		seen[n] = struct{}{}
-		unique = append(unique, n)
+		seen[p] = struct{}{}
+		unique = append(unique, p)
 	}
-	for i, n := range unique {
-		if _, managed := pods[n]; !managed {
+	for i, p := range unique {
+		if p.Namespace != req.Namespace {
+			res.Ignored++
+			res.IgnoredOtherNamespace++
+			continue
+		}
+		if _, managed := req.Pods[p.Name]; !managed {
 			res.Ignored++
 			continue
 		}
 		res.Anomalies = append(res.Anomalies, Anomaly{
-			Pod:    n,
+			Pod:    p.Name,
 			Score:  float64(len(unique) - i),
 			Reason: fmt.Sprintf("flagged by custom service (rank %d of %d)", i+1, len(unique)),
 		})

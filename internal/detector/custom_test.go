@@ -62,7 +62,7 @@ items:
 `
 
 func TestCustomService(t *testing.T) {
-	managed := []string{"pricer-7c9d-a", "pricer-7c9d-b", "pricer-7c9d-c"}
+	managed := []string{"pricer-7c9d-a", "pricer-7c9d-b", "pricer-7c9d-c", "web-0"}
 	// flagged builds the expected anomaly at 1-based rank of n names.
 	flagged := func(pod string, rank, n int) Anomaly {
 		return Anomaly{Pod: pod, Score: float64(n - rank + 1), Reason: "flagged by custom service (rank " + strconv.Itoa(rank) + " of " + strconv.Itoa(n) + ")"}
@@ -118,6 +118,21 @@ func TestCustomService(t *testing.T) {
 		"an empty PodList is NoData": {
 			body: `{"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}`,
 			want: Result{NoData: true},
+		},
+		"PodList items of another namespace are ignored and counted; items without one are the request's": {
+			body: `{"kind": "PodList", "items": [
+				{"metadata": {"name": "web-0", "namespace": "staging"}},
+				{"metadata": {"name": "pricer-7c9d-a", "namespace": "staging"}},
+				{"metadata": {"name": "web-0", "namespace": "shop"}},
+				{"metadata": {"name": "other-1", "namespace": "shop"}},
+				{"metadata": {"name": "pricer-7c9d-b"}},
+				{"metadata": {"name": "pricer-7c9d-b", "namespace": "shop"}}]}`,
+			want: Result{Ignored: 3, IgnoredOtherNamespace: 2, Anomalies: []Anomaly{flagged("web-0", 3, 5), flagged("pricer-7c9d-b", 5, 5)}},
+		},
+		"a PodList only about another namespace is NoData": {
+			contentType: "application/yaml",
+			body:        "kind: PodList\nitems:\n- metadata: {name: web-0, namespace: staging}\n- metadata: {name: pricer-7c9d-a, namespace: staging}\n",
+			want:        Result{NoData: true, Ignored: 2, IgnoredOtherNamespace: 2},
 		},
 		"only unmanaged names is NoData": {
 			body: `{"pods": ["other-1", "other-2"]}`,

@@ -1,9 +1,10 @@
 // Package detector asks a breaker's anomaly detector which pods misbehave (SPEC §2.1, §5 step 1–2).
 //
 // It is pure with respect to Kubernetes: it never talks to the API server. The caller passes the names
-// of the pods it manages; the detector queries Prometheus or a custom HTTP service, keeps only what is
-// said about those pods, and returns them ranked worst first. Deciding how many of them may leave traffic
-// (the floor) is the caller's business.
+// of the pods it manages; the detector queries Prometheus or a custom
+// HTTP service, keeps only what is said about those pods in the caller's namespace (SPEC §5 step 8), and
+// returns them ranked worst first. Deciding how many of them may leave traffic (the floor, the guards of
+// SPEC §5 step 9, what NoData means under onNoData) is the caller's business.
 //
 // Bad input (SPEC §8) — a query that returns the wrong shape, a series without the pod label, a custom
 // service that answers garbage — is an error, never a partial answer: the caller must not touch any pod
@@ -25,7 +26,10 @@ import (
 // Request is what the breaker knows when it asks its detector.
 type Request struct {
 	// Namespace and KubervisorService name the KubervisorService the breaker belongs to; the custom service
-	// receives them as query parameters.
+	// receives them as query parameters. Namespace is also the only namespace whose answers are judged: a
+	// Prometheus series whose namespace label (the breaker's namespaceKey) names another one, and a custom
+	// service's PodList item whose metadata.namespace names another one, are ignored. An empty Namespace
+	// turns that check off.
 	Namespace         string
 	KubervisorService string
 	// Breaker is the breaker's name.
@@ -51,12 +55,21 @@ type Anomaly struct {
 type Result struct {
 	// Anomalies are the flagged managed pods, worst first, each pod once; nil when there is none.
 	Anomalies []Anomaly
-	// NoData is true when the answer held no usable sample about any managed pod. It is never a reason
-	// to eject: an empty answer usually means a wrong query or a scrape gap, not a healthy fleet.
+	// NoData says that the answer held nothing to judge the managed pods on; a NoData result has no
+	// anomalies. It is true exactly when the answer held no usable sample about any managed pod of the
+	// request's namespace: an empty vector or list, only samples about other pods or namespaces, only NaN
+	// values. (A discrete pod whose counts are all 0 is a usable sample: it served nothing.)
+	//
+	// NoData is never a reason to eject: an empty answer usually means a wrong query or a scrape gap, not a
+	// healthy fleet. The caller turns it into an error when the breaker says onNoData: error (SPEC §5
+	// step 9).
 	NoData bool
-	// Ignored counts the samples (Prometheus) or names (custom service) about pods that are not managed.
-	// They are reported so that a query selecting the wrong pods can be noticed, and never acted on.
-	Ignored int
+	// Ignored counts the samples (Prometheus) or names (custom service) left out because they are about
+	// pods that are not managed or that live in another namespace; IgnoredOtherNamespace counts the latter
+	// among them. They are reported so that a query selecting the wrong pods can be noticed, and never acted
+	// on.
+	Ignored               int
+	IgnoredOtherNamespace int
 	// Warnings are the non-fatal warnings Prometheus attached to its answer (e.g. a partial response).
 	Warnings []string
 }
@@ -133,14 +146,14 @@ func New(b *v1alpha1.BreakerStrategy, opts Options) (Detector, error) {
 		if err != nil {
 			return nil, fmt.Errorf("breaker %q: discreteValueOutOfList: %w", b.Name, err)
 		}
-		return newPrometheusDetector(b.Name, "discreteValueOutOfList", d.PrometheusService, d.PromQL, a, opts)
+		return newPrometheusDetector(b, "discreteValueOutOfList", d.PrometheusService, d.PromQL, a, opts)
 	case b.ContinuousValueDeviation != nil:
 		c := b.ContinuousValueDeviation
 		a, err := newContinuousAnalyzer(c)
 		if err != nil {
 			return nil, fmt.Errorf("breaker %q: continuousValueDeviation: %w", b.Name, err)
 		}
-		return newPrometheusDetector(b.Name, "continuousValueDeviation", c.PrometheusService, c.PromQL, a, opts)
+		return newPrometheusDetector(b, "continuousValueDeviation", c.PrometheusService, c.PromQL, a, opts)
 	default:
 		return newCustomDetector(b.Name, b.CustomService, opts)
 	}

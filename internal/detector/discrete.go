@@ -88,8 +88,9 @@ type discreteCandidate struct {
 
 // analyze sums good and bad events per managed pod and flags the pods whose bad ratio exceeds the
 // tolerance once they have enough activity to be judged.
-func (a *discreteAnalyzer) analyze(v model.Vector, pods map[string]struct{}) (Result, error) {
+func (a *discreteAnalyzer) analyze(v model.Vector, req *Request) (Result, error) {
 	var res Result
+	pods := req.Pods
 	// index maps every pod seen to its entry in counts, or to -1 when it is not managed, so that the
 	// large maps are looked up once per series rather than twice: at 100k pods they no longer fit in the
 	// CPU caches and map lookups are most of the cost.

@@ -159,6 +159,12 @@ func TestDiscreteValueOutOfList(t *testing.T) {
 			wantTimeoutParam: "2s",
 			want:             Result{NoData: true},
 		},
+		"counts of 0 are data, not NoData: the pod served nothing": {
+			pods:             []string{"a"},
+			body:             promVector(s("0", "200", "a"), s("0", "500", "a")),
+			wantTimeoutParam: "2s",
+			want:             Result{},
+		},
 		"Prometheus warnings are passed on": {
 			pods:             []string{"a"},
 			body:             promWarnings,

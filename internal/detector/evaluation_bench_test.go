@@ -25,10 +25,11 @@ func BenchmarkEvaluation(b *testing.B) {
 		for i := range pods {
 			fleet = append(fleet, breaker.Pod{Name: benchPodName(i), Ready: true, Traffic: v1alpha1.TrafficYes})
 		}
+		req := &Request{Pods: managed}
 		b.Run(fmt.Sprintf("pods=%d/series=%d", pods, len(v)), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				res, err := a.analyze(v, managed)
+				res, err := a.analyze(v, req)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -4,35 +4,43 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/api"
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
+
+	"github.com/kubervisor/kubervisor/api/v1alpha1"
 )
 
 // analyzer turns the instant vector a breaker's PromQL returned into a Result. It is pure (no I/O, no
-// clock) so that it can be tested and benchmarked without a Prometheus.
+// clock) so that it can be tested and benchmarked without a Prometheus. v holds only series of the
+// request's namespace (inNamespace has already dropped the others); req says which pods are managed.
 type analyzer interface {
-	analyze(v model.Vector, pods map[string]struct{}) (Result, error)
+	analyze(v model.Vector, req *Request) (Result, error)
 	// expects describes the vector the PromQL must return, for error messages.
 	expects() string
 }
 
 // prometheusDetector runs one instant query per evaluation and hands the vector to its analyzer.
 type prometheusDetector struct {
-	breaker  string
-	kind     string // the detector's field name, for messages
-	address  string // as the user wrote it, for messages
-	promQL   string
-	api      promv1.API
-	analyzer analyzer
-	timeout  time.Duration
-	now      func() time.Time
+	breaker string
+	kind    string // the detector's field name, for messages
+	address string // as the user wrote it, for messages
+	promQL  string
+	// namespaceKey is the label naming a series' namespace; "" turns the namespace check off.
+	namespaceKey model.LabelName
+	api          promv1.API
+	analyzer     analyzer
+	timeout      time.Duration
+	now          func() time.Time
 }
 
-func newPrometheusDetector(breaker, kind, address, promQL string, a analyzer, opts Options) (*prometheusDetector, error) {
+func newPrometheusDetector(b *v1alpha1.BreakerStrategy, kind, address, promQL string, a analyzer, opts Options) (*prometheusDetector, error) {
+	breaker := b.Name
 	if promQL == "" {
 		return nil, fmt.Errorf("breaker %q: %s: empty promQL", breaker, kind)
 	}
@@ -47,14 +55,15 @@ func newPrometheusDetector(breaker, kind, address, promQL string, a analyzer, op
 		return nil, fmt.Errorf("breaker %q: %s: prometheusService %q: %w", breaker, kind, address, err)
 	}
 	return &prometheusDetector{
-		breaker:  breaker,
-		kind:     kind,
-		address:  address,
-		promQL:   promQL,
-		api:      promv1.NewAPI(client),
-		analyzer: a,
-		timeout:  opts.Timeout,
-		now:      opts.Now,
+		breaker:      breaker,
+		kind:         kind,
+		address:      address,
+		promQL:       promQL,
+		namespaceKey: model.LabelName(b.NamespaceKeyOf()),
+		api:          promv1.NewAPI(client),
+		analyzer:     a,
+		timeout:      opts.Timeout,
+		now:          opts.Now,
 	}, nil
 }
 
@@ -77,14 +86,48 @@ func (d *prometheusDetector) Detect(ctx context.Context, req Request) (Result, e
 		return Result{}, fmt.Errorf("querying Prometheus at %s for breaker %q: %s promQL %q returned a %s, expected an instant vector with %s",
 			d.address, d.breaker, d.kind, d.promQL, valueType(value), d.analyzer.expects())
 	}
-	res, err := d.analyzer.analyze(vector, req.Pods)
+	vector, otherNamespace := inNamespace(vector, d.namespaceKey, req.Namespace)
+	res, err := d.analyzer.analyze(vector, &req)
 	if err != nil {
 		return Result{}, fmt.Errorf("reading the answer of Prometheus at %s for breaker %q (%s promQL %q): %w", d.address, d.breaker, d.kind, d.promQL, err)
 	}
+	res.Ignored += otherNamespace
+	res.IgnoredOtherNamespace = otherNamespace
 	if len(warnings) > 0 {
 		res.Warnings = []string(warnings)
 	}
 	return res, nil
+}
+
+// inNamespace drops the series whose label key names a namespace other than namespace (SPEC §5 step 8),
+// and returns how many it dropped. A series without the label is kept: a query aggregated by pod alone
+// cannot say, and its pod names are matched against the managed pods anyway. An empty key or namespace
+// turns the check off.
+//
+// NOTE: the series of other namespaces are dropped before the analysis, not inside it, so that a pod name
+// that exists in two namespaces (web-0 of two StatefulSets) is neither judged on the other's samples nor
+// refused as a pod "in several series". v is returned as it is, without a copy, when nothing is dropped,
+// which is the common case.
+func inNamespace(v model.Vector, key model.LabelName, namespace string) (model.Vector, int) {
+	if key == "" || namespace == "" {
+		return v, 0
+	}
+	other := func(s *model.Sample) bool {
+		ns, ok := s.Metric[key]
+		return ok && ns != "" && string(ns) != namespace
+	}
+	first := slices.IndexFunc(v, other)
+	if first < 0 {
+		return v, 0
+	}
+	kept := make(model.Vector, first, len(v)-1)
+	copy(kept, v[:first])
+	for _, s := range v[first+1:] {
+		if !other(s) {
+			kept = append(kept, s)
+		}
+	}
+	return kept, len(v) - len(kept)
 }
 
 // serverTimeout is the evaluation timeout sent to Prometheus: the smaller of the configured timeout and
@@ -144,6 +187,42 @@ func podOf(s *model.Sample, podNameKey model.LabelName) (string, error) {
 		return "", fmt.Errorf("series %s has no label %q (podNameKey): the query must keep the pod name label", s.Metric, podNameKey)
 	}
 	return string(pod), nil
+}
+
+// forEachValue reads a vector that must hold one value per pod and calls fn with the value of each managed
+// pod, leaving NaN out: it comes from 0/0 in the query (an idle fleet, an error rate without requests) and
+// says nothing either way. It returns how many samples were about pods that are not managed.
+//
+// A pod in several series is an error: which of its values to judge would be a guess (the query probably
+// lacks an aggregation by pod), so it is refused rather than silently picked.
+func forEachValue(v model.Vector, podNameKey model.LabelName, pods map[string]struct{}, fn func(pod string, x float64)) (ignored int, err error) {
+	seen := make(map[string]struct{}, len(v))
+	for _, s := range v {
+		pod, err := podOf(s, podNameKey)
+		if err != nil {
+			return 0, err
+		}
+		// One map operation instead of a lookup and an insert: the map does not fit in the CPU caches on
+		// large fleets, and each access is a cache miss.
+		n := len(seen)
+		seen[pod] = struct{}{}
+		if len(seen) == n {
+			return 0, fmt.Errorf("pod %q appears in several series (one is %s): the query must return one value per pod, e.g. aggregate \"by (%s)\"",
+				pod, s.Metric, podNameKey)
+		}
+		x, err := floatOf(s)
+		if err != nil {
+			return 0, err
+		}
+		if _, managed := pods[pod]; !managed {
+			ignored++
+			continue
+		}
+		if !math.IsNaN(x) {
+			fn(pod, x)
+		}
+	}
+	return ignored, nil
 }
 
 // floatOf returns a sample's float value; a native histogram has none and is refused.

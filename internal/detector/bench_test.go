@@ -82,6 +82,12 @@ func continuousBenchVector(pods int) (model.Vector, map[string]struct{}) {
 	return perPodBenchVector(pods, 1, 2.5), benchManaged(pods)
 }
 
+// peerBenchVector has one raw latency per pod, about 100ms; one pod in ten answers in 500ms. Every pod is
+// in traffic, given as its own set as the controller does.
+func peerBenchVector(pods int) (model.Vector, *Request) {
+	return perPodBenchVector(pods, 0.1, 0.5), &Request{Pods: benchManaged(pods), InTraffic: benchManaged(pods)}
+}
+
 // benchAnalyze runs a's analysis over the vector of each fleet size, which must flag one pod in ten.
 func benchAnalyze(b *testing.B, a analyzer, vector func(pods int) (model.Vector, *Request)) {
 	for _, pods := range benchPodCounts {
@@ -99,7 +105,8 @@ func benchAnalyze(b *testing.B, a analyzer, vector func(pods int) (model.Vector,
 	}
 }
 
-// managedOnly makes a benchmark vector's managed pods a Request.
+// managedOnly makes a benchmark vector's managed pods a Request, as the discrete and continuous detectors
+// are asked (they do not read InTraffic).
 func managedOnly(vector func(pods int) (model.Vector, map[string]struct{})) func(pods int) (model.Vector, *Request) {
 	return func(pods int) (model.Vector, *Request) {
 		v, managed := vector(pods)
@@ -123,6 +130,14 @@ func BenchmarkContinuousAnalyze(b *testing.B) {
 	benchAnalyze(b, a, managedOnly(continuousBenchVector))
 }
 
+func BenchmarkPeerOutlierAnalyze(b *testing.B) {
+	a, err := newPeerAnalyzer(&v1alpha1.PeerOutlier{PodNameKey: "pod"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchAnalyze(b, a, peerBenchVector)
+}
+
 // renderVector renders v as Prometheus's /api/v1/query answer.
 func renderVector(v model.Vector) string {
 	samples := make([]string, len(v))
@@ -142,6 +157,7 @@ func BenchmarkDetect(b *testing.B) {
 	const pods = 10_000
 	dv, managed := discreteBenchVector(pods)
 	cv, _ := continuousBenchVector(pods)
+	pv, _ := peerBenchVector(pods)
 	cases := []struct {
 		name    string
 		body    string
@@ -162,6 +178,15 @@ func BenchmarkDetect(b *testing.B) {
 			breaker: func(address string) *v1alpha1.BreakerStrategy {
 				return &v1alpha1.BreakerStrategy{Name: "b", ContinuousValueDeviation: &v1alpha1.ContinuousValueDeviation{
 					PrometheusService: address, PromQL: continuousPromQL, PodNameKey: "pod",
+				}}
+			},
+		},
+		{
+			name: fmt.Sprintf("peer/pods=%d/series=%d", pods, len(pv)),
+			body: renderVector(pv),
+			breaker: func(address string) *v1alpha1.BreakerStrategy {
+				return &v1alpha1.BreakerStrategy{Name: "b", PeerOutlier: &v1alpha1.PeerOutlier{
+					PrometheusService: address, PromQL: peerPromQL, PodNameKey: "pod",
 				}}
 			},
 		},

@@ -1,7 +1,7 @@
 // Package detector asks a breaker's anomaly detector which pods misbehave (SPEC §2.1, §5 step 1–2).
 //
 // It is pure with respect to Kubernetes: it never talks to the API server. The caller passes the names
-// of the pods it manages; the detector queries Prometheus or a custom
+// of the pods it manages (and which of them are in traffic); the detector queries Prometheus or a custom
 // HTTP service, keeps only what is said about those pods in the caller's namespace (SPEC §5 step 8), and
 // returns them ranked worst first. Deciding how many of them may leave traffic (the floor, the guards of
 // SPEC §5 step 9, what NoData means under onNoData) is the caller's business.
@@ -37,6 +37,11 @@ type Request struct {
 	// Pods holds the names of the managed pods. The detector's answers about any other pod are ignored:
 	// a PromQL query or a custom service usually sees more pods than one Service selects.
 	Pods map[string]struct{}
+	// InTraffic holds the names of the managed pods that serve traffic (SPEC §5 step 7): peerOutlier takes
+	// its median and MAD over these pods only, so that ejected pods do not make the reference, but it still
+	// judges every managed pod against it. nil means every managed pod is in traffic; names that are not in
+	// Pods are not used. The other detectors do not read it.
+	InTraffic map[string]struct{}
 }
 
 // Anomaly is one managed pod the detector flagged.
@@ -44,8 +49,9 @@ type Anomaly struct {
 	// Pod is the pod's name.
 	Pod string
 	// Score orders anomalies: larger is worse. It is the bad ratio (discrete), the deviation |1 − value|
-	// (continuous, +Inf for an infinite value) or a decreasing rank (custom service). Scores of different
-	// detectors are not comparable.
+	// (continuous, +Inf for an infinite value), the robust z-score |value − median| / (1.4826 × MAD) (peer
+	// outlier, +Inf when the MAD is 0) or a decreasing rank (custom service). Scores of different detectors
+	// are not comparable.
 	Score float64
 	// Reason says in words why the pod was flagged, for events and logs.
 	Reason string
@@ -56,9 +62,12 @@ type Result struct {
 	// Anomalies are the flagged managed pods, worst first, each pod once; nil when there is none.
 	Anomalies []Anomaly
 	// NoData says that the answer held nothing to judge the managed pods on; a NoData result has no
-	// anomalies. It is true exactly when the answer held no usable sample about any managed pod of the
-	// request's namespace: an empty vector or list, only samples about other pods or namespaces, only NaN
-	// values. (A discrete pod whose counts are all 0 is a usable sample: it served nothing.)
+	// anomalies. For the discrete, continuous and custom detectors it is true exactly when the answer held
+	// no usable sample about any managed pod of the request's namespace: an empty vector or list, only
+	// samples about other pods or namespaces, only NaN values. (A discrete pod whose counts are all 0 is a
+	// usable sample: it served nothing.) peerOutlier needs a reference too: it is NoData when fewer than 3
+	// managed pods in traffic have a value, or when half of them or more read ±Inf (no finite median or
+	// MAD), whatever the pods out of traffic read.
 	//
 	// NoData is never a reason to eject: an empty answer usually means a wrong query or a scrape gap, not a
 	// healthy fleet. The caller turns it into an error when the breaker says onNoData: error (SPEC §5
@@ -113,14 +122,14 @@ func New(b *v1alpha1.BreakerStrategy, opts Options) (Detector, error) {
 		return nil, errors.New("building detector: nil breaker")
 	}
 	n := 0
-	for _, set := range []bool{b.DiscreteValueOutOfList != nil, b.ContinuousValueDeviation != nil, b.CustomService != nil} {
+	for _, set := range []bool{b.DiscreteValueOutOfList != nil, b.ContinuousValueDeviation != nil, b.PeerOutlier != nil, b.CustomService != nil} {
 		if set {
 			n++
 		}
 	}
 	if n != 1 {
 		return nil, fmt.Errorf("breaker %q: exactly one detector must be set "+
-			"(discreteValueOutOfList, continuousValueDeviation or customService), found %d", b.Name, n)
+			"(discreteValueOutOfList, continuousValueDeviation, peerOutlier or customService), found %d", b.Name, n)
 	}
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = defaultHTTPClient
@@ -154,6 +163,13 @@ func New(b *v1alpha1.BreakerStrategy, opts Options) (Detector, error) {
 			return nil, fmt.Errorf("breaker %q: continuousValueDeviation: %w", b.Name, err)
 		}
 		return newPrometheusDetector(b, "continuousValueDeviation", c.PrometheusService, c.PromQL, a, opts)
+	case b.PeerOutlier != nil:
+		p := b.PeerOutlier
+		a, err := newPeerAnalyzer(p)
+		if err != nil {
+			return nil, fmt.Errorf("breaker %q: peerOutlier: %w", b.Name, err)
+		}
+		return newPrometheusDetector(b, "peerOutlier", p.PrometheusService, p.PromQL, a, opts)
 	default:
 		return newCustomDetector(b.Name, b.CustomService, opts)
 	}

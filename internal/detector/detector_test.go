@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/kubervisor/kubervisor/api/v1alpha1"
@@ -28,6 +29,13 @@ func TestNew(t *testing.T) {
 		}
 		return &v1alpha1.BreakerStrategy{Name: "b", ContinuousValueDeviation: c}
 	}
+	peer := func(mutate func(*v1alpha1.PeerOutlier)) *v1alpha1.BreakerStrategy {
+		p := &v1alpha1.PeerOutlier{PrometheusService: "prometheus.monitoring:9090", PromQL: "up", PodNameKey: "pod"}
+		if mutate != nil {
+			mutate(p)
+		}
+		return &v1alpha1.BreakerStrategy{Name: "b", PeerOutlier: p}
+	}
 	custom := func(url string) *v1alpha1.BreakerStrategy {
 		return &v1alpha1.BreakerStrategy{Name: "b", CustomService: &v1alpha1.CustomService{URL: url}}
 	}
@@ -40,17 +48,49 @@ func TestNew(t *testing.T) {
 		"discrete with defaults":               {breaker: discrete(nil)},
 		"discrete with an http URL and a path": {breaker: discrete(func(d *v1alpha1.DiscreteValueOutOfList) { d.PrometheusService = "http://thanos:10902/prefix" })},
 		"continuous with an https URL":         {breaker: continuous(nil)},
-		"custom host:port/path":                {breaker: custom("anomalies.shop:8080/v1/pricer")},
-		"custom host/path without a port":      {breaker: custom("anomalies.shop/v1/pricer")},
-		"custom https URL with a query":        {breaker: custom("https://anomalies.shop/v1?token=x")},
-		"nil breaker":                          {wantErr: "nil breaker"},
+		"peer outlier with defaults":           {breaker: peer(nil)},
+		"peer outlier with every field": {breaker: peer(func(p *v1alpha1.PeerOutlier) {
+			p.Direction, p.Threshold, p.MinDeviationPercent = v1alpha1.PeerDirectionBoth, new(resource.MustParse("2.5")), new(int32(0))
+		})},
+		"custom host:port/path":           {breaker: custom("anomalies.shop:8080/v1/pricer")},
+		"custom host/path without a port": {breaker: custom("anomalies.shop/v1/pricer")},
+		"custom https URL with a query":   {breaker: custom("https://anomalies.shop/v1?token=x")},
+		"nil breaker":                     {wantErr: "nil breaker"},
 		"no detector": {
 			breaker: &v1alpha1.BreakerStrategy{Name: "b"},
-			wantErr: `breaker "b": exactly one detector must be set (discreteValueOutOfList, continuousValueDeviation or customService), found 0`,
+			wantErr: `breaker "b": exactly one detector must be set (discreteValueOutOfList, continuousValueDeviation, peerOutlier or customService), found 0`,
 		},
 		"two detectors": {
 			breaker: &v1alpha1.BreakerStrategy{Name: "b", CustomService: &v1alpha1.CustomService{URL: "x:1"}, ContinuousValueDeviation: continuous(nil).ContinuousValueDeviation},
 			wantErr: "found 2",
+		},
+		"peer outlier and another detector": {
+			breaker: &v1alpha1.BreakerStrategy{Name: "b", PeerOutlier: peer(nil).PeerOutlier, DiscreteValueOutOfList: discrete(nil).DiscreteValueOutOfList},
+			wantErr: "found 2",
+		},
+		"peer outlier without podNameKey": {
+			breaker: peer(func(p *v1alpha1.PeerOutlier) { p.PodNameKey = "" }),
+			wantErr: `breaker "b": peerOutlier: podNameKey must be set`,
+		},
+		"peer outlier with an unknown direction": {
+			breaker: peer(func(p *v1alpha1.PeerOutlier) { p.Direction = "sideways" }),
+			wantErr: `breaker "b": peerOutlier: direction "sideways" is not high, low or both`,
+		},
+		"peer outlier with threshold 0": {
+			breaker: peer(func(p *v1alpha1.PeerOutlier) { p.Threshold = new(resource.MustParse("0")) }),
+			wantErr: `breaker "b": peerOutlier: threshold 0 is not a number more than 0`,
+		},
+		"peer outlier with a negative threshold": {
+			breaker: peer(func(p *v1alpha1.PeerOutlier) { p.Threshold = new(resource.MustParse("-2")) }),
+			wantErr: "threshold -2 is not a number more than 0",
+		},
+		"peer outlier with a negative minDeviationPercent": {
+			breaker: peer(func(p *v1alpha1.PeerOutlier) { p.MinDeviationPercent = new(int32(-1)) }),
+			wantErr: "minDeviationPercent -1 is negative",
+		},
+		"peer outlier with an empty promQL": {
+			breaker: peer(func(p *v1alpha1.PeerOutlier) { p.PromQL = "" }),
+			wantErr: `breaker "b": peerOutlier: empty promQL`,
 		},
 		"both goodValues and badValues": {
 			breaker: discrete(func(d *v1alpha1.DiscreteValueOutOfList) { d.BadValues = []string{"500"} }),

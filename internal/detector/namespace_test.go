@@ -12,7 +12,7 @@ import (
 	"github.com/kubervisor/kubervisor/api/v1alpha1"
 )
 
-// TestNamespacedAnswers checks SPEC §5 step 8 for the Prometheus detectors: the namespaces shop and
+// TestNamespacedAnswers checks SPEC §5 step 8 for the three Prometheus detectors: the namespaces shop and
 // staging each run a pod web-0, and only the series of the request's namespace (shop) are judged; the
 // others are counted, never acted on, and never make a pod "appear in several series".
 func TestNamespacedAnswers(t *testing.T) {
@@ -34,6 +34,11 @@ func TestNamespacedAnswers(t *testing.T) {
 			PromQL: continuousPromQL, PodNameKey: "pod",
 		}}
 	}
+	peer := func(namespaceKey *string) *v1alpha1.BreakerStrategy {
+		return &v1alpha1.BreakerStrategy{Name: "b", NamespaceKey: namespaceKey, PeerOutlier: &v1alpha1.PeerOutlier{
+			PromQL: peerPromQL, PodNameKey: "pod", Direction: v1alpha1.PeerDirectionLow,
+		}}
+	}
 	// In shop web-0 is healthy and web-1 is bad; in staging web-0 is very bad.
 	discreteBody := func(key string) string {
 		return promVector(
@@ -45,6 +50,14 @@ func TestNamespacedAnswers(t *testing.T) {
 	web1 := Anomaly{Pod: "web-1", Score: 0.9, Reason: "bad ratio 0.9 > tolerance 0.5 over 10 events (9 bad)"}
 	// web-0 with staging's 30 bad events added to its 10 good ones.
 	web0Mixed := Anomaly{Pod: "web-0", Score: 0.75, Reason: "bad ratio 0.75 > tolerance 0.5 over 40 events (30 bad)"}
+	// In shop web-0, web-1 and web-2 (without the label) read about 10; in staging web-0 and web-9 read 0.
+	peerBody := func(key string) string {
+		return promVector(
+			ns("10", "web-0", key, shop), ns("10.25", "web-1", key, shop), promSample("10.5", "pod", "web-2"),
+			ns("0", "web-0", key, staging), ns("0", "web-9", key, staging),
+		)
+	}
+
 	tests := map[string]struct {
 		breaker   *v1alpha1.BreakerStrategy // prometheusService is filled in
 		namespace string                    // Request.Namespace
@@ -105,6 +118,25 @@ func TestNamespacedAnswers(t *testing.T) {
 			body:      promVector(ns("1", "web-0", "namespace", staging), ns("5", "web-1", "namespace", staging)),
 			want:      Result{NoData: true, Ignored: 2, IgnoredOtherNamespace: 2},
 		},
+		"peer outlier: staging's pods neither count as peers nor are judged": {
+			breaker:   peer(nil),
+			namespace: shop,
+			body:      peerBody("namespace"),
+			want:      Result{Ignored: 2, IgnoredOtherNamespace: 2},
+		},
+		// Without the check the answer holds web-0 of both namespaces: which to judge would be a guess.
+		"peer outlier: without the check staging's web-0 is in two series": {
+			breaker:   peer(new("")),
+			namespace: shop,
+			body:      peerBody("namespace"),
+			wantErr:   []string{`pod "web-0" appears in several series`},
+		},
+		"peer outlier: another namespaceKey": {
+			breaker:   peer(new("kubernetes_namespace")),
+			namespace: shop,
+			body:      peerBody("kubernetes_namespace"),
+			want:      Result{Ignored: 2, IgnoredOtherNamespace: 2},
+		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -114,6 +146,8 @@ func TestNamespacedAnswers(t *testing.T) {
 				b.DiscreteValueOutOfList.PrometheusService = srv.hostPort()
 			case b.ContinuousValueDeviation != nil:
 				b.ContinuousValueDeviation.PrometheusService = srv.hostPort()
+			default:
+				b.PeerOutlier.PrometheusService = srv.hostPort()
 			}
 			det, err := New(tc.breaker, Options{Timeout: time.Second})
 			if err != nil {

@@ -18,7 +18,8 @@ import (
 
 // analyzer turns the instant vector a breaker's PromQL returned into a Result. It is pure (no I/O, no
 // clock) so that it can be tested and benchmarked without a Prometheus. v holds only series of the
-// request's namespace (inNamespace has already dropped the others); req says which pods are managed.
+// request's namespace (inNamespace has already dropped the others); req says which pods are managed and
+// which of them are in traffic.
 type analyzer interface {
 	analyze(v model.Vector, req *Request) (Result, error)
 	// expects describes the vector the PromQL must return, for error messages.

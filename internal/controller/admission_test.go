@@ -57,6 +57,15 @@ func discrete0(spec map[string]any) map[string]any {
 	return breaker0(spec)["discreteValueOutOfList"].(map[string]any)
 }
 
+// peerBreaker is a valid peerOutlier breaker; mutate changes its detector.
+func peerBreaker(name string, mutate func(peer map[string]any)) map[string]any {
+	peer := map[string]any{"prometheusService": "http://prometheus:9090", "promQL": "x", "podNameKey": "pod"}
+	if mutate != nil {
+		mutate(peer)
+	}
+	return map[string]any{"name": name, "peerOutlier": peer}
+}
+
 func continuousBreaker(name string) map[string]any {
 	return map[string]any{"name": name, "continuousValueDeviation": map[string]any{
 		"prometheusService": "http://prometheus:9090", "promQL": "x", "podNameKey": "pod"}}
@@ -101,6 +110,26 @@ var _ = Describe("Admission", func() {
 			breaker0(s)["customService"] = map[string]any{"url": "http://detector:8080/x"}
 			breaker0(s)["continuousValueDeviation"] = continuousBreaker("x")["continuousValueDeviation"]
 		}, "spec.breakers[0]", "exactly one detector"}),
+		Entry("peerOutlier and another detector", invalid{func(s map[string]any) {
+			breaker0(s)["peerOutlier"] = peerBreaker("x", nil)["peerOutlier"]
+		}, "spec.breakers[0]", "exactly one detector"}),
+		Entry("onNoData error on customService", invalid{func(s map[string]any) {
+			s["breakers"] = []any{map[string]any{"name": "c", "onNoData": "error", "customService": map[string]any{"url": "http://detector:8080/x"}}}
+		}, "spec.breakers[0]", "onNoData: error applies to the Prometheus detectors only"}),
+		Entry("unknown onNoData", invalid{func(s map[string]any) { breaker0(s)["onNoData"] = "panic" },
+			"spec.breakers[0].onNoData", "Unsupported value"}),
+		Entry("maxAnomalousPercent 101", invalid{func(s map[string]any) { breaker0(s)["maxAnomalousPercent"] = 101 },
+			"spec.breakers[0].maxAnomalousPercent", "less than or equal to 100"}),
+		Entry("negative minPodsToJudge", invalid{func(s map[string]any) { breaker0(s)["minPodsToJudge"] = -1 },
+			"spec.breakers[0].minPodsToJudge", "greater than or equal to 0"}),
+		Entry("stormCooldown 25h", invalid{func(s map[string]any) { breaker0(s)["stormCooldown"] = "25h" },
+			"spec.breakers[0].stormCooldown", "at most 24h"}),
+		Entry("peerOutlier threshold 0", invalid{func(s map[string]any) {
+			s["breakers"] = []any{peerBreaker("p", func(p map[string]any) { p["threshold"] = "0" })}
+		}, "spec.breakers[0].peerOutlier.threshold", "more than 0"}),
+		Entry("peerOutlier unknown direction", invalid{func(s map[string]any) {
+			s["breakers"] = []any{peerBreaker("p", func(p map[string]any) { p["direction"] = "sideways" })}
+		}, "spec.breakers[0].peerOutlier.direction", "Unsupported value"}),
 		Entry("goodValues and badValues", invalid{func(s map[string]any) { discrete0(s)["badValues"] = []any{"500"} },
 			"spec.breakers[0].discreteValueOutOfList", "exactly one of goodValues or badValues"}),
 		Entry("neither goodValues nor badValues", invalid{func(s map[string]any) { delete(discrete0(s), "goodValues") },
@@ -159,6 +188,21 @@ var _ = Describe("Admission", func() {
 			"spec.dryRun", "boolean"}),
 	)
 
+	DescribeTable("accepts a peerOutlier threshold as a number or a string",
+		func(threshold any, want float64) {
+			Expect(k8sClient.Create(ctx, kvsObject(ns, "peer", func(s map[string]any) {
+				s["breakers"] = []any{peerBreaker("p", func(p map[string]any) { p["threshold"] = threshold })}
+			}))).To(Succeed())
+			Expect(getKVS(ns, "peer").Spec.Breakers[0].PeerOutlier.Threshold.AsApproximateFloat64()).To(Equal(want))
+		},
+		Entry("the string \"2.5\"", "2.5", 2.5),
+		Entry("the integer 4", 4, 4.0),
+		// NOTE: pending because a resource.Quantity's schema is int-or-string: the API server refuses a
+		// non-integer number ("must be of type integer,string: \"number\""), and a structural schema cannot
+		// accept both a float and a string with a CEL rule on it. SPEC §2.1 says "a decimal string or number".
+		PEntry("the number 2.5", 2.5, 2.5),
+	)
+
 	It("applies the defaults of the schema", func() {
 		Expect(k8sClient.Create(ctx, kvsObject(ns, "defaults", func(s map[string]any) {
 			b := breaker0(s)
@@ -195,7 +239,7 @@ var _ = Describe("Admission", func() {
 	It("accepts every sample of config/samples", func() {
 		files, err := filepath.Glob(filepath.Join("..", "..", "config", "samples", "breaker_*.yaml"))
 		Expect(err).NotTo(HaveOccurred())
-		Expect(files).To(HaveLen(3), "one sample per detector kind")
+		Expect(files).To(HaveLen(5), "one sample per detector kind, and the guards")
 		kinds := map[string]bool{}
 		for _, f := range files {
 			data, err := os.ReadFile(f)
@@ -206,12 +250,12 @@ var _ = Describe("Admission", func() {
 			Expect(k8sClient.Create(ctx, u)).To(Succeed(), f)
 			for _, b := range u.Object["spec"].(map[string]any)["breakers"].([]any) {
 				for k := range b.(map[string]any) {
-					if strings.HasSuffix(k, "ValueOutOfList") || strings.HasSuffix(k, "ValueDeviation") || k == "customService" {
+					if strings.HasSuffix(k, "ValueOutOfList") || strings.HasSuffix(k, "ValueDeviation") || k == "peerOutlier" || k == "customService" {
 						kinds[k] = true
 					}
 				}
 			}
 		}
-		Expect(kinds).To(HaveLen(3))
+		Expect(kinds).To(HaveLen(4))
 	})
 })

@@ -274,11 +274,15 @@ type PeerOutlier struct {
 	// +kubebuilder:default=high
 	Direction PeerDirection `json:"direction,omitempty"`
 
-	// threshold is the robust z-score above which a pod is anomalous, a decimal such as "3" or "2.5".
-	// Default 3.
+	// threshold is the robust z-score above which a pod is anomalous, more than 0: an integer (3) or a
+	// decimal string ("2.5"). Default 3.
+	// NOTE: a quantity's schema is int-or-string, so a non-integer JSON number (2.5) is refused: write it as
+	// a string. The length bound keeps the CEL rule within the CRD's cost budget across 16 breakers.
 	// +optional
 	// +kubebuilder:default="3"
-	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0')) && quantity(string(self)).isLessThan(quantity('1000'))",message="must be a decimal more than 0 and less than 1000"
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:MaxLength=16
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="must be a decimal more than 0, such as 3 or \"2.5\""
 	Threshold *resource.Quantity `json:"threshold,omitempty"`
 
 	// minDeviationPercent keeps a pod within this share of the median from being anomalous, so that a
@@ -351,7 +355,7 @@ type PodCounts struct {
 	Managed int32 `json:"managed"`
 	// ready is the number of managed pods whose Ready condition is True.
 	Ready int32 `json:"ready"`
-	// inTraffic is the number of Ready managed pods labelled kubervisor/traffic=yes.
+	// inTraffic is the number of serving managed pods: Ready, not terminating, labelled kubervisor/traffic=yes.
 	InTraffic int32 `json:"inTraffic"`
 	// ejected is the number of managed pods labelled kubervisor/traffic=no.
 	Ejected int32 `json:"ejected"`

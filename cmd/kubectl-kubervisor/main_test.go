@@ -138,7 +138,7 @@ shop        pricer   pricer    True     4         1            2         1      
 Namespace:           shop
 Service:             pricer (selector app=pricer)
 Dry run:             false
-Activator:           inactive: the selector of Service pricer lacks kubervisor/traffic=yes
+Activator:           restores only, never pauses or kills: the selector of Service pricer lacks kubervisor/traffic=yes
 Default activator:   retryAndKill, period 1h, maxRetryCount 1
 Pods:                managed 4, ready 4, in traffic 1, ejected 2, paused 1, unknown 0
 Age:                 <AGE>
@@ -160,10 +160,10 @@ Breakers:
     Would-eject pods:   <none>
 
 POD        READY   TRAFFIC   BREAKER       RETRIES   BREAK-AT   NEXT
-pricer-a   True    yes       <none>        <none>    <none>     inactive (selector)
-pricer-b   True    no        http-errors   1         <AGE>      inactive (selector)
-pricer-c   True    no        http-errors   2         60m        inactive (selector)
-pricer-d   True    pause     http-errors   2         120m       inactive (selector)
+pricer-a   True    yes       <none>        <none>    <none>     <none>
+pricer-b   True    no        http-errors   1         <AGE>      restore in <MIN>
+pricer-c   True    no        http-errors   2         60m        restore now
+pricer-d   True    pause     http-errors   2         120m       <none>
 `, "-n", "shop", "get", "pricer")
 	})
 	t.Run("activate", func(t *testing.T) {

@@ -14,7 +14,11 @@ import (
 // activator will do to a pod and when: "restore in 15s", "restore now", "pause now", "kill now", or
 // "<none>" when the activator leaves the pod alone. Its arguments are those of Next.
 func NextRetryDescription(state podstate.State, a v1alpha1.ResolvedActivator, pausedCount int32, now time.Time) string {
-	d := Next(state, a, pausedCount, now)
+	return Describe(Next(state, a, pausedCount, now))
+}
+
+// Describe says a decision in a few words; see NextRetryDescription.
+func Describe(d Decision) string {
 	switch d.Action {
 	case ActionWait:
 		return "restore in " + duration.HumanDuration(ceilSecond(d.After))

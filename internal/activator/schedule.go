@@ -116,3 +116,12 @@ func backoff(count int32, period time.Duration) time.Duration {
 	}
 	return time.Duration(count) * period
 }
+
+// Restrain turns a Pause or a Kill into a Restore, for an activator that restores but never punishes (dry
+// run, an inactive selector: SPEC §6); why says what restrains it. Other decisions are returned as they are.
+func Restrain(d Decision, why string) Decision {
+	if d.Action != ActionPause && d.Action != ActionKill {
+		return d
+	}
+	return Decision{Action: ActionRestore, At: d.At, Reason: d.Reason + "; restored instead, never paused or killed: " + why}
+}

@@ -61,10 +61,22 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 		byName[obs.pods[i].Name] = &obs.pods[i]
 	}
 	selectorActive := podstate.TrafficControlled(obs.svc)
-	kinds := map[string]outcomeKind{}
-	for _, b := range ev.breakers {
-		kinds[b.name] = b.kind
+	evals := map[string]*breakerEval{}
+	for i := range ev.breakers {
+		b := &ev.breakers[i]
+		evals[b.name] = b
+		metrics.IgnoredSamples.WithLabelValues(kvs.Namespace, kvs.Name, b.name).Set(float64(b.ignored))
+		if len(b.warnings) > 0 {
+			r.Recorder.Eventf(kvs, nil, corev1.EventTypeWarning, kvv1.EventPrometheusWarning, kvv1.ActionEvaluate,
+				"Breaker %s: Prometheus warned: %s", b.name, strings.Join(b.warnings, "; "))
+		}
+		if b.stormStarted {
+			metrics.Storms.WithLabelValues(kvs.Namespace, kvs.Name, b.name).Inc()
+			r.Recorder.Eventf(kvs, nil, corev1.EventTypeWarning, kvv1.EventStormSuspected, kvv1.ActionEvaluate,
+				"Breaker %s: %s", b.name, b.why)
+		}
 	}
+	floor := breaker.FloorOf(&kvs.Spec, breaker.Count(planPods(obs.pods)).Base)
 
 	for i := range plan {
 		o := &plan[i]
@@ -87,21 +99,102 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 				"Breaker %s would take pod %s out of traffic (%s): %s", o.Name, a.Pod, dryRunCause(kvs, o.Name, selectorActive), a.Reason)
 		}
 		withheld := anomalyNames(o.Withheld)
-		if len(withheld) > 0 {
+		be := evals[o.Name]
+		if len(withheld) > 0 && be.hold == "" {
 			metrics.Withheld.WithLabelValues(kvs.Namespace, kvs.Name, o.Name).Add(float64(len(withheld)))
 			r.Recorder.Eventf(kvs, nil, corev1.EventTypeWarning, kvv1.EventEjectionWithheld, kvv1.ActionEvaluate,
 				"Breaker %s kept %d anomalous pods in traffic to hold the floor: %s", o.Name, len(withheld),
 				strings.Join(capNames(withheld), ", "))
 		}
 		out := breakerOutcome{
-			kind: kinds[o.Name], anomalous: anomalyNames(o.Anomalous), ejected: ejected, withheld: withheld,
-			wouldEject: anomalyNames(o.WouldEject),
+			kind: be.kind, why: be.why, anomalous: anomalyNames(o.Anomalous), ejected: ejected, withheld: withheld,
+			wouldEject: anomalyNames(o.WouldEject), ignored: int32(min(be.ignored, 1<<30)), warnings: capNames(be.warnings),
+			decisions: decisionsOf(o, byName, ejected, be, floor, dryRunCause(kvs, o.Name, selectorActive)),
 		}
 		outcomes[o.Name] = out
 		log.V(1).Info("Evaluated breaker", "breaker", o.Name, "result", out.lastResult(),
 			"anomalous", len(out.anomalous), "ejected", len(out.ejected), "withheld", len(out.withheld), "wouldEject", len(out.wouldEject))
 	}
 	return outcomes, errs
+}
+
+// decisionsOf says, for each anomalous pod of a breaker's plan (worst first, at most MaxPodNamesInStatus),
+// what the pass decided and why (SPEC §5 step 10).
+func decisionsOf(o *breaker.Outcome, pods map[string]*corev1.Pod, ejected []string, be *breakerEval, floor int,
+	dryRunCause string) []kvv1.PodDecision {
+	kind := map[string]kvv1.Decision{}
+	failed := map[string]bool{}
+	for _, a := range o.Eject {
+		// Overwritten below when the patch went through.
+		kind[a.Pod], failed[a.Pod] = kvv1.DecisionWithheld, true
+	}
+	for _, p := range ejected {
+		failed[p] = false
+	}
+	for _, a := range o.WouldEject {
+		kind[a.Pod] = kvv1.DecisionWouldEject
+	}
+	for _, a := range o.Withheld {
+		kind[a.Pod] = kvv1.DecisionWithheld
+	}
+	for _, p := range ejected {
+		kind[p] = kvv1.DecisionEjected
+	}
+	anomalous := capAnomalies(o.Anomalous)
+	out := make([]kvv1.PodDecision, 0, len(anomalous))
+	for _, a := range anomalous {
+		d := kvv1.PodDecision{Pod: a.Pod, Decision: kind[a.Pod], Reason: a.Reason}
+		switch d.Decision {
+		case kvv1.DecisionWouldEject:
+			d.Reason += " (not ejected: " + dryRunCause + ")"
+		case kvv1.DecisionWithheld:
+			switch {
+			case failed[a.Pod]:
+				d.Reason += "; the ejection failed and is retried at once"
+			case be.hold != "":
+				d.Reason += "; withheld: " + be.hold
+			default:
+				d.Reason += fmt.Sprintf("; withheld: the floor keeps %d pods in traffic", floor)
+			}
+		case kvv1.DecisionEjected:
+		default:
+			d.Decision, d.Reason = notServing(pods[a.Pod], a.Reason)
+		}
+		out = append(out, d)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// notServing is the decision about an anomalous pod that is not in traffic: out already (Ejected, paused
+// included), or not Ready or terminating (Ignored: nothing to decide).
+func notServing(pod *corev1.Pod, reason string) (kvv1.Decision, string) {
+	switch {
+	case pod == nil:
+		return kvv1.DecisionIgnored, reason + "; the pod is gone"
+	case !pod.DeletionTimestamp.IsZero():
+		return kvv1.DecisionIgnored, reason + "; the pod is terminating"
+	}
+	switch t := podstate.Of(pod, time.Time{}).Traffic; t {
+	case kvv1.TrafficNo:
+		return kvv1.DecisionEjected, reason + "; out of traffic already"
+	case kvv1.TrafficPause:
+		return kvv1.DecisionIgnored, reason + "; paused"
+	default:
+		if !podstate.Ready(pod) {
+			return kvv1.DecisionIgnored, reason + "; the pod is not Ready"
+		}
+		return kvv1.DecisionIgnored, fmt.Sprintf("%s; traffic label %q", reason, t)
+	}
+}
+
+func capAnomalies(as []breaker.Anomaly) []breaker.Anomaly {
+	if len(as) > kvv1.MaxPodNamesInStatus {
+		return as[:kvv1.MaxPodNamesInStatus]
+	}
+	return as
 }
 
 // withoutEjections turns every ejection of a plan into nothing: the pods stay anomalous, in traffic.

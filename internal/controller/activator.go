@@ -69,8 +69,9 @@ func (r *PodReconciler) activate(ctx context.Context, pod *corev1.Pod, cs []clai
 		return ctrl.Result{}, nil
 	}
 	kvs := owner.kvs
-	if !podstate.ActivatorInactivity(kvs, owner.svc).Active() {
-		// Dry run and an inactive selector change nothing; a spec or selector change enqueues the pod again.
+	off := podstate.ActivatorInactivityFor(kvs, owner.svc, state.Strategy)
+	if !off.Acts() {
+		// A spec or selector change enqueues the pod again.
 		return ctrl.Result{}, nil
 	}
 	// NOTE: the Pod reconciler's logger already carries the pod ("Pod" key); the lines below add the rest.
@@ -87,7 +88,14 @@ func (r *PodReconciler) activate(ctx context.Context, pod *corev1.Pod, cs []clai
 	}
 
 	var paused int32
-	decide := func() activator.Decision { return activator.Next(state, act, paused, now) }
+	decide := func() activator.Decision {
+		d := activator.Next(state, act, paused, now)
+		if off.RestoreOnly {
+			// Dry run and an inactive selector restore, never punish (SPEC §6).
+			d = activator.Restrain(d, off.Long)
+		}
+		return d
+	}
 	d := decide()
 	if d.Action == activator.ActionPause {
 		// Pausing uses a slot of maxPauseCount: count from a live read under a per-KubervisorService lock.

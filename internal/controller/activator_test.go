@@ -106,21 +106,26 @@ var _ = Describe("Activator", func() {
 		Eventually(scrape).Should(MatchRegexp(`kubervisor_evictions_refused_total\{kubervisorservice="kvs",namespace="` + ns + `"\} [1-9]`))
 	})
 
-	It("changes nothing in dry run or while the selector lacks the traffic key, and resumes when they end", func() {
-		fleetOf(ns, 2, false)
-		activatorKVS(ns, kvv1.ActivatorStrategy{Period: ptrIntOrString("1s")}, func(k *kvv1.KubervisorService) { k.Spec.DryRun = true })
-		eject(ns, "p0", "1", time.Now().Add(-time.Minute))
-		Consistently(podLabels(ns, "p0")).Should(HaveKeyWithValue(kvv1.LabelTraffic, kvv1.TrafficNo))
+	It("restores but never kills in dry run or while the selector lacks the traffic key, and kills once they end", func() {
+		fleetOf(ns, 3, false)
+		activatorKVS(ns, kvv1.ActivatorStrategy{Mode: kvv1.ActivatorModeRetryAndKill, Period: ptrIntOrString("1s"), MaxRetryCount: new(int32(0))},
+			func(k *kvv1.KubervisorService) { k.Spec.DryRun = true })
+		eject(ns, "p0", "1", time.Now())
+		Eventually(podLabels(ns, "p0")).Should(HaveKeyWithValue(kvv1.LabelTraffic, kvv1.TrafficYes))
+		Eventually(eventsFor(ns, "p0")).Should(ContainElement(ContainSubstring("restored instead, never paused or killed: dry run")))
 
-		By("the selector gets the traffic key, still in dry run")
-		setSelector(ns, "pricer", map[string]string{"app": "pricer", kvv1.LabelTraffic: kvv1.TrafficYes})
-		Consistently(podLabels(ns, "p0")).Should(HaveKeyWithValue(kvv1.LabelTraffic, kvv1.TrafficNo))
-
-		By("dry run ends")
+		By("dry run ends; the selector still lacks the traffic key")
 		kvs := getKVS(ns, "kvs")
 		kvs.Spec.DryRun = false
 		Expect(k8sClient.Update(ctx, kvs)).To(Succeed())
-		Eventually(podLabels(ns, "p0")).Should(HaveKeyWithValue(kvv1.LabelTraffic, kvv1.TrafficYes))
+		eject(ns, "p1", "1", time.Now())
+		Eventually(podLabels(ns, "p1")).Should(HaveKeyWithValue(kvv1.LabelTraffic, kvv1.TrafficYes))
+		Expect(podGone(ns, "p1")()).To(BeFalse())
+
+		By("the selector gets the traffic key: the activator punishes again")
+		setSelector(ns, "pricer", map[string]string{"app": "pricer", kvv1.LabelTraffic: kvv1.TrafficYes})
+		eject(ns, "p2", "1", time.Now())
+		Eventually(podGone(ns, "p2")).Should(BeTrue())
 	})
 
 	It("gives a pod set to no by hand a safe default and an event, and brings it back", func() {

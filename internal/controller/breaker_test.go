@@ -84,6 +84,7 @@ var _ = Describe("Breaker", func() {
 		newKVS(ns, "kvs", "pricer", func(k *kvv1.KubervisorService) {
 			k.Spec.Breakers[0].MinPodsAvailableCount = new(int32(2))
 			k.Spec.Breakers[0].MinPodsAvailableRatio = new(int32(50)) // ceil(50% of 6) = 3 pods stay
+			k.Spec.Breakers[0].MaxAnomalousPercent = new(int32(100))  // 4 of 6 flagged: no storm guard here
 			k.Spec.DefaultActivator = &kvv1.ActivatorStrategy{Period: ptrIntOrString("1h")}
 		})
 		Eventually(trafficOf(ns, 6)).Should(Equal([]string{"yes", "no", "no", "yes", "no", "yes"}))
@@ -144,6 +145,7 @@ var _ = Describe("Breaker", func() {
 		detectors.set(ns, "kvs", "second", "p1", "p2", "p3")
 		newKVS(ns, "kvs", "pricer", func(k *kvv1.KubervisorService) {
 			k.Spec.Breakers[0].MinPodsAvailableCount = new(int32(3)) // quota: 5 - 3 = 2 for both breakers
+			k.Spec.Breakers[1].MaxAnomalousPercent = new(int32(100)) // 3 of 5 flagged: no storm guard here
 			k.Spec.DefaultActivator = &kvv1.ActivatorStrategy{Period: ptrIntOrString("1h")}
 		}, "first", "second")
 		Eventually(podCounts(ns, "kvs")).Should(HaveField("Ejected", int32(2)))
@@ -208,6 +210,7 @@ var _ = Describe("Breaker", func() {
 		newKVS(ns, "stale", "pricer", func(k *kvv1.KubervisorService) {
 			k.Spec.Breakers[0].MinPodsAvailableCount = new(int32(3))
 			k.Spec.Breakers[0].EvaluationPeriod = ptrIntOrString("1h") // the suite's manager evaluates once
+			k.Spec.Breakers[0].MaxAnomalousPercent = new(int32(100))   // every pod flagged: no storm guard here
 			k.Spec.DefaultActivator = &kvv1.ActivatorStrategy{Period: ptrIntOrString("1h")}
 			k.Spec.DryRun = true // the suite's manager only reports; the reconciler below sees it enforced
 		})

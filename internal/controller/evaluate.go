@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -29,6 +30,14 @@ type breakerEval struct {
 	err error
 	// anomalies are the flagged managed pods, worst first.
 	anomalies []breaker.Anomaly
+	// hold is why a guard keeps the breaker from ejecting (a suspected storm); why says what a guard did
+	// (storm or fleet too small); stormStarted is true on the evaluation that entered a storm.
+	hold, why    string
+	stormStarted bool
+	// ignored and warnings are the detector's (samples about pods not managed or in another namespace;
+	// Prometheus' warnings).
+	ignored  int
+	warnings []string
 }
 
 // inputs are the answers the plan works on: failed breakers take no part.
@@ -36,7 +45,7 @@ func (ev *evaluation) inputs() []breaker.Input {
 	in := make([]breaker.Input, 0, len(ev.breakers))
 	for _, b := range ev.breakers {
 		if b.kind != outcomeError {
-			in = append(in, breaker.Input{Name: b.name, DryRun: b.dryRun, Anomalies: b.anomalies})
+			in = append(in, breaker.Input{Name: b.name, DryRun: b.dryRun, Anomalies: b.anomalies, Hold: b.hold})
 		}
 	}
 	return in
@@ -52,6 +61,7 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 		managed[obs.pods[i].Name] = struct{}{}
 	}
 	selectorActive := podstate.TrafficControlled(obs.svc)
+	pods := planPods(obs.pods)
 	for i := range kvs.Spec.Breakers {
 		b := &kvs.Spec.Breakers[i]
 		if !mem.due(b.Name, now) {
@@ -64,26 +74,63 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 		mem.next[b.Name] = now.Add(period)
 		metrics.LastEvaluation.WithLabelValues(kvs.Namespace, kvs.Name, b.Name).Set(float64(now.UnixNano()) / 1e9)
 		be := breakerEval{name: b.Name, dryRun: kvs.Spec.IsDryRun(b) || !selectorActive}
-		res, err := r.detect(ctx, kvs, b, mem, period, managed)
+		res, err := r.detect(ctx, kvs, b, mem, period, managed, inTraffic(obs.pods))
+		// An unusable stormCooldown is refused at admission; GuardsOf falls back to none.
+		guards, _ := b.GuardsOf()
+		be.ignored, be.warnings = res.Ignored, res.Warnings
 		switch {
 		case err != nil:
 			be.kind, be.err = outcomeError, err
+		case res.NoData && guards.OnNoDataError && b.CustomService == nil:
+			be.kind, be.err = outcomeError, errors.New("the answer holds no sample about any managed pod (onNoData: error): is the query broken?")
 		case res.NoData:
 			be.kind = outcomeNoData
 		default:
 			be.kind = outcomeOK
 		}
-		for _, a := range res.Anomalies {
-			be.anomalies = append(be.anomalies, breaker.Anomaly{Pod: a.Pod, Reason: a.Reason})
+		if be.kind != outcomeError {
+			for _, a := range res.Anomalies {
+				be.anomalies = append(be.anomalies, breaker.Anomaly{Pod: a.Pod, Reason: a.Reason})
+			}
+			guardOn(&be, guards, pods, mem, now)
 		}
 		ev.breakers = append(ev.breakers, be)
 	}
 	return ev
 }
 
+// guardOn applies the breaker's guards (SPEC §5 step 9) to its answer and remembers a storm's time.
+func guardOn(be *breakerEval, g kvv1.Guards, pods []breaker.Pod, mem *kvsMemory, now time.Time) {
+	last := mem.storms[be.name]
+	gr := breaker.Guard(g, pods, be.anomalies, last, now)
+	if gr.StormAt.IsZero() {
+		delete(mem.storms, be.name)
+	} else {
+		mem.storms[be.name] = gr.StormAt
+	}
+	switch gr.Verdict {
+	case breaker.FleetTooSmall:
+		be.kind, be.why, be.anomalies = outcomeFleetTooSmall, gr.Why, nil
+	case breaker.Storm:
+		be.kind, be.why, be.hold = outcomeStorm, gr.Why, gr.Why
+		be.stormStarted = mem.outcomes[be.name].kind != outcomeStorm
+	}
+}
+
+// inTraffic returns the names of the serving pods.
+func inTraffic(pods []corev1.Pod) map[string]struct{} {
+	out := make(map[string]struct{}, len(pods))
+	for _, p := range planPods(pods) {
+		if p.Serving() {
+			out[p.Name] = struct{}{}
+		}
+	}
+	return out
+}
+
 // detect asks the breaker's detector once, within min(period, maxQueryTimeout).
 func (r *KubervisorServiceReconciler) detect(ctx context.Context, kvs *kvv1.KubervisorService, b *kvv1.BreakerStrategy,
-	mem *kvsMemory, period time.Duration, managed map[string]struct{}) (detector.Result, error) {
+	mem *kvsMemory, period time.Duration, managed, serving map[string]struct{}) (detector.Result, error) {
 	timeout := min(period, maxQueryTimeout)
 	d, ok := mem.detectors[b.Name]
 	if !ok {
@@ -96,7 +143,8 @@ func (r *KubervisorServiceReconciler) detect(ctx context.Context, kvs *kvv1.Kube
 	qctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := r.Clock.Now()
-	res, err := d.Detect(qctx, detector.Request{Namespace: kvs.Namespace, KubervisorService: kvs.Name, Breaker: b.Name, Pods: managed})
+	res, err := d.Detect(qctx, detector.Request{Namespace: kvs.Namespace, KubervisorService: kvs.Name, Breaker: b.Name, Pods: managed,
+		InTraffic: serving})
 	metrics.QueryDuration.WithLabelValues(kvs.Namespace, kvs.Name, b.Name).Observe(r.Clock.Since(start).Seconds())
 	return res, err
 }
@@ -104,12 +152,19 @@ func (r *KubervisorServiceReconciler) detect(ctx context.Context, kvs *kvv1.Kube
 // planOn decides, on a view of the managed pods, who each breaker ejects (SPEC §5 steps 2–3, one quota for
 // the whole KubervisorService).
 func planOn(kvs *kvv1.KubervisorService, pods []corev1.Pod, ev *evaluation) []breaker.Outcome {
-	planPods := make([]breaker.Pod, len(pods))
+	pp := planPods(pods)
+	return breaker.Plan(pp, breaker.FloorOf(&kvs.Spec, breaker.Count(pp).Base), ev.inputs())
+}
+
+// planPods is what the plan and the guards know of the managed pods.
+func planPods(pods []corev1.Pod) []breaker.Pod {
+	out := make([]breaker.Pod, len(pods))
 	for i := range pods {
 		p := &pods[i]
-		planPods[i] = breaker.Pod{Name: p.Name, Ready: podstate.Ready(p), Traffic: p.Labels[kvv1.LabelTraffic]}
+		out[i] = breaker.Pod{Name: p.Name, Ready: podstate.Ready(p), Terminating: !p.DeletionTimestamp.IsZero(),
+			Traffic: podstate.Of(p, time.Time{}).Traffic}
 	}
-	return breaker.Plan(planPods, breaker.FloorOf(&kvs.Spec, breaker.Count(planPods).Base), ev.inputs())
+	return out
 }
 
 // ejects reports whether a plan takes any pod out of traffic.

@@ -183,6 +183,9 @@ func (r *KubervisorServiceReconciler) SetupWithManager(mgr ctrl.Manager, workers
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("kubervisorservice").
 		For(&kvv1.KubervisorService{}, builder.WithPredicates(kvsLifecycleChanged())).
+		// A KubervisorService that appears, goes or changes re-evaluates the others naming the same Service:
+		// one of them may have won or lost the claim (SPEC §3, Conflict).
+		Watches(&kvv1.KubervisorService{}, handler.EnqueueRequestsFromMapFunc(r.rivalsOf), builder.WithPredicates(kvsLifecycleChanged())).
 		WatchesRawSource(source.Kind(mgr.GetCache(), &corev1.Service{}, handler.TypedEnqueueRequestsFromMapFunc(r.kvsForService), serviceChanged())).
 		// The pod's owner before and after an update (both recount when a pod changes hands).
 		WatchesRawSource(source.Kind(mgr.GetCache(), &corev1.Pod{}, handler.TypedEnqueueRequestsFromMapFunc(ownerOfPod), podChanged())).
@@ -200,6 +203,26 @@ func (r *KubervisorServiceReconciler) kvsForService(ctx context.Context, o *core
 	out := make([]reconcile.Request, 0, len(list.Items))
 	for _, k := range list.Items {
 		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&k)})
+	}
+	return out
+}
+
+// rivalsOf maps a KubervisorService to the others of its namespace naming the same Service.
+func (r *KubervisorServiceReconciler) rivalsOf(ctx context.Context, o client.Object) []reconcile.Request {
+	kvs, ok := o.(*kvv1.KubervisorService)
+	if !ok {
+		return nil
+	}
+	var list kvv1.KubervisorServiceList
+	if err := r.List(ctx, &list, client.InNamespace(kvs.Namespace), client.MatchingFields{IndexServiceName: kvs.Spec.Service}); err != nil {
+		logf.FromContext(ctx).Error(err, "Listing KubervisorServices for Service", "Service", klog.KRef(kvs.Namespace, kvs.Spec.Service))
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range list.Items {
+		if list.Items[i].Name != kvs.Name {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+		}
 	}
 	return out
 }

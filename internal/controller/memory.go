@@ -31,6 +31,8 @@ type kvsMemory struct {
 	next       map[string]time.Time
 	detectors  map[string]detector.Detector
 	outcomes   map[string]breakerOutcome
+	// storms holds, per breaker, the time of its last suspected storm, for stormCooldown.
+	storms map[string]time.Time
 }
 
 // outcomeKind is the typed result of one evaluation; status.breakers[].lastResult is derived from it.
@@ -43,25 +45,41 @@ const (
 	outcomeNoData
 	// outcomeError is a failed evaluation: nothing was ejected because of it.
 	outcomeError
+	// outcomeFleetTooSmall is an evaluation that judged nobody (minPodsToJudge).
+	outcomeFleetTooSmall
+	// outcomeStorm is an evaluation whose guard suspected a storm: nobody was ejected.
+	outcomeStorm
 )
 
 // breakerOutcome is what one evaluation of a breaker decided.
 type breakerOutcome struct {
 	kind outcomeKind
-	// err says what went wrong, for outcomeError.
-	err string
+	// err says what went wrong, for outcomeError; why says what a guard decided, for outcomeFleetTooSmall
+	// and outcomeStorm.
+	err, why string
 	// Pod names, worst first: flagged managed pods; ejected by this evaluation; kept in traffic by the floor;
 	// what a dry run would have ejected.
 	anomalous, ejected, withheld, wouldEject []string
+	// decisions says, per anomalous pod worst first, what the breaker decided and why (status anomalies[]).
+	decisions []kvv1.PodDecision
+	// ignored counts samples about pods not managed or in another namespace; warnings are Prometheus'.
+	ignored  int32
+	warnings []string
 	// changedAt is the time of the evaluation that last changed the outcome (status lastEvaluationTime).
 	changedAt time.Time
 }
 
 // sameAs reports whether two outcomes say the same, whenever they were reached.
+// Decisions compare by pod and decision only: a detector's reason may hold numbers that move at every
+// evaluation, and an entry is rewritten only when its pod's decision changes (SPEC §5 step 10).
 func (o breakerOutcome) sameAs(p breakerOutcome) bool {
-	return o.kind == p.kind && o.err == p.err && slices.Equal(o.anomalous, p.anomalous) && slices.Equal(o.ejected, p.ejected) &&
-		slices.Equal(o.withheld, p.withheld) && slices.Equal(o.wouldEject, p.wouldEject)
+	return o.kind == p.kind && o.err == p.err && o.why == p.why && slices.Equal(o.anomalous, p.anomalous) &&
+		slices.Equal(o.ejected, p.ejected) && slices.Equal(o.withheld, p.withheld) && slices.Equal(o.wouldEject, p.wouldEject) &&
+		o.ignored == p.ignored && slices.Equal(o.warnings, p.warnings) &&
+		slices.EqualFunc(o.decisions, p.decisions, sameDecision)
 }
+
+func sameDecision(a, b kvv1.PodDecision) bool { return a.Pod == b.Pod && a.Decision == b.Decision }
 
 // lastResult is the status.breakers[].lastResult of the outcome.
 func (o breakerOutcome) lastResult() string {
@@ -70,6 +88,10 @@ func (o breakerOutcome) lastResult() string {
 		return kvv1.ResultErrorPrefix + o.err
 	case outcomeNoData:
 		return kvv1.ResultNoData
+	case outcomeFleetTooSmall:
+		return kvv1.ResultFleetTooSmall
+	case outcomeStorm:
+		return kvv1.ResultStormSuspected
 	default:
 		return kvv1.ResultOK
 	}
@@ -88,7 +110,7 @@ func (m *memory) of(kvs *kvv1.KubervisorService) *kvsMemory {
 	e, ok := m.entries[key]
 	if !ok || e.generation != kvs.Generation {
 		e = &kvsMemory{generation: kvs.Generation, next: map[string]time.Time{}, detectors: map[string]detector.Detector{},
-			outcomes: map[string]breakerOutcome{}}
+			outcomes: map[string]breakerOutcome{}, storms: map[string]time.Time{}}
 		m.entries[key] = e
 	}
 	return e
@@ -108,9 +130,20 @@ func (e *kvsMemory) due(breaker string, now time.Time) bool {
 
 // record keeps an outcome reached at now; changedAt moves only when the outcome differs from the last one,
 // so that an evaluation that changes nothing changes no status.
+// A pod decision keeps its entry (reason and since) while the pod's decision stays.
 func (e *kvsMemory) record(name string, o breakerOutcome, now time.Time) {
 	o.changedAt = now
-	if last, ok := e.outcomes[name]; ok && last.sameAs(o) {
+	last, ok := e.outcomes[name]
+	for i := range o.decisions {
+		o.decisions[i].Since = apiTime(now)
+		if !ok {
+			continue
+		}
+		if j := slices.IndexFunc(last.decisions, func(d kvv1.PodDecision) bool { return sameDecision(d, o.decisions[i]) }); j >= 0 {
+			o.decisions[i] = last.decisions[j]
+		}
+	}
+	if ok && last.sameAs(o) {
 		o.changedAt = last.changedAt
 	}
 	e.outcomes[name] = o

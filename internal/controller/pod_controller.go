@@ -54,6 +54,9 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	if err := r.noteOrphan(ctx, pod); err != nil {
+		return ctrl.Result{}, err
+	}
 	if err := syncPodOwnership(ctx, r, pod, cs); err != nil {
 		return requeueOnConflict(ctx, err)
 	}
@@ -62,6 +65,29 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 		return requeueOnConflict(ctx, err)
 	}
 	return res, nil
+}
+
+// noteOrphan records an event on a pod labelled for a KubervisorService that does not exist (its finalizer
+// removed by hand, the CRD re-created): syncPodOwnership then releases it (SPEC §6, orphans), and the event
+// says why its labels went.
+func (r *PodReconciler) noteOrphan(ctx context.Context, pod *corev1.Pod) error {
+	state := podstate.Of(pod, time.Time{})
+	if state.Owner == "" {
+		return nil
+	}
+	err := r.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: state.Owner}, &kvv1.KubervisorService{})
+	switch {
+	case apierrors.IsNotFound(err):
+		note := fmt.Sprintf("Pod %s is labelled for KubervisorService %s, which does not exist: released", pod.Name, state.Owner)
+		if state.Traffic == kvv1.TrafficNo {
+			note += " and put back in traffic"
+		}
+		r.Recorder.Eventf(pod, nil, corev1.EventTypeNormal, kvv1.EventOrphanReleased, kvv1.ActionRelease, "%s", note)
+		return nil
+	case err != nil:
+		return fmt.Errorf("getting KubervisorService %s/%s of pod %s: %w", pod.Namespace, state.Owner, pod.Name, err)
+	}
+	return nil
 }
 
 // SetupWithManager watches pods, passing only creations and the updates podChanged lets through. A

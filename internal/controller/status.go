@@ -43,7 +43,8 @@ func desiredStatus(kvs *kvv1.KubervisorService, obs *observation, outcomes map[s
 		}
 		entry := kvv1.BreakerStatus{
 			Name: b.Name, LastResult: o.lastResult(), AnomalousPods: capNames(o.anomalous), EjectedPods: capNames(o.ejected),
-			WithheldPods: capNames(o.withheld), WouldEjectPods: capNames(o.wouldEject),
+			WithheldPods: capNames(o.withheld), WouldEjectPods: capNames(o.wouldEject), IgnoredSamples: o.ignored,
+			Warnings: capNames(o.warnings), Anomalies: carryDecisions(o.decisions, old[b.Name]),
 		}
 		if prev := old[b.Name]; prev != nil && prev.LastEvaluationTime != nil && sameBreakerStatus(*prev, entry) {
 			entry.LastEvaluationTime = prev.LastEvaluationTime.DeepCopy()
@@ -55,6 +56,27 @@ func desiredStatus(kvs *kvv1.KubervisorService, obs *observation, outcomes map[s
 	}
 	status.Conditions = conditions(kvs, obs, outcomes, now)
 	return status
+}
+
+// carryDecisions returns the decisions, each replaced by the stored entry of the same pod and decision, so
+// that an entry is rewritten only when its pod's decision changes, also across a restart.
+func carryDecisions(ds []kvv1.PodDecision, prev *kvv1.BreakerStatus) []kvv1.PodDecision {
+	if len(ds) == 0 {
+		return nil
+	}
+	out := make([]kvv1.PodDecision, len(ds))
+	for i, d := range ds {
+		out[i] = d
+		if prev == nil {
+			continue
+		}
+		for _, p := range prev.Anomalies {
+			if sameDecision(p, d) {
+				out[i] = *p.DeepCopy()
+			}
+		}
+	}
+	return out
 }
 
 // sameBreakerStatus compares two entries but for their time.
@@ -78,9 +100,10 @@ func countPods(pods []corev1.Pod) kvv1.PodCounts {
 		if ready {
 			c.Ready++
 		}
-		switch p.Labels[kvv1.LabelTraffic] {
+		switch podstate.Of(p, time.Time{}).Traffic {
 		case kvv1.TrafficYes:
-			if ready {
+			// Serving only: a terminating pod is out of the endpoints whatever its Ready condition says.
+			if ready && p.DeletionTimestamp.IsZero() {
 				c.InTraffic++
 			}
 		case kvv1.TrafficNo:
@@ -145,7 +168,7 @@ func conditions(kvs *kvv1.KubervisorService, obs *observation, outcomes map[stri
 		set(kvv1.ConditionConflict, false, kvv1.ReasonNoConflict, "No other KubervisorService supervises these pods")
 	}
 
-	var withheld, failing, pending []string
+	var withheld, storms, failing, pending []string
 	for _, b := range kvs.Spec.Breakers {
 		o, ok := outcomes[b.Name]
 		switch {
@@ -153,12 +176,15 @@ func conditions(kvs *kvv1.KubervisorService, obs *observation, outcomes map[stri
 			pending = append(pending, b.Name)
 		case o.kind == outcomeError:
 			failing = append(failing, fmt.Sprintf("breaker %s: %s", b.Name, o.lastResult()))
-		}
-		if len(o.withheld) > 0 {
+		case o.kind == outcomeStorm:
+			storms = append(storms, fmt.Sprintf("breaker %s: %s", b.Name, o.why))
+		case len(o.withheld) > 0:
 			withheld = append(withheld, fmt.Sprintf("%s withheld %s", b.Name, strings.Join(capNames(o.withheld), ", ")))
 		}
 	}
-	if len(withheld) > 0 {
+	if len(storms) > 0 {
+		set(kvv1.ConditionEjectionAllowed, false, kvv1.ReasonStormSuspected, strings.Join(storms, "; "))
+	} else if len(withheld) > 0 {
 		set(kvv1.ConditionEjectionAllowed, false, kvv1.ReasonFloorReached,
 			"The floor keeps anomalous pods in traffic: "+strings.Join(withheld, "; "))
 	} else {

@@ -70,11 +70,25 @@ var (
 		Name: "kubervisor_evictions_refused_total",
 		Help: "Evictions of pods the activator wanted to kill that the API server refused (e.g. a PodDisruptionBudget).",
 	}, []string{labelNamespace, labelKVS})
+
+	// Storms counts the evaluations that started a suspected storm (more anomalous pods than
+	// maxAnomalousPercent): the breaker ejected nobody.
+	Storms = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kubervisor_storms_total",
+		Help: "Storms suspected by a breaker's guard (more anomalous pods than maxAnomalousPercent): nobody was ejected.",
+	}, []string{labelNamespace, labelKVS, labelBreaker})
+
+	// IgnoredSamples is what the last answer of a breaker's detector said about pods that are not managed or
+	// live in another namespace.
+	IgnoredSamples = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kubervisor_detector_ignored_samples",
+		Help: "Samples of the last detector answer about pods that are not managed or in another namespace (never acted on).",
+	}, []string{labelNamespace, labelKVS, labelBreaker})
 )
 
 func init() {
 	ctrlmetrics.Registry.MustRegister(Ejections, Withheld, EvaluationDuration, QueryDuration, DetectorErrors,
-		LastEvaluation, Pods, Activations, EvictionsRefused)
+		LastEvaluation, Pods, Activations, EvictionsRefused, Storms, IgnoredSamples)
 }
 
 // Forget drops every series of a KubervisorService that is gone.
@@ -82,7 +96,7 @@ func Forget(namespace, name string) {
 	match := prometheus.Labels{labelNamespace: namespace, labelKVS: name}
 	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
 		Ejections, Withheld, EvaluationDuration, QueryDuration, DetectorErrors, LastEvaluation, Pods, Activations,
-		EvictionsRefused,
+		EvictionsRefused, Storms, IgnoredSamples,
 	} {
 		v.DeletePartialMatch(match)
 	}

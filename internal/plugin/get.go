@@ -46,7 +46,10 @@ func (p *Plugin) Get(ctx context.Context, namespace, name string) error {
 func writeHeader(w *bytes.Buffer, kvs *kvv1.KubervisorService, svc *corev1.Service, now time.Time) {
 	c := kvs.Status.Pods
 	activatorState := "active"
-	if off := podstate.ActivatorInactivity(kvs, svc); !off.Active() {
+	switch off := podstate.ActivatorInactivity(kvs, svc); {
+	case off.RestoreOnly:
+		activatorState = "restores only, never pauses or kills: " + off.Long
+	case !off.Active():
 		activatorState = "inactive: " + off.Long
 	}
 	def, err := kvs.Spec.ActivatorFor("")
@@ -137,7 +140,6 @@ func writePods(w *bytes.Buffer, kvs *kvv1.KubervisorService, svc *corev1.Service
 			paused++
 		}
 	}
-	off := podstate.ActivatorInactivity(kvs, svc)
 
 	var problems []string
 	row(w, "POD", "READY", "TRAFFIC", "BREAKER", "RETRIES", "BREAK-AT", "NEXT")
@@ -153,12 +155,15 @@ func writePods(w *bytes.Buffer, kvs *kvv1.KubervisorService, svc *corev1.Service
 		if len(issues) > 0 {
 			problems = append(problems, fmt.Sprintf("  %s: %s", pod.Name, strings.Join(issues, "; ")))
 		}
+		off := podstate.ActivatorInactivityFor(kvs, svc, state.Strategy)
 		var next string
 		switch {
 		case !pod.DeletionTimestamp.IsZero():
 			next = "terminating"
-		case !off.Active():
+		case !off.Acts():
 			next = "inactive (" + off.Short + ")"
+		case off.RestoreOnly:
+			next = activator.Describe(activator.Restrain(activator.Next(state, act, paused, now), off.Long))
 		default:
 			next = activator.NextRetryDescription(state, act, paused, now)
 		}

@@ -185,7 +185,7 @@ Warnings:
   pricer-l: annotation kubervisor/retry-count "0" is less than 1; treating the pod as just ejected with retry count 1
 `,
 		},
-		"dry run: the activator does nothing, whatever the pod": {
+		"dry run: the activator restores only, never pauses or kills": {
 			objs: []client.Object{
 				dryRun(), active,
 				pod("shop", "pricer-a", yes, owned(kvv1.TrafficYes, ""), nil),
@@ -195,7 +195,7 @@ Warnings:
 Namespace:           shop
 Service:             pricer (selector app=pricer,kubervisor/traffic=yes)
 Dry run:             true
-Activator:           inactive: dry run
+Activator:           restores only, never pauses or kills: dry run
 Default activator:   periodic, period 10s
 Pods:                managed 2, ready 2, in traffic 2, ejected 0, paused 0, unknown 0
 Age:                 10m
@@ -216,11 +216,11 @@ Breakers:
     Would-eject pods:   pricer-a
 
 POD        READY   TRAFFIC   BREAKER       RETRIES   BREAK-AT   NEXT
-pricer-a   True    yes       <none>        <none>    <none>     inactive (dry run)
-pricer-b   True    no        http-errors   1         5s         inactive (dry run)
+pricer-a   True    yes       <none>        <none>    <none>     <none>
+pricer-b   True    no        http-errors   1         5s         restore in 5s
 `,
 		},
-		"selector without kubervisor/traffic: the activator does nothing": {
+		"selector without kubervisor/traffic: the activator restores only": {
 			objs: []client.Object{
 				kvs("shop", "pricer", "pricer", now.Add(-time.Minute)),
 				service("shop", "pricer", map[string]string{"app": "pricer"}),
@@ -230,7 +230,7 @@ pricer-b   True    no        http-errors   1         5s         inactive (dry ru
 Namespace:           shop
 Service:             pricer (selector app=pricer)
 Dry run:             false
-Activator:           inactive: the selector of Service pricer lacks kubervisor/traffic=yes
+Activator:           restores only, never pauses or kills: the selector of Service pricer lacks kubervisor/traffic=yes
 Default activator:   periodic, period 10s
 Pods:                managed 0, ready 0, in traffic 0, ejected 0, paused 0, unknown 0
 Age:                 60s
@@ -244,7 +244,7 @@ Breakers:
     Last result:   <none> (not evaluated yet)
 
 POD        READY   TRAFFIC   BREAKER       RETRIES   BREAK-AT   NEXT
-pricer-b   True    no        http-errors   1         60s        inactive (selector)
+pricer-b   True    no        http-errors   1         60s        restore now
 `,
 		},
 		"Service not found, no pod": {

@@ -45,35 +45,63 @@ func TrafficControlled(svc *corev1.Service) bool {
 	return svc != nil && svc.Spec.Selector[v1alpha1.LabelTraffic] == v1alpha1.TrafficYes
 }
 
-// Inactivity says why the activator leaves every pod of a KubervisorService alone; the zero value means
-// it acts.
+// dryRun is what Inactivity says of a dry run, short and long.
+const dryRun = "dry run"
+
+// Inactivity says why the activator holds back on the pods of a KubervisorService; the zero value means it
+// acts fully.
 type Inactivity struct {
 	// Short is a few words, for a table cell ("dry run", "selector").
 	Short string
 	// Long is a sentence part, for a header or an event.
 	Long string
+	// RestoreOnly is true when the activator still restores ejected pods when due but never pauses or kills
+	// them (dry run, an inactive selector: SPEC §6, "dry run and deactivation restore, never punish").
+	RestoreOnly bool
 }
 
-// Active reports whether the activator acts.
+// Active reports whether the activator acts fully (restores, pauses and kills).
 func (i Inactivity) Active() bool { return i.Short == "" }
 
-// ActivatorInactivity decides whether the activator acts on the pods of kvs, whose Service is svc (nil when
-// it does not exist): never while the KubervisorService is being deleted or in dry run, nor while the
-// Service is missing, its selector lacks the traffic key or has no other key. The Pod reconciler and the
-// plugin both ask it.
+// Acts reports whether the activator acts at all: fully, or by restoring only.
+func (i Inactivity) Acts() bool { return i.Short == "" || i.RestoreOnly }
+
+// ActivatorInactivity decides how the activator acts on the pods of kvs, whose Service is svc (nil when it
+// does not exist): not at all while the KubervisorService is being deleted (the finalizer releases the
+// pods) or the Service is missing or selects nothing; by restoring only while the KubervisorService is in
+// dry run or the Service selector lacks the traffic key. ActivatorInactivityFor adds the breaker's own dry
+// run. The Pod reconciler and the plugin both ask it.
 func ActivatorInactivity(kvs *v1alpha1.KubervisorService, svc *corev1.Service) Inactivity {
 	switch {
 	case !kvs.DeletionTimestamp.IsZero():
-		return Inactivity{"deleting", "the KubervisorService is being deleted"}
-	case kvs.Spec.DryRun:
-		return Inactivity{"dry run", "dry run"}
+		return Inactivity{Short: "deleting", Long: "the KubervisorService is being deleted"}
 	case svc == nil:
-		return Inactivity{"no service", "Service " + kvs.Spec.Service + " not found"}
-	case !TrafficControlled(svc):
-		return Inactivity{"selector", "the selector of Service " + svc.Name + " lacks " + v1alpha1.LabelTraffic + "=" + v1alpha1.TrafficYes}
+		return Inactivity{Short: "no service", Long: "Service " + kvs.Spec.Service + " not found"}
 	}
 	if _, ok := ManagedSelector(svc.Spec.Selector); !ok {
-		return Inactivity{"selector", "the selector of Service " + svc.Name + " has no key besides " + v1alpha1.LabelTraffic}
+		return Inactivity{Short: "selector", Long: "the selector of Service " + svc.Name + " has no key besides " + v1alpha1.LabelTraffic}
+	}
+	switch {
+	case kvs.Spec.DryRun:
+		return Inactivity{Short: dryRun, Long: dryRun, RestoreOnly: true}
+	case !TrafficControlled(svc):
+		return Inactivity{Short: "selector", RestoreOnly: true,
+			Long: "the selector of Service " + svc.Name + " lacks " + v1alpha1.LabelTraffic + "=" + v1alpha1.TrafficYes}
 	}
 	return Inactivity{}
+}
+
+// ActivatorInactivityFor is ActivatorInactivity for the pods ejected by the named breaker: its own dry
+// run makes the activator restore only, too.
+func ActivatorInactivityFor(kvs *v1alpha1.KubervisorService, svc *corev1.Service, breaker string) Inactivity {
+	off := ActivatorInactivity(kvs, svc)
+	if !off.Active() {
+		return off
+	}
+	for i := range kvs.Spec.Breakers {
+		if b := &kvs.Spec.Breakers[i]; b.Name == breaker && b.DryRun {
+			return Inactivity{Short: dryRun, Long: "breaker " + breaker + " is in dry run", RestoreOnly: true}
+		}
+	}
+	return off
 }

@@ -69,10 +69,10 @@ func TestActivatorInactivity(t *testing.T) {
 	}{
 		"active":                      {kvs: kvs(false, false), svc: active, want: podstate.Inactivity{}},
 		"deleting wins over the rest": {kvs: kvs(true, true), svc: nil, want: podstate.Inactivity{Short: "deleting", Long: "the KubervisorService is being deleted"}},
-		"dry run":                     {kvs: kvs(true, false), svc: active, want: podstate.Inactivity{Short: "dry run", Long: "dry run"}},
+		"dry run restores only":       {kvs: kvs(true, false), svc: active, want: podstate.Inactivity{Short: "dry run", Long: "dry run", RestoreOnly: true}},
 		"no service":                  {kvs: kvs(false, false), svc: nil, want: podstate.Inactivity{Short: "no service", Long: "Service svc not found"}},
-		"selector lacks the traffic key": {kvs: kvs(false, false), svc: svc(map[string]string{"app": "a"}),
-			want: podstate.Inactivity{Short: "selector", Long: "the selector of Service svc lacks kubervisor/traffic=yes"}},
+		"selector lacks the traffic key: restores only": {kvs: kvs(false, false), svc: svc(map[string]string{"app": "a"}),
+			want: podstate.Inactivity{Short: "selector", Long: "the selector of Service svc lacks kubervisor/traffic=yes", RestoreOnly: true}},
 		"selector has no other key": {kvs: kvs(false, false), svc: svc(map[string]string{kvv1.LabelTraffic: kvv1.TrafficYes}),
 			want: podstate.Inactivity{Short: "selector", Long: "the selector of Service svc has no key besides kubervisor/traffic"}},
 	}
@@ -82,8 +82,8 @@ func TestActivatorInactivity(t *testing.T) {
 			if got != tc.want {
 				t.Errorf("ActivatorInactivity() = %+v, want %+v", got, tc.want)
 			}
-			if got.Active() != (tc.want == podstate.Inactivity{}) {
-				t.Errorf("Active() = %t", got.Active())
+			if got.Active() != (tc.want == podstate.Inactivity{}) || got.Acts() != (got.Active() || tc.want.RestoreOnly) {
+				t.Errorf("Active() = %t, Acts() = %t", got.Active(), got.Acts())
 			}
 		})
 	}
@@ -113,5 +113,18 @@ func TestReadyStatus(t *testing.T) {
 				t.Error("a missing Service controls traffic")
 			}
 		})
+	}
+}
+
+func TestActivatorInactivityForADryRunBreaker(t *testing.T) {
+	kvs := &kvv1.KubervisorService{Spec: kvv1.KubervisorServiceSpec{Service: "svc",
+		Breakers: []kvv1.BreakerStrategy{{Name: "dry", DryRun: true}, {Name: "live"}}}}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "svc"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "a", kvv1.LabelTraffic: kvv1.TrafficYes}}}
+	if got := podstate.ActivatorInactivityFor(kvs, svc, "dry"); got != (podstate.Inactivity{Short: "dry run", Long: "breaker dry is in dry run", RestoreOnly: true}) {
+		t.Errorf("dry-run breaker: %+v", got)
+	}
+	if got := podstate.ActivatorInactivityFor(kvs, svc, "live"); !got.Active() {
+		t.Errorf("enforced breaker: %+v", got)
 	}
 }

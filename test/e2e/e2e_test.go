@@ -37,6 +37,7 @@ var _ = Describe("Kubervisor on a real cluster", func() {
 		deleteNamespaceLater(s)
 		s.createKVS(s.discrete(), func(k *kvv1.KubervisorService) {
 			k.Spec.Breakers[0].MinPodsAvailableRatio = new(int32(50)) // ceil(50% of 6) = 3 stay in traffic
+			k.Spec.Breakers[0].MaxAnomalousPercent = new(int32(100))  // 4 of 6 misbehave below: the floor, not the storm guard
 		})
 		pods := s.pods()
 		Expect(pods).To(HaveLen(6))
@@ -134,7 +135,8 @@ var _ = Describe("Kubervisor on a real cluster", func() {
 		s.createKVS(kvv1.BreakerStrategy{
 			Name:                  "custom",
 			EvaluationPeriod:      intOrString("1s"),
-			MinPodsAvailableCount: new(int32(4)), // one pod may go
+			MinPodsAvailableCount: new(int32(4)),   // one pod may go
+			MaxAnomalousPercent:   new(int32(100)), // 3 of 5 flagged: the floor, not the storm guard
 			CustomService:         &kvv1.CustomService{URL: s.fleet.URL() + fleet.CustomDetectorPath},
 		}, nil)
 		Eventually(s.endpoints).Should(Equal(without(pods, pods[3])))

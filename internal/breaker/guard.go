@@ -34,16 +34,17 @@ type GuardResult struct {
 // none). A storm is more anomalous Ready pods than maxAnomalousPercent of the Ready pods; after one, the
 // breaker stays held until the share has stayed at or under the threshold for stormCooldown.
 func Guard(g kvv1.Guards, pods []Pod, anomalous []Anomaly, lastStorm, now time.Time) GuardResult {
-	f := Count(pods)
-	if g.MinPodsToJudge > 0 && f.Ready < int(g.MinPodsToJudge) {
-		return GuardResult{Verdict: FleetTooSmall, StormAt: lastStorm,
-			Why: fmt.Sprintf("%d Ready pods, fewer than minPodsToJudge %d: nobody is judged", f.Ready, g.MinPodsToJudge)}
-	}
+	// The Ready pods that are not terminating: Fleet.Ready, by name.
 	ready := make(map[string]bool, len(pods))
 	for _, p := range pods {
 		if p.Ready && !p.Terminating {
 			ready[p.Name] = true
 		}
+	}
+	nReady := len(ready)
+	if g.MinPodsToJudge > 0 && nReady < int(g.MinPodsToJudge) {
+		return GuardResult{Verdict: FleetTooSmall, StormAt: lastStorm,
+			Why: fmt.Sprintf("%d Ready pods, fewer than minPodsToJudge %d: nobody is judged", nReady, g.MinPodsToJudge)}
 	}
 	bad := 0
 	seen := make(map[string]bool, len(anomalous))
@@ -54,10 +55,10 @@ func Guard(g kvv1.Guards, pods []Pod, anomalous []Anomaly, lastStorm, now time.T
 		}
 	}
 	// Integer form of bad/ready > pct/100.
-	if g.MaxAnomalousPercent < 100 && f.Ready > 0 && bad*100 > int(g.MaxAnomalousPercent)*f.Ready {
+	if g.MaxAnomalousPercent < 100 && nReady > 0 && bad*100 > int(g.MaxAnomalousPercent)*nReady {
 		return GuardResult{Verdict: Storm, StormAt: now,
 			Why: fmt.Sprintf("%d of %d Ready pods anomalous, more than maxAnomalousPercent %d%%: the detector is suspect, nobody is ejected",
-				bad, f.Ready, g.MaxAnomalousPercent)}
+				bad, nReady, g.MaxAnomalousPercent)}
 	}
 	if !lastStorm.IsZero() && now.Sub(lastStorm) < g.StormCooldown {
 		return GuardResult{Verdict: Storm, StormAt: lastStorm,

@@ -43,7 +43,7 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 		log.V(1).Info("Evaluated breaker", "breaker", b.name, "result", kvv1.ResultErrorPrefix+b.err.Error())
 	}
 
-	plan := planOn(kvs, obs.pods, ev)
+	plan, floor := planOn(kvs, obs.pods, ev)
 	var errs error
 	if ejects(plan) {
 		live, err := livePods(ctx, r.APIReader, kvs)
@@ -53,7 +53,7 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 			plan = withoutEjections(plan)
 		} else {
 			obs.pods = live
-			plan = planOn(kvs, obs.pods, ev)
+			plan, floor = planOn(kvs, obs.pods, ev)
 		}
 	}
 	byName := make(map[string]*corev1.Pod, len(obs.pods))
@@ -76,7 +76,6 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 				"Breaker %s: %s", b.name, b.why)
 		}
 	}
-	floor := breaker.FloorOf(&kvs.Spec, breaker.Count(planPods(obs.pods)).Base)
 
 	for i := range plan {
 		o := &plan[i]
@@ -89,7 +88,7 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 			}
 			ejected = append(ejected, a.Pod)
 			metrics.Ejections.WithLabelValues(kvs.Namespace, kvs.Name, o.Name, "true").Inc()
-			log.Info("Ejected pod", "pod", klog.KObj(pod), "breaker", o.Name, "reason", a.Reason)
+			log.Info("Ejected pod", "Pod", klog.KObj(pod), "breaker", o.Name, "reason", a.Reason)
 			recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeNormal, kvv1.EventEjected, kvv1.ActionEject,
 				fmt.Sprintf("Breaker %s took pod %s out of traffic: %s", o.Name, a.Pod, a.Reason))
 		}
@@ -122,14 +121,11 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 // what the pass decided and why (SPEC §5 step 10).
 func decisionsOf(o *breaker.Outcome, pods map[string]*corev1.Pod, ejected []string, be *breakerEval, floor int,
 	dryRunCause string) []kvv1.PodDecision {
+	// Later assignments win: a planned ejection whose patch went through is Ejected, one that failed
+	// stays Withheld.
 	kind := map[string]kvv1.Decision{}
-	failed := map[string]bool{}
 	for _, a := range o.Eject {
-		// Overwritten below when the patch went through.
-		kind[a.Pod], failed[a.Pod] = kvv1.DecisionWithheld, true
-	}
-	for _, p := range ejected {
-		failed[p] = false
+		kind[a.Pod] = kvv1.DecisionWithheld
 	}
 	for _, a := range o.WouldEject {
 		kind[a.Pod] = kvv1.DecisionWouldEject
@@ -140,6 +136,10 @@ func decisionsOf(o *breaker.Outcome, pods map[string]*corev1.Pod, ejected []stri
 	for _, p := range ejected {
 		kind[p] = kvv1.DecisionEjected
 	}
+	planned := make(map[string]bool, len(o.Eject))
+	for _, a := range o.Eject {
+		planned[a.Pod] = true
+	}
 	anomalous := capAnomalies(o.Anomalous)
 	out := make([]kvv1.PodDecision, 0, len(anomalous))
 	for _, a := range anomalous {
@@ -149,7 +149,7 @@ func decisionsOf(o *breaker.Outcome, pods map[string]*corev1.Pod, ejected []stri
 			d.Reason += " (not ejected: " + dryRunCause + ")"
 		case kvv1.DecisionWithheld:
 			switch {
-			case failed[a.Pod]:
+			case planned[a.Pod]:
 				d.Reason += "; the ejection failed and is retried at once"
 			case be.hold != "":
 				d.Reason += "; withheld: " + be.hold
@@ -168,8 +168,8 @@ func decisionsOf(o *breaker.Outcome, pods map[string]*corev1.Pod, ejected []stri
 	return out
 }
 
-// notServing is the decision about an anomalous pod that is not in traffic: out already (Ejected, paused
-// included), or not Ready or terminating (Ignored: nothing to decide).
+// notServing is the decision about an anomalous pod that is not in traffic: Ejected when it is out already
+// (traffic=no), Ignored when it is paused, terminating, gone or not Ready (nothing to decide).
 func notServing(pod *corev1.Pod, reason string) (kvv1.Decision, string) {
 	switch {
 	case pod == nil:
@@ -177,7 +177,7 @@ func notServing(pod *corev1.Pod, reason string) (kvv1.Decision, string) {
 	case !pod.DeletionTimestamp.IsZero():
 		return kvv1.DecisionIgnored, reason + "; the pod is terminating"
 	}
-	switch t := podstate.Of(pod, time.Time{}).Traffic; t {
+	switch t := podstate.TrafficOf(pod); t {
 	case kvv1.TrafficNo:
 		return kvv1.DecisionEjected, reason + "; out of traffic already"
 	case kvv1.TrafficPause:

@@ -198,7 +198,7 @@ func (r *PodReconciler) countPaused(ctx context.Context, kvs *kvv1.KubervisorSer
 	}
 	var n int32
 	for i := range pods {
-		if podstate.Of(&pods[i], time.Time{}).Traffic == kvv1.TrafficPause {
+		if podstate.TrafficOf(&pods[i]) == kvv1.TrafficPause {
 			n++
 		}
 	}

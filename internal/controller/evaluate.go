@@ -62,6 +62,12 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 	}
 	selectorActive := podstate.TrafficControlled(obs.svc)
 	pods := planPods(obs.pods)
+	serving := make(map[string]struct{}, len(pods))
+	for _, p := range pods {
+		if p.Serving() {
+			serving[p.Name] = struct{}{}
+		}
+	}
 	for i := range kvs.Spec.Breakers {
 		b := &kvs.Spec.Breakers[i]
 		if !mem.due(b.Name, now) {
@@ -74,7 +80,7 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 		mem.next[b.Name] = now.Add(period)
 		metrics.LastEvaluation.WithLabelValues(kvs.Namespace, kvs.Name, b.Name).Set(float64(now.UnixNano()) / 1e9)
 		be := breakerEval{name: b.Name, dryRun: kvs.Spec.IsDryRun(b) || !selectorActive}
-		res, err := r.detect(ctx, kvs, b, mem, period, managed, inTraffic(obs.pods))
+		res, err := r.detect(ctx, kvs, b, mem, period, managed, serving)
 		// An unusable stormCooldown is refused at admission; GuardsOf falls back to none.
 		guards, _ := b.GuardsOf()
 		be.ignored, be.warnings = res.Ignored, res.Warnings
@@ -117,17 +123,6 @@ func guardOn(be *breakerEval, g kvv1.Guards, pods []breaker.Pod, mem *kvsMemory,
 	}
 }
 
-// inTraffic returns the names of the serving pods.
-func inTraffic(pods []corev1.Pod) map[string]struct{} {
-	out := make(map[string]struct{}, len(pods))
-	for _, p := range planPods(pods) {
-		if p.Serving() {
-			out[p.Name] = struct{}{}
-		}
-	}
-	return out
-}
-
 // detect asks the breaker's detector once, within min(period, maxQueryTimeout).
 func (r *KubervisorServiceReconciler) detect(ctx context.Context, kvs *kvv1.KubervisorService, b *kvv1.BreakerStrategy,
 	mem *kvsMemory, period time.Duration, managed, serving map[string]struct{}) (detector.Result, error) {
@@ -150,10 +145,11 @@ func (r *KubervisorServiceReconciler) detect(ctx context.Context, kvs *kvv1.Kube
 }
 
 // planOn decides, on a view of the managed pods, who each breaker ejects (SPEC §5 steps 2–3, one quota for
-// the whole KubervisorService).
-func planOn(kvs *kvv1.KubervisorService, pods []corev1.Pod, ev *evaluation) []breaker.Outcome {
+// the whole KubervisorService), and returns the floor it held.
+func planOn(kvs *kvv1.KubervisorService, pods []corev1.Pod, ev *evaluation) ([]breaker.Outcome, int) {
 	pp := planPods(pods)
-	return breaker.Plan(pp, breaker.FloorOf(&kvs.Spec, breaker.Count(pp).Base), ev.inputs())
+	floor := breaker.FloorOf(&kvs.Spec, breaker.Count(pp).Base)
+	return breaker.Plan(pp, floor, ev.inputs()), floor
 }
 
 // planPods is what the plan and the guards know of the managed pods.
@@ -162,7 +158,7 @@ func planPods(pods []corev1.Pod) []breaker.Pod {
 	for i := range pods {
 		p := &pods[i]
 		out[i] = breaker.Pod{Name: p.Name, Ready: podstate.Ready(p), Terminating: !p.DeletionTimestamp.IsZero(),
-			Traffic: podstate.Of(p, time.Time{}).Traffic}
+			Traffic: podstate.TrafficOf(p)}
 	}
 	return out
 }

@@ -229,7 +229,7 @@ func (r *KubervisorServiceReconciler) rivalsOf(ctx context.Context, o client.Obj
 
 // ownerOfPod maps a pod to the KubervisorService its kubervisor/name label names.
 func ownerOfPod(_ context.Context, pod *corev1.Pod) []reconcile.Request {
-	owner := podstate.Of(pod, time.Time{}).Owner
+	owner := podstate.OwnerOf(pod)
 	if owner == "" {
 		return nil
 	}

@@ -127,7 +127,7 @@ func (r *PodReconciler) ejectedPods(ctx context.Context, namespace, name string)
 	}
 	var out []reconcile.Request
 	for i := range list.Items {
-		if podstate.Of(&list.Items[i], time.Time{}).Traffic == kvv1.TrafficNo {
+		if podstate.TrafficOf(&list.Items[i]) == kvv1.TrafficNo {
 			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
 		}
 	}

@@ -100,7 +100,7 @@ func countPods(pods []corev1.Pod) kvv1.PodCounts {
 		if ready {
 			c.Ready++
 		}
-		switch podstate.Of(p, time.Time{}).Traffic {
+		switch podstate.TrafficOf(p) {
 		case kvv1.TrafficYes:
 			// Serving only: a terminating pod is out of the endpoints whatever its Ready condition says.
 			if ready && p.DeletionTimestamp.IsZero() {

@@ -2,6 +2,7 @@ package podstate_test
 
 import (
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -126,5 +127,16 @@ func TestActivatorInactivityForADryRunBreaker(t *testing.T) {
 	}
 	if got := podstate.ActivatorInactivityFor(kvs, svc, "live"); !got.Active() {
 		t.Errorf("enforced breaker: %+v", got)
+	}
+}
+
+// TestLabelReadersAgreeWithParse guards the cheap readers against drifting from the parser.
+func TestLabelReadersAgreeWithParse(t *testing.T) {
+	for _, l := range []map[string]string{nil, {kvv1.LabelName: "kvs", kvv1.LabelTraffic: kvv1.TrafficNo}, {kvv1.LabelTraffic: "maybe"}} {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: l}}
+		s := podstate.Of(pod, time.Time{})
+		if podstate.TrafficOf(pod) != s.Traffic || podstate.OwnerOf(pod) != s.Owner {
+			t.Errorf("labels %v: TrafficOf %q OwnerOf %q, Parse %q %q", l, podstate.TrafficOf(pod), podstate.OwnerOf(pod), s.Traffic, s.Owner)
+		}
 	}
 }

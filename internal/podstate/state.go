@@ -132,6 +132,14 @@ func Of(pod *corev1.Pod, now time.Time) State {
 	return Parse(pod.Labels, pod.Annotations, now)
 }
 
+// TrafficOf is Of(pod, now).Traffic without parsing the annotations, for the hot paths that read only the
+// traffic label (every pod of every pass).
+func TrafficOf(pod *corev1.Pod) string { return pod.Labels[v1alpha1.LabelTraffic] }
+
+// OwnerOf is Of(pod, now).Owner without parsing the annotations: the KubervisorService named by the
+// kubervisor/name label, "" for none.
+func OwnerOf(pod *corev1.Pod) string { return pod.Labels[v1alpha1.LabelName] }
+
 // FormatTime formats t the way Kubervisor writes times on pods: RFC 3339 in UTC with sub-second
 // precision (time.RFC3339Nano, which drops trailing zeros).
 func FormatTime(t time.Time) string {

@@ -73,6 +73,8 @@ const (
 	ReasonWithinFloor        = "WithinFloor"
 	ReasonPending            = "Pending"
 	ReasonStormSuspected     = "StormSuspected"
+	ReasonAdoptionFailed     = "AdoptionFailed"
+	ReasonAdoptionStalled    = "AdoptionStalled"
 )
 
 // Values of status.breakers[].lastResult. An error is ResultErrorPrefix followed by what went wrong.
@@ -106,6 +108,11 @@ const (
 	EventStormSuspected    = "StormSuspected"
 	EventOrphanReleased    = "OrphanReleased"
 	EventPrometheusWarning = "PrometheusWarning"
+	// EventInvalidSpec, EventAdoptionFailed and EventAdoptionStalled accompany Ready=False with the same
+	// reason, once per change of its message.
+	EventInvalidSpec     = ReasonInvalidSpec
+	EventAdoptionFailed  = ReasonAdoptionFailed
+	EventAdoptionStalled = ReasonAdoptionStalled
 )
 
 // Event actions (the events.k8s.io action field: what the controller did or tried).
@@ -277,4 +284,46 @@ func (b *BreakerStrategy) NamespaceKeyOf() string {
 		return DefaultNamespaceKey
 	}
 	return *b.NamespaceKey
+}
+
+// SpecProblems lists what in the spec the controller cannot use, each entry naming its field. The API
+// server refuses these values at admission (schema and CEL rules); an object stored before those rules
+// existed, or through a CRD without them, can still hold them. The controller reports each one as
+// Ready=False, reason InvalidSpec, with an event, and never replaces it silently by a default: a breaker
+// with an unusable evaluationPeriod or stormCooldown is not evaluated (BreakerStrategy.Unusable); pods
+// ejected under an unusable activator period come back on the built-in period, with an event (an unusable
+// setting never keeps a pod out of traffic).
+func (s *KubervisorServiceSpec) SpecProblems() []string {
+	var out []string
+	if s.DefaultActivator != nil {
+		if _, err := ParsePeriod(s.DefaultActivator.Period, DefaultActivatorPeriod); err != nil {
+			out = append(out, "spec.defaultActivator.period: "+err.Error())
+		}
+	}
+	for i := range s.Breakers {
+		b := &s.Breakers[i]
+		path := fmt.Sprintf("spec.breakers[%d]", i)
+		for _, p := range b.Unusable() {
+			out = append(out, path+"."+p)
+		}
+		if b.Activator != nil {
+			if _, err := ParsePeriod(b.Activator.Period, DefaultActivatorPeriod); err != nil {
+				out = append(out, path+".activator.period: "+err.Error())
+			}
+		}
+	}
+	return out
+}
+
+// Unusable lists the breaker's own settings the controller cannot use, each naming its field
+// (evaluationPeriod, stormCooldown); a breaker with any is not evaluated.
+func (b *BreakerStrategy) Unusable() []string {
+	var out []string
+	if _, err := b.EvaluationPeriodOf(); err != nil {
+		out = append(out, "evaluationPeriod: "+err.Error())
+	}
+	if _, err := b.GuardsOf(); err != nil {
+		out = append(out, err.Error())
+	}
+	return out
 }

@@ -33,10 +33,14 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 	log := logf.FromContext(ctx)
 	outcomes := make(map[string]breakerOutcome, len(ev.breakers))
 	for _, b := range ev.breakers {
-		if b.kind != outcomeError {
+		if !b.kind.failed() {
 			continue
 		}
-		outcomes[b.name] = breakerOutcome{kind: outcomeError, err: b.err.Error()}
+		outcomes[b.name] = breakerOutcome{kind: b.kind, err: b.err.Error()}
+		if b.kind == outcomeInvalid {
+			// The InvalidSpec condition and its event say it (Reconcile); the detector did not fail.
+			continue
+		}
 		metrics.DetectorErrors.WithLabelValues(kvs.Namespace, kvs.Name, b.name).Inc()
 		r.Recorder.Eventf(kvs, nil, corev1.EventTypeWarning, kvv1.EventDetectorFailed, kvv1.ActionEvaluate,
 			"Breaker %s: %v; no pod is ejected on this evaluation", b.name, b.err)

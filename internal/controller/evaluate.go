@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -44,7 +45,7 @@ type breakerEval struct {
 func (ev *evaluation) inputs() []breaker.Input {
 	in := make([]breaker.Input, 0, len(ev.breakers))
 	for _, b := range ev.breakers {
-		if b.kind != outcomeError {
+		if !b.kind.failed() {
 			in = append(in, breaker.Input{Name: b.name, DryRun: b.dryRun, Anomalies: b.anomalies, Hold: b.hold})
 		}
 	}
@@ -73,16 +74,20 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 		if !mem.due(b.Name, now) {
 			continue
 		}
-		period, err := b.EvaluationPeriodOf()
-		if err != nil {
-			period = kvv1.DefaultEvaluationPeriod
+		be := breakerEval{name: b.Name, dryRun: kvs.Spec.IsDryRun(b) || !selectorActive}
+		if problems := b.Unusable(); len(problems) > 0 {
+			// Never a silent default (SPEC §2.1): the breaker is not evaluated until its spec changes, which
+			// resets the memory; conditions report InvalidSpec.
+			mem.next[b.Name] = now.Add(kvv1.MaxPeriod)
+			be.kind, be.err = outcomeInvalid, errors.New("invalid spec: "+strings.Join(problems, "; "))
+			ev.breakers = append(ev.breakers, be)
+			continue
 		}
+		period, _ := b.EvaluationPeriodOf()
+		guards, _ := b.GuardsOf()
 		mem.next[b.Name] = now.Add(period)
 		metrics.LastEvaluation.WithLabelValues(kvs.Namespace, kvs.Name, b.Name).Set(float64(now.UnixNano()) / 1e9)
-		be := breakerEval{name: b.Name, dryRun: kvs.Spec.IsDryRun(b) || !selectorActive}
 		res, err := r.detect(ctx, kvs, b, mem, period, managed, serving)
-		// An unusable stormCooldown is refused at admission; GuardsOf falls back to none.
-		guards, _ := b.GuardsOf()
 		be.ignored, be.warnings = res.Ignored, res.Warnings
 		switch {
 		case err != nil:

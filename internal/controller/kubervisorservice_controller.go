@@ -9,6 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
@@ -50,6 +52,7 @@ type KubervisorServiceReconciler struct {
 
 	newDetector DetectorFactory
 	memory      *memory
+	adoptions   *adoptionFailures
 }
 
 // +kubebuilder:rbac:groups=breaker.kubervisor.io,resources=kubervisorservices,verbs=get;list;watch;patch
@@ -98,6 +101,7 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	var actErr error
 	switch {
 	case obs.evaluable():
+		mem.adoptingSince = time.Time{}
 		start := now
 		ev := r.evaluate(ctx, kvs, obs, mem, now)
 		if len(ev.breakers) > 0 {
@@ -119,7 +123,11 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	case obs.svc != nil && obs.owner:
 		// Adoption labels the pods within moments and each label change requeues this KubervisorService; the
 		// fallback requeue covers a lost event.
-		logf.FromContext(ctx).V(1).Info("Waiting for pods to be adopted before evaluating", "unadopted", obs.unadopted)
+		logf.FromContext(ctx).V(1).Info("Waiting for pods to be adopted before evaluating", "unadopted", len(obs.unadopted))
+		if mem.adoptingSince.IsZero() {
+			mem.adoptingSince = now
+		}
+		obs.stall = stallOf(kvs.Spec.Service, obs.unadopted, r.adoptions.of(kvs.Namespace, obs.unadopted), now.Sub(mem.adoptingSince))
 		requeue = adoptionWait
 	default:
 		// Nothing to evaluate: forget the schedule so that evaluation starts afresh when the Service is back.
@@ -129,6 +137,7 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 
 	status := desiredStatus(kvs, obs, mem.outcomes, now)
 	recordPodMetrics(kvs, status.Pods)
+	r.noteNotReady(kvs, status)
 	if !equality.Semantic.DeepEqual(kvs.Status, status) {
 		kvs.Status = status
 		if err := r.Status().Update(ctx, kvs); err != nil {
@@ -143,6 +152,26 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		return requeueOnConflict(ctx, actErr)
 	}
 	return ctrl.Result{RequeueAfter: requeue}, nil
+}
+
+// noteNotReady records a Warning event when Ready turns False, or changes its message, for a reason the
+// user must act on (an unusable spec, pods that cannot be adopted): the condition says it, the event makes
+// it loud. Detector failures and storms have their own events (act).
+func (r *KubervisorServiceReconciler) noteNotReady(kvs *kvv1.KubervisorService, status kvv1.KubervisorServiceStatus) {
+	c := meta.FindStatusCondition(status.Conditions, kvv1.ConditionReady)
+	if c == nil || c.Status != metav1.ConditionFalse {
+		return
+	}
+	switch c.Reason {
+	case kvv1.ReasonInvalidSpec, kvv1.ReasonAdoptionFailed, kvv1.ReasonAdoptionStalled:
+	default:
+		return
+	}
+	if prev := meta.FindStatusCondition(kvs.Status.Conditions, kvv1.ConditionReady); prev != nil &&
+		prev.Status == c.Status && prev.Reason == c.Reason && prev.Message == c.Message {
+		return
+	}
+	r.Recorder.Eventf(kvs, nil, corev1.EventTypeWarning, c.Reason, kvv1.ActionEvaluate, "%s", c.Message)
 }
 
 // finalize releases every pod of a KubervisorService being deleted, then removes its finalizer.

@@ -33,6 +33,8 @@ type kvsMemory struct {
 	outcomes   map[string]breakerOutcome
 	// storms holds, per breaker, the time of its last suspected storm, for stormCooldown.
 	storms map[string]time.Time
+	// adoptingSince is when the pass first found pods the Service selects not yet adopted (zero: none).
+	adoptingSince time.Time
 }
 
 // outcomeKind is the typed result of one evaluation; status.breakers[].lastResult is derived from it.
@@ -49,7 +51,12 @@ const (
 	outcomeFleetTooSmall
 	// outcomeStorm is an evaluation whose guard suspected a storm: nobody was ejected.
 	outcomeStorm
+	// outcomeInvalid is a breaker not evaluated because its own settings are unusable (InvalidSpec).
+	outcomeInvalid
 )
+
+// failed reports whether the outcome is no answer at all: the breaker takes no part in the plan.
+func (k outcomeKind) failed() bool { return k == outcomeError || k == outcomeInvalid }
 
 // breakerOutcome is what one evaluation of a breaker decided.
 type breakerOutcome struct {
@@ -84,7 +91,7 @@ func sameDecision(a, b kvv1.PodDecision) bool { return a.Pod == b.Pod && a.Decis
 // lastResult is the status.breakers[].lastResult of the outcome.
 func (o breakerOutcome) lastResult() string {
 	switch o.kind {
-	case outcomeError:
+	case outcomeError, outcomeInvalid:
 		return kvv1.ResultErrorPrefix + o.err
 	case outcomeNoData:
 		return kvv1.ResultNoData

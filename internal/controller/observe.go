@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -24,6 +25,29 @@ type observation struct {
 	// writes.
 	pods []corev1.Pod
 	conflict
+	// stall says why adoption keeps the breakers from running (reason empty: it does not, or not yet).
+	stall stall
+}
+
+// stall is a Ready=False reason and message for adoption that does not complete.
+type stall struct{ reason, message string }
+
+// adoptionStallAfter is how long adoption may stay incomplete, without any failure seen, before Ready says
+// so: a rollout's new pod is adopted within moments.
+const adoptionStallAfter = 10 * time.Second
+
+// stallOf says whether incomplete adoption is worth a Ready=False: a failed adoption at once (failures,
+// "pod: error"), pods merely without an owner once pending has reached adoptionStallAfter.
+func stallOf(service string, unadopted, failures []string, pending time.Duration) stall {
+	switch {
+	case len(failures) > 0:
+		return stall{kvv1.ReasonAdoptionFailed, fmt.Sprintf("Evaluation waits: %d of the pods Service %s selects could not be adopted: %s",
+			len(failures), service, strings.Join(capNames(failures), "; "))}
+	case len(unadopted) > 0 && pending >= adoptionStallAfter:
+		return stall{kvv1.ReasonAdoptionStalled, fmt.Sprintf("Evaluation waits: %d pods Service %s selects carry no %s label after %s: %s",
+			len(unadopted), service, kvv1.LabelName, adoptionStallAfter, strings.Join(capNames(unadopted), ", "))}
+	}
+	return stall{}
 }
 
 // conflict is what the claims of a namespace say about one KubervisorService's right to its pods.
@@ -32,15 +56,15 @@ type conflict struct {
 	owner bool
 	// reason and message explain a Conflict condition; reason is empty when there is none.
 	reason, message string
-	// unadopted counts the pods the Service selects that carry no owner yet: adoption is under way.
-	unadopted int
+	// unadopted names the pods the Service selects that carry no owner yet, sorted: adoption is under way.
+	unadopted []string
 }
 
 // evaluable reports whether the breakers may run: the Service exists, this KubervisorService owns its pods,
 // and every pod the Service selects is adopted. NOTE: evaluating during adoption would judge a partial
 // fleet (the floor on too few pods, anomalies about pods not yet managed ignored).
 func (o *observation) evaluable() bool {
-	return o.svc != nil && o.owner && o.unadopted == 0
+	return o.svc != nil && o.owner && len(o.unadopted) == 0
 }
 
 // observe reads the Service, the namespace's claims and the pods, all from the cache.
@@ -104,11 +128,12 @@ func conflictOf(kvs *kvv1.KubervisorService, cs []claim, selected []corev1.Pod) 
 		owner, ok := p.Labels[kvv1.LabelName]
 		switch {
 		case !ok && p.DeletionTimestamp.IsZero():
-			c.unadopted++
+			c.unadopted = append(c.unadopted, p.Name)
 		case ok && owner != kvs.Name:
 			others[owner]++
 		}
 	}
+	slices.Sort(c.unadopted)
 	if len(rivals) > 0 {
 		c.owner = first == kvs.Name
 		c.reason = kvv1.ReasonServiceClaimed

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -96,7 +97,17 @@ func desiredOwner(pod *corev1.Pod, cs []claim) string {
 // syncPodOwnership makes the pod's ownership labels match desiredOwner: it adopts the pod (podstate.Adopt:
 // an existing no or pause is never overwritten) or releases it. It is the only code that adopts pods; the
 // Service and Pod reconcilers both call it.
-func syncPodOwnership(ctx context.Context, c client.Client, pod *corev1.Pod, cs []claim) error {
+//
+// A failed adoption is remembered in failures (cleared by the next success), so that the KubervisorService
+// waiting for the pod can say why in its Ready condition.
+func syncPodOwnership(ctx context.Context, c client.Client, pod *corev1.Pod, cs []claim, failures *adoptionFailures) error {
+	key := client.ObjectKeyFromObject(pod)
+	err := syncOwner(ctx, c, pod, cs)
+	failures.record(key, err)
+	return err
+}
+
+func syncOwner(ctx context.Context, c client.Client, pod *corev1.Pod, cs []claim) error {
 	owner := desiredOwner(pod, cs)
 	state := podstate.Of(pod, time.Time{})
 	switch {
@@ -119,4 +130,50 @@ func syncPodOwnership(ctx context.Context, c client.Client, pod *corev1.Pod, cs 
 	}
 	logf.FromContext(ctx).Info("Adopted pod", "Pod", klog.KObj(pod), "kubervisorService", owner)
 	return nil
+}
+
+// adoptionFailures remembers, per pod, why its last adoption or release failed (a webhook or an admission
+// policy refusing the patch, say). The Service and Pod reconcilers adopt; the KubervisorService reconciler,
+// which waits for every selected pod to be adopted before evaluating, reports these in Ready instead of
+// leaving Ready=True from an older pass. One instance is shared by the reconcilers of a manager (Options);
+// a nil one records nothing.
+type adoptionFailures struct {
+	mu sync.Mutex
+	m  map[types.NamespacedName]string
+}
+
+func newAdoptionFailures() *adoptionFailures {
+	return &adoptionFailures{m: map[types.NamespacedName]string{}}
+}
+
+// record remembers err for the pod, or forgets the pod's failure when err is nil. A lost race (conflict)
+// is retried at once and is no failure to report.
+func (a *adoptionFailures) record(pod types.NamespacedName, err error) {
+	if a == nil || apierrors.IsConflict(err) {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err == nil {
+		delete(a.m, pod)
+		return
+	}
+	a.m[pod] = err.Error()
+}
+
+// of returns "pod: error" for each of the named pods of the namespace whose adoption failed, in the order
+// of names.
+func (a *adoptionFailures) of(namespace string, names []string) []string {
+	if a == nil {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []string
+	for _, n := range names {
+		if msg, ok := a.m[types.NamespacedName{Namespace: namespace, Name: n}]; ok {
+			out = append(out, n+": "+msg)
+		}
+	}
+	return out
 }

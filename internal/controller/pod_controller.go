@@ -35,7 +35,8 @@ type PodReconciler struct {
 	// Evictor kills pods through the Eviction API.
 	Evictor Evictor
 
-	pauses pauseLocks
+	pauses    pauseLocks
+	adoptions *adoptionFailures
 }
 
 // Reconcile handles one pod.
@@ -57,7 +58,7 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 	if err := r.noteOrphan(ctx, pod); err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := syncPodOwnership(ctx, r, pod, cs); err != nil {
+	if err := syncPodOwnership(ctx, r, pod, cs, r.adoptions); err != nil {
 		return requeueOnConflict(ctx, err)
 	}
 	res, err := r.activate(ctx, pod, cs)

@@ -176,11 +176,15 @@ type harness struct {
 	// pods fail with a conflict.
 	failStatus   int
 	conflictPods map[string]bool
+	// refusePods makes every patch of these pods fail as an admission webhook's refusal does.
+	refusePods map[string]bool
+	// adoptions is shared by the reconcilers the harness builds, as SetupWithManager shares it.
+	adoptions *adoptionFailures
 }
 
 func newHarness(t *testing.T, objs ...client.Object) *harness {
 	h := &harness{t: t, clock: clocktesting.NewFakeClock(t0), events: &eventLog{}, detectors: map[string]*fakeDetector{},
-		evictor: &fakeEvictor{}}
+		evictor: &fakeEvictor{}, adoptions: newAdoptionFailures()}
 	h.client = fake.NewClientBuilder().WithScheme(testScheme).
 		WithIndex(&kvv1.KubervisorService{}, IndexServiceName, KubervisorServiceByService).
 		WithIndex(&corev1.Pod{}, IndexOwner, PodByOwner).
@@ -194,6 +198,10 @@ func newHarness(t *testing.T, objs ...client.Object) *harness {
 						return err
 					}
 					h.patches = append(h.patches, obj.GetName()+": "+string(data))
+					if h.refusePods[obj.GetName()] {
+						return apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, obj.GetName(),
+							errors.New(`admission webhook "labels.example.com" denied the request: kubervisor labels are not allowed`))
+					}
 					if h.conflictPods[obj.GetName()] {
 						return apierrors.NewConflict(schema.GroupResource{Resource: "pods"}, obj.GetName(), errors.New("the object has been modified"))
 					}
@@ -244,7 +252,7 @@ func (l liveReader) List(ctx context.Context, list client.ObjectList, opts ...cl
 }
 
 func (h *harness) opts() Options {
-	return Options{Clock: h.clock, NewDetector: func(b *kvv1.BreakerStrategy, _ detector.Options) (detector.Detector, error) {
+	return Options{Clock: h.clock, adoptions: h.adoptions, NewDetector: func(b *kvv1.BreakerStrategy, _ detector.Options) (detector.Detector, error) {
 		d, ok := h.detectors[b.Name]
 		if !ok {
 			d = &fakeDetector{}
@@ -328,6 +336,7 @@ func TestBreakerPass(t *testing.T) {
 		return objs
 	}
 	healthy := []string{"ServiceFound=True/ServiceFound", "TrafficControlled=True/SelectorHasTrafficKey", "Conflict=False/NoConflict"}
+	invalidPeriod := "The spec holds values the controller cannot use: spec.breakers[0].evaluationPeriod: period 0s: must be more than zero and at most 24h0m0s"
 	storm := "5 of 8 Ready pods anomalous, more than maxAnomalousPercent 50%: the detector is suspect, nobody is ejected"
 	cases := map[string]struct {
 		objs []client.Object
@@ -559,6 +568,55 @@ func TestBreakerPass(t *testing.T) {
 				"Conflict=False/NoConflict", "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"},
 			wantStatusWrites: 1, wantCalls: map[string]int{"b": 1},
 		},
+		"an unusable evaluationPeriod: that breaker is not evaluated, Ready=False/InvalidSpec names the field, one Warning": {
+			objs: fleet(),
+			kvs: testKVS(func(k *kvv1.KubervisorService) {
+				k.Spec.Breakers[0].EvaluationPeriod = new(intstr.FromString("0s"))
+			}, "b", "c"),
+			answers:     map[string][]string{"b": {"p0"}},
+			wantResult:  ctrl.Result{RequeueAfter: 5 * time.Second},
+			wantTraffic: []string{"yes", "yes", "yes", "yes"},
+			wantEvents:  []string{"Warning InvalidSpec Evaluate KubervisorService/kvs: " + invalidPeriod},
+			wantBreakers: []kvv1.BreakerStatus{
+				{Name: "b", LastResult: "Error: invalid spec: evaluationPeriod: period 0s: must be more than zero and at most 24h0m0s"},
+				{Name: "c", LastResult: "NoData"}},
+			wantConditions:   append(slices.Clone(healthy), "EjectionAllowed=True/WithinFloor", "Ready=False/InvalidSpec"),
+			wantStatusWrites: 1, wantCalls: map[string]int{"b": 0, "c": 1},
+		},
+		"an unusable stormCooldown and defaultActivator period: both named, the breaker not evaluated": {
+			objs: fleet(),
+			kvs: testKVS(func(k *kvv1.KubervisorService) {
+				k.Spec.Breakers[0].StormCooldown = new(intstr.FromString("-5s"))
+				k.Spec.DefaultActivator = &kvv1.ActivatorStrategy{Period: new(intstr.FromInt32(0))}
+			}, "b"),
+			answers:     map[string][]string{"b": {"p0"}},
+			wantResult:  ctrl.Result{RequeueAfter: kvv1.MaxPeriod},
+			wantTraffic: []string{"yes", "yes", "yes", "yes"},
+			wantEvents: []string{"Warning InvalidSpec Evaluate KubervisorService/kvs: The spec holds values the controller cannot use: " +
+				"spec.defaultActivator.period: period 0s: must be more than zero and at most 24h0m0s; " +
+				"spec.breakers[0].stormCooldown: period -5s: must be more than zero and at most 24h0m0s"},
+			wantBreakers: []kvv1.BreakerStatus{
+				{Name: "b", LastResult: "Error: invalid spec: stormCooldown: period -5s: must be more than zero and at most 24h0m0s"}},
+			wantConditions:   append(slices.Clone(healthy), "EjectionAllowed=True/WithinFloor", "Ready=False/InvalidSpec"),
+			wantStatusWrites: 1, wantCalls: map[string]int{"b": 0},
+		},
+		"an unusable spec already reported: no event, no write": {
+			objs: fleet(),
+			kvs: testKVS(func(k *kvv1.KubervisorService) {
+				k.Spec.Breakers[0].EvaluationPeriod = new(intstr.FromString("0s"))
+			}, "b", "c"),
+			before: func(h *harness, r *KubervisorServiceReconciler) {
+				mustPass(h, r)
+				h.clock.Step(5 * time.Second)
+			},
+			wantResult:  ctrl.Result{RequeueAfter: 5 * time.Second},
+			wantTraffic: []string{"yes", "yes", "yes", "yes"},
+			wantBreakers: []kvv1.BreakerStatus{
+				{Name: "b", LastResult: "Error: invalid spec: evaluationPeriod: period 0s: must be more than zero and at most 24h0m0s"},
+				{Name: "c", LastResult: "NoData"}},
+			wantConditions: append(slices.Clone(healthy), "EjectionAllowed=True/WithinFloor", "Ready=False/InvalidSpec"),
+			wantCalls:      map[string]int{"b": 0, "c": 1},
+		},
 		"a lost ejection race: the breaker is due again at once": {
 			objs: fleet(), kvs: testKVS(nil, "b"), answers: map[string][]string{"b": {"p0"}},
 			before: func(h *harness, _ *KubervisorServiceReconciler) {
@@ -654,6 +712,90 @@ func mustPass(h *harness, r *KubervisorServiceReconciler) {
 }
 
 // --- activator ---------------------------------------------------------------------------------------
+
+// TestAdoptionStall: a KubervisorService waiting for pods that cannot be adopted says so in Ready, with
+// one event, instead of keeping Ready=True from an older pass (SPEC §2.2).
+func TestAdoptionStall(t *testing.T) {
+	unadopted := func() *corev1.Pod {
+		p := testPod("p1", "", nil)
+		delete(p.Labels, kvv1.LabelName)
+		return p
+	}
+	ready := func(h *harness) string {
+		k := h.kvs()
+		for _, c := range k.Status.Conditions {
+			if c.Type == kvv1.ConditionReady {
+				return fmt.Sprintf("%s/%s: %s", c.Status, c.Reason, c.Message)
+			}
+		}
+		return ""
+	}
+	adoptPod := func(h *harness) error {
+		_, err := h.podReconciler().Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKey{Namespace: testNS, Name: "p1"}})
+		return err
+	}
+	refusal := `patching pod ns/p1: pods "p1" is forbidden: admission webhook "labels.example.com" denied the request: kubervisor labels are not allowed`
+
+	t.Run("a refused adoption: Ready=False/AdoptionFailed with the refusal, one event, Ready again once adopted", func(t *testing.T) {
+		h := newHarness(t, testService(true), testPod("p0", "yes", nil), unadopted(), testKVS(nil, "b"))
+		r := h.kvsReconciler()
+		mustPass(h, r)
+		h.events.take()
+		h.refusePods = map[string]bool{"p1": true}
+		if err := adoptPod(h); err == nil {
+			t.Fatal("adoption of p1 succeeded; want the refusal")
+		}
+		mustPass(h, r)
+		want := "False/AdoptionFailed: Evaluation waits: 1 of the pods Service svc selects could not be adopted: p1: " + refusal
+		if got := ready(h); got != want {
+			t.Errorf("Ready = %q\nwant    %q", got, want)
+		}
+		wantEvents := []string{"Warning AdoptionFailed Evaluate KubervisorService/kvs: " + strings.TrimPrefix(want, "False/AdoptionFailed: ")}
+		if d := cmp.Diff(wantEvents, h.events.take()); d != "" {
+			t.Errorf("events mismatch (-want +got):\n%s", d)
+		}
+		h.clock.Step(time.Second)
+		mustPass(h, r)
+		if ev := h.events.take(); len(ev) != 0 || h.statusWrites != 0 {
+			t.Errorf("a pass with nothing new sent %d status writes and events %q; want none", h.statusWrites, ev)
+		}
+
+		h.refusePods = nil
+		if err := adoptPod(h); err != nil {
+			t.Fatalf("adoption of p1: %v", err)
+		}
+		mustPass(h, r)
+		if got := ready(h); !strings.HasPrefix(got, "True/BreakersHealthy") {
+			t.Errorf("Ready after adoption = %q, want True/BreakersHealthy", got)
+		}
+		if h.calls("b") != 1 {
+			t.Errorf("detector called %d times, want once: evaluation waits for adoption, then runs", h.calls("b"))
+		}
+	})
+
+	t.Run("adoption pending without a failure: Ready=False/AdoptionStalled after 10s only", func(t *testing.T) {
+		h := newHarness(t, testService(true), testPod("p0", "yes", nil), unadopted(), testKVS(nil, "b"))
+		r := h.kvsReconciler()
+		mustPass(h, r)
+		if got := ready(h); !strings.HasPrefix(got, "False/Pending") {
+			t.Errorf("Ready at once = %q, want False/Pending", got)
+		}
+		h.clock.Step(adoptionStallAfter - time.Second)
+		mustPass(h, r)
+		if got := ready(h); !strings.HasPrefix(got, "False/Pending") {
+			t.Errorf("Ready after 9s = %q, want False/Pending", got)
+		}
+		h.clock.Step(time.Second)
+		mustPass(h, r)
+		want := "False/AdoptionStalled: Evaluation waits: 1 pods Service svc selects carry no kubervisor/name label after 10s: p1"
+		if got := ready(h); got != want {
+			t.Errorf("Ready after 10s = %q\nwant           %q", got, want)
+		}
+		if ev := h.events.take(); len(ev) != 1 || !strings.HasPrefix(ev[0], "Warning AdoptionStalled") {
+			t.Errorf("events = %q, want one Warning AdoptionStalled", ev)
+		}
+	})
+}
 
 func TestActivatorPass(t *testing.T) {
 	activatorKVS := func(a kvv1.ActivatorStrategy) *kvv1.KubervisorService {

@@ -24,6 +24,7 @@ import (
 // (minus kubervisor/traffic) selects and releases those that left it, or all of them when the Service goes.
 type ServiceReconciler struct {
 	client.Client
+	adoptions *adoptionFailures
 }
 
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
@@ -66,7 +67,7 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		addPods(pods, owned)
 	}
 	for _, key := range slices.SortedFunc(maps.Keys(pods), compareNames) {
-		if err := syncPodOwnership(ctx, r, pods[key], cs); err != nil {
+		if err := syncPodOwnership(ctx, r, pods[key], cs, r.adoptions); err != nil {
 			return requeueOnConflict(ctx, err)
 		}
 	}

@@ -41,6 +41,9 @@ type Options struct {
 	MaxConcurrentReconciles int
 	// NewDetector builds each breaker's detector; tests inject an in-memory one. nil uses detector.New.
 	NewDetector DetectorFactory
+
+	// adoptions is shared by the reconcilers built from one Options (SetupWithManager).
+	adoptions *adoptionFailures
 }
 
 func (o *Options) defaults() {
@@ -55,6 +58,9 @@ func (o *Options) defaults() {
 	}
 	if o.NewDetector == nil {
 		o.NewDetector = detector.New
+	}
+	if o.adoptions == nil {
+		o.adoptions = newAdoptionFailures()
 	}
 }
 
@@ -98,7 +104,7 @@ func SetupWithManager(ctx context.Context, mgr manager.Manager, opts Options) er
 	if err := kvs.SetupWithManager(mgr, opts.MaxConcurrentReconciles); err != nil {
 		return fmt.Errorf("setting up the KubervisorService controller: %w", err)
 	}
-	svc := &ServiceReconciler{Client: mgr.GetClient()}
+	svc := &ServiceReconciler{Client: mgr.GetClient(), adoptions: opts.adoptions}
 	if err := svc.SetupWithManager(mgr, opts.MaxConcurrentReconciles); err != nil {
 		return fmt.Errorf("setting up the Service controller: %w", err)
 	}
@@ -119,7 +125,7 @@ func NewKubervisorServiceReconciler(c client.Client, apiReader client.Reader, re
 	opts.defaults()
 	return &KubervisorServiceReconciler{
 		Client: c, APIReader: apiReader, Recorder: rec, Clock: opts.Clock, HTTP: opts.HTTPClient,
-		newDetector: opts.NewDetector, memory: newMemory(),
+		newDetector: opts.NewDetector, memory: newMemory(), adoptions: opts.adoptions,
 	}
 }
 
@@ -127,7 +133,7 @@ func NewKubervisorServiceReconciler(c client.Client, apiReader client.Reader, re
 // apiReader reads live.
 func NewPodReconciler(c client.Client, apiReader client.Reader, rec events.EventRecorder, evictor Evictor, opts Options) *PodReconciler {
 	opts.defaults()
-	return &PodReconciler{Client: c, APIReader: apiReader, Recorder: rec, Clock: opts.Clock, Evictor: evictor}
+	return &PodReconciler{Client: c, APIReader: apiReader, Recorder: rec, Clock: opts.Clock, Evictor: evictor, adoptions: opts.adoptions}
 }
 
 // CacheOptions trims the cache to what the reconcilers read (SPEC §9): pods keep their metadata, phase and

@@ -174,6 +174,8 @@ func conditions(kvs *kvv1.KubervisorService, obs *observation, outcomes map[stri
 		switch {
 		case !ok:
 			pending = append(pending, b.Name)
+		case o.kind == outcomeInvalid:
+			// Ready says InvalidSpec, from the spec itself.
 		case o.kind == outcomeError:
 			failing = append(failing, fmt.Sprintf("breaker %s: %s", b.Name, o.lastResult()))
 		case o.kind == outcomeStorm:
@@ -191,9 +193,13 @@ func conditions(kvs *kvv1.KubervisorService, obs *observation, outcomes map[stri
 		set(kvv1.ConditionEjectionAllowed, true, kvv1.ReasonWithinFloor, "No anomalous pod is withheld by the floor")
 	}
 
-	switch {
+	switch problems := kvs.Spec.SpecProblems(); {
+	case len(problems) > 0:
+		set(kvv1.ConditionReady, false, kvv1.ReasonInvalidSpec, "The spec holds values the controller cannot use: "+strings.Join(problems, "; "))
 	case svc == nil:
 		set(kvv1.ConditionReady, false, kvv1.ReasonServiceNotFound, fmt.Sprintf("Service %s not found", kvs.Spec.Service))
+	case obs.stall.reason != "":
+		set(kvv1.ConditionReady, false, obs.stall.reason, obs.stall.message)
 	case !obs.owner:
 		set(kvv1.ConditionReady, false, kvv1.ReasonServiceClaimed, obs.message)
 	case len(failing) > 0:

@@ -68,6 +68,7 @@ func TestConflictOf(t *testing.T) {
 		}
 		return p
 	}
+	named := func(p corev1.Pod, name string) corev1.Pod { p.Name = name; return p }
 	cases := map[string]struct {
 		kvs      claim
 		claims   []claim
@@ -79,8 +80,8 @@ func TestConflictOf(t *testing.T) {
 			want: conflict{owner: true},
 		},
 		"alone, adoption under way; a terminating pod is not waited for": {
-			kvs: old, claims: []claim{old}, selected: []corev1.Pod{pod("old", false), pod("", false), pod("", false), pod("", true)},
-			want: conflict{owner: true, unadopted: 2},
+			kvs: old, claims: []claim{old}, selected: []corev1.Pod{pod("old", false), named(pod("", false), "c"), named(pod("", false), "b"), pod("", true)},
+			want: conflict{owner: true, unadopted: []string{"b", "c"}},
 		},
 		"two name one Service: the oldest owns the pods": {
 			kvs: old, claims: []claim{old, young}, selected: []corev1.Pod{pod("old", false)},

@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -23,6 +24,33 @@ const (
 	// AnnotationRestoredAt is the RFC 3339 time the activator last put the pod back in traffic.
 	AnnotationRestoredAt = "kubervisor/restored-at"
 
+	// Manual control (SPEC §10). A request is written on the pod by `kubectl kubervisor eject|restore`
+	// (the only writer of these keys besides the controller, which removes them once it has acted):
+	// AnnotationRequest is RequestEject or RequestRestore; the others say who asked, when, why, for how
+	// long (eject only, a duration string; unset: until restored) and whether the floor may be broken
+	// ("true").
+	AnnotationRequest       = "kubervisor/request"
+	AnnotationRequestBy     = "kubervisor/request-by"
+	AnnotationRequestAt     = "kubervisor/request-at"
+	AnnotationRequestReason = "kubervisor/request-reason"
+	AnnotationRequestFor    = "kubervisor/request-for"
+	AnnotationRequestForce  = "kubervisor/request-force"
+	// AnnotationRequestOutcome is the controller's answer to the last request: its request-at, a space,
+	// then "Done: …" or "Refused: …".
+	AnnotationRequestOutcome = "kubervisor/request-outcome"
+	// A pod ejected by hand carries who ejected it, why, and until when (RFC 3339; unset: until
+	// restored); the activator's mode does not apply to it. Its kubervisor/strategy label is ManualStrategy.
+	AnnotationManualBy     = "kubervisor/manual-by"
+	AnnotationManualReason = "kubervisor/manual-reason"
+	AnnotationManualUntil  = "kubervisor/manual-until"
+
+	// RequestEject and RequestRestore are the values of AnnotationRequest.
+	RequestEject   = "eject"
+	RequestRestore = "restore"
+	// ManualStrategy is the kubervisor/strategy of a pod ejected by hand. It is not a valid breaker name
+	// (breaker names are DNS-1035 labels, without dots), so it never selects a breaker's activator.
+	ManualStrategy = "manual.kubervisor.io"
+
 	// TrafficYes keeps the pod in traffic.
 	TrafficYes = "yes"
 	// TrafficNo takes the pod out of traffic until the activator brings it back.
@@ -38,7 +66,12 @@ const (
 var OwnedLabels = []string{LabelName, LabelStrategy}
 
 // OwnedAnnotations are the pod annotations a KubervisorService owns (removed when it lets go of a pod).
-var OwnedAnnotations = []string{AnnotationBreakAt, AnnotationRetryCount, AnnotationRestoredAt}
+var OwnedAnnotations = []string{AnnotationBreakAt, AnnotationRetryCount, AnnotationRestoredAt,
+	AnnotationManualBy, AnnotationManualReason, AnnotationManualUntil}
+
+// RequestAnnotations are the keys of a manual request, removed by the controller once it has acted.
+var RequestAnnotations = []string{AnnotationRequest, AnnotationRequestBy, AnnotationRequestAt, AnnotationRequestReason,
+	AnnotationRequestFor, AnnotationRequestForce}
 
 // Condition types of a KubervisorService.
 const (
@@ -148,6 +181,14 @@ const (
 // ParsePeriod reads an integer number of seconds or a duration string; nil gives def. The API server
 // already refuses bad values; this guards against objects written before validation existed.
 func ParsePeriod(v *intstr.IntOrString, def time.Duration) (time.Duration, error) {
+	return parseWithin(v, def, MaxPeriod)
+}
+
+// MaxForgiveAfter is the longest forgiveAfter.
+const MaxForgiveAfter = 30 * 24 * time.Hour
+
+// parseWithin reads a period in (0, limit]; nil gives def.
+func parseWithin(v *intstr.IntOrString, def, limit time.Duration) (time.Duration, error) {
 	if v == nil {
 		return def, nil
 	}
@@ -161,8 +202,8 @@ func ParsePeriod(v *intstr.IntOrString, def time.Duration) (time.Duration, error
 			return 0, fmt.Errorf("period %q: %w", v.StrVal, err)
 		}
 	}
-	if d <= 0 || d > MaxPeriod {
-		return 0, fmt.Errorf("period %s: must be more than zero and at most %s", d, MaxPeriod)
+	if d <= 0 || d > limit {
+		return 0, fmt.Errorf("period %s: must be more than zero and at most %s", d, limit)
 	}
 	return d, nil
 }
@@ -173,6 +214,13 @@ type ResolvedActivator struct {
 	Period        time.Duration
 	MaxRetryCount int32
 	MaxPauseCount int32
+	Backoff       Backoff
+	// MaxPeriod caps every wait; 0 is no cap.
+	MaxPeriod time.Duration
+	// JitterPercent spreads every wait by ± that share, 0 to 100.
+	JitterPercent int32
+	// ForgiveAfter lowers the retry count by one per full period in traffic; 0 never forgives.
+	ForgiveAfter time.Duration
 }
 
 // ActivatorFor returns the activator that applies to pods ejected by the named breaker: the breaker's own
@@ -185,8 +233,9 @@ func (s *KubervisorServiceSpec) ActivatorFor(breaker string) (ResolvedActivator,
 			layers[0] = s.Breakers[i].Activator
 		}
 	}
-	r := ResolvedActivator{Mode: ActivatorModePeriodic, MaxRetryCount: DefaultMaxRetryCount, MaxPauseCount: DefaultMaxPauseCount}
-	var period *intstr.IntOrString
+	r := ResolvedActivator{Mode: ActivatorModePeriodic, MaxRetryCount: DefaultMaxRetryCount, MaxPauseCount: DefaultMaxPauseCount,
+		Backoff: BackoffLinear}
+	var period, maxPeriod, forgive *intstr.IntOrString
 	// Apply the least specific layer first so that the most specific one wins.
 	for _, a := range slices.Backward(layers) {
 
@@ -205,10 +254,30 @@ func (s *KubervisorServiceSpec) ActivatorFor(breaker string) (ResolvedActivator,
 		if a.MaxPauseCount != nil {
 			r.MaxPauseCount = *a.MaxPauseCount
 		}
+		if a.Backoff != "" {
+			r.Backoff = a.Backoff
+		}
+		if a.MaxPeriod != nil {
+			maxPeriod = a.MaxPeriod
+		}
+		if a.JitterPercent != nil {
+			r.JitterPercent = min(max(*a.JitterPercent, 0), 100)
+		}
+		if a.ForgiveAfter != nil {
+			forgive = a.ForgiveAfter
+		}
 	}
-	var err error
-	r.Period, err = ParsePeriod(period, DefaultActivatorPeriod)
-	return r, err
+	var err, errs error
+	if r.Period, err = ParsePeriod(period, DefaultActivatorPeriod); err != nil {
+		errs = errors.Join(errs, err)
+	}
+	if r.MaxPeriod, err = ParsePeriod(maxPeriod, 0); err != nil {
+		errs = errors.Join(errs, fmt.Errorf("maxPeriod: %w", err))
+	}
+	if r.ForgiveAfter, err = parseWithin(forgive, 0, MaxForgiveAfter); err != nil {
+		errs = errors.Join(errs, fmt.Errorf("forgiveAfter: %w", err))
+	}
+	return r, errs
 }
 
 // EvaluationPeriodOf returns the breaker's evaluation period.
@@ -295,22 +364,32 @@ func (b *BreakerStrategy) NamespaceKeyOf() string {
 // setting never keeps a pod out of traffic).
 func (s *KubervisorServiceSpec) SpecProblems() []string {
 	var out []string
-	if s.DefaultActivator != nil {
-		if _, err := ParsePeriod(s.DefaultActivator.Period, DefaultActivatorPeriod); err != nil {
-			out = append(out, "spec.defaultActivator.period: "+err.Error())
-		}
-	}
+	out = append(out, s.DefaultActivator.unusable("spec.defaultActivator")...)
 	for i := range s.Breakers {
 		b := &s.Breakers[i]
 		path := fmt.Sprintf("spec.breakers[%d]", i)
 		for _, p := range b.Unusable() {
 			out = append(out, path+"."+p)
 		}
-		if b.Activator != nil {
-			if _, err := ParsePeriod(b.Activator.Period, DefaultActivatorPeriod); err != nil {
-				out = append(out, path+".activator.period: "+err.Error())
-			}
-		}
+		out = append(out, b.Activator.unusable(path+".activator")...)
+	}
+	return out
+}
+
+// unusable lists the activator's durations the controller cannot use, each prefixed by path.
+func (a *ActivatorStrategy) unusable(path string) []string {
+	if a == nil {
+		return nil
+	}
+	var out []string
+	if _, err := ParsePeriod(a.Period, 0); err != nil {
+		out = append(out, path+".period: "+err.Error())
+	}
+	if _, err := ParsePeriod(a.MaxPeriod, 0); err != nil {
+		out = append(out, path+".maxPeriod: "+err.Error())
+	}
+	if _, err := parseWithin(a.ForgiveAfter, 0, MaxForgiveAfter); err != nil {
+		out = append(out, path+".forgiveAfter: "+err.Error())
 	}
 	return out
 }
@@ -325,5 +404,13 @@ func (b *BreakerStrategy) Unusable() []string {
 	if _, err := b.GuardsOf(); err != nil {
 		out = append(out, err.Error())
 	}
+	if _, err := b.ProbationOf(); err != nil {
+		out = append(out, "probation: "+err.Error())
+	}
 	return out
+}
+
+// ProbationOf returns the breaker's probation (0: none).
+func (b *BreakerStrategy) ProbationOf() (time.Duration, error) {
+	return ParseDuration(b.Probation, 0)
 }

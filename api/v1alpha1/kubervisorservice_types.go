@@ -128,6 +128,16 @@ type BreakerStrategy struct {
 	// +kubebuilder:default=ignore
 	OnNoData OnNoData `json:"onNoData,omitempty"`
 
+	// probation is how long after the activator restored a pod this breaker judges it without ejecting it
+	// (decision Probation in status): set it to the query window, so that a restored pod is not ejected
+	// again at once on failures from before its ejection. A number of seconds or a duration string, 0 to
+	// 24h. Default 0.
+	// +optional
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? (self >= 0 && self <= 86400) : (self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') && duration(self) >= duration('0s') && duration(self) <= duration('24h'))",message="must be a number of seconds or a duration string such as \"30s\", at most 24h"
+	Probation *intstr.IntOrString `json:"probation,omitempty"`
+
 	// activator brings back the pods this breaker ejected; unset fields are taken from defaultActivator.
 	// +optional
 	Activator *ActivatorStrategy `json:"activator,omitempty"`
@@ -347,7 +357,48 @@ type ActivatorStrategy struct {
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	MaxPauseCount *int32 `json:"maxPauseCount,omitempty"`
+
+	// backoff is how the wait grows with the retry count n: linear (n × period, the 2018 behaviour) or
+	// exponential (period × 2^(n−1)). Built-in default: linear.
+	// +optional
+	Backoff Backoff `json:"backoff,omitempty"`
+
+	// maxPeriod caps any wait (after jitter): a number of seconds or a duration string, more than zero and
+	// at most 24h. Built-in default: none (waits are capped at 24h × maxRetryCount by the API's limits).
+	// +optional
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? (self > 0 && self <= 86400) : (self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') && duration(self) > duration('0s') && duration(self) <= duration('24h'))",message="must be a number of seconds or a duration string such as \"5m\", more than zero and at most 24h"
+	MaxPeriod *intstr.IntOrString `json:"maxPeriod,omitempty"`
+
+	// jitterPercent spreads each wait by up to ± this share, deterministically from the pod's UID and retry
+	// count (a restarted controller computes the same due time; pods ejected together do not come back
+	// together). 0 to 100. Built-in default: 0.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	JitterPercent *int32 `json:"jitterPercent,omitempty"`
+
+	// forgiveAfter: each full forgiveAfter a pod spends in traffic since it was restored lowers its retry
+	// count by one, computed when it is next ejected. A number of seconds or a duration string, more than
+	// zero and at most 720h (30 days). Built-in default: never.
+	// +optional
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? (self > 0 && self <= 2592000) : (self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') && duration(self) > duration('0s') && duration(self) <= duration('720h'))",message="must be a number of seconds or a duration string such as \"10m\", more than zero and at most 720h"
+	ForgiveAfter *intstr.IntOrString `json:"forgiveAfter,omitempty"`
 }
+
+// Backoff says how an activator's wait grows with the retry count.
+// +kubebuilder:validation:Enum=linear;exponential
+type Backoff string
+
+const (
+	// BackoffLinear waits n × period at retry n.
+	BackoffLinear Backoff = "linear"
+	// BackoffExponential waits period × 2^(n−1) at retry n.
+	BackoffExponential Backoff = "exponential"
+)
 
 // PodCounts counts the pods a KubervisorService manages.
 type PodCounts struct {
@@ -475,6 +526,32 @@ type KubervisorServiceStatus struct {
 	// +listType=map
 	// +listMapKey=name
 	Breakers []BreakerStatus `json:"breakers,omitempty"`
+
+	// manual lists the pods held out of traffic by hand (kubectl kubervisor eject), at most 20.
+	// +optional
+	// +listType=map
+	// +listMapKey=pod
+	// +kubebuilder:validation:MaxItems=20
+	Manual []ManualHold `json:"manual,omitempty"`
+}
+
+// ManualHold is a pod ejected by hand.
+type ManualHold struct {
+	// pod is the pod's name.
+	// +required
+	Pod string `json:"pod"`
+	// by is who asked for the ejection (their username, from a SelfSubjectReview).
+	// +optional
+	By string `json:"by,omitempty"`
+	// reason is what they gave as the reason.
+	// +optional
+	Reason string `json:"reason,omitempty"`
+	// since is when the pod left traffic.
+	// +optional
+	Since *metav1.Time `json:"since,omitempty"`
+	// until is when the pod comes back by itself; unset: when restored by hand.
+	// +optional
+	Until *metav1.Time `json:"until,omitempty"`
 }
 
 // +kubebuilder:object:root=true

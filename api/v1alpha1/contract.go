@@ -3,6 +3,7 @@ package v1alpha1
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"time"
 
@@ -23,6 +24,10 @@ const (
 	AnnotationRetryCount = "kubervisor/retry-count"
 	// AnnotationRestoredAt is the RFC 3339 time the activator last put the pod back in traffic.
 	AnnotationRestoredAt = "kubervisor/restored-at"
+	// AnnotationActivator is the fingerprint (ResolvedActivator.Fingerprint) of the activator in force when
+	// the pod was last ejected: an activator edited since then never pauses or kills the pod at once
+	// (SPEC §6, a spec change never punishes).
+	AnnotationActivator = "kubervisor/activator"
 
 	// Manual control (SPEC §10). A request is written on the pod by `kubectl kubervisor eject|restore`
 	// (the only writer of these keys besides the controller, which removes them once it has acted):
@@ -66,7 +71,7 @@ const (
 var OwnedLabels = []string{LabelName, LabelStrategy}
 
 // OwnedAnnotations are the pod annotations a KubervisorService owns (removed when it lets go of a pod).
-var OwnedAnnotations = []string{AnnotationBreakAt, AnnotationRetryCount, AnnotationRestoredAt,
+var OwnedAnnotations = []string{AnnotationBreakAt, AnnotationRetryCount, AnnotationRestoredAt, AnnotationActivator,
 	AnnotationManualBy, AnnotationManualReason, AnnotationManualUntil}
 
 // RequestAnnotations are the keys of a manual request, removed by the controller once it has acted.
@@ -221,6 +226,14 @@ type ResolvedActivator struct {
 	JitterPercent int32
 	// ForgiveAfter lowers the retry count by one per full period in traffic; 0 never forgives.
 	ForgiveAfter time.Duration
+}
+
+// Fingerprint identifies what decides whether a pod past its retries is paused or killed: the mode and
+// maxRetryCount. It is written on a pod at each ejection (AnnotationActivator).
+func (r ResolvedActivator) Fingerprint() string {
+	h := fnv.New32a()
+	fmt.Fprintf(h, "%s/%d", r.Mode, r.MaxRetryCount)
+	return fmt.Sprintf("%08x", h.Sum32())
 }
 
 // ActivatorFor returns the activator that applies to pods ejected by the named breaker: the breaker's own

@@ -20,7 +20,7 @@ func ejected(retryCount int32, ago time.Duration) podstate.State {
 
 // resolved returns a ResolvedActivator.
 func resolved(mode v1alpha1.ActivatorMode, period time.Duration, maxRetry, maxPause int32) v1alpha1.ResolvedActivator {
-	return v1alpha1.ResolvedActivator{Mode: mode, Period: period, MaxRetryCount: maxRetry, MaxPauseCount: maxPause}
+	return v1alpha1.ResolvedActivator{Mode: mode, Period: period, MaxRetryCount: maxRetry, MaxPauseCount: maxPause, Backoff: v1alpha1.BackoffLinear}
 }
 
 const (

@@ -2,8 +2,11 @@ package activator
 
 import (
 	"fmt"
+	"hash/fnv"
 	"math"
 	"time"
+
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kubervisor/kubervisor/api/v1alpha1"
 	"github.com/kubervisor/kubervisor/internal/podstate"
@@ -67,17 +70,27 @@ func Next(state podstate.State, a v1alpha1.ResolvedActivator, pausedCount int32,
 			v1alpha1.LabelTraffic, state.Traffic, v1alpha1.TrafficNo)}
 	}
 
-	period := a.Period
-	if period <= 0 {
-		period = v1alpha1.DefaultActivatorPeriod
+	if m := state.Manual; m != nil {
+		// A manual ejection stays out until restored or until its --for passes; the mode does not apply.
+		if m.Until.IsZero() {
+			return Decision{Action: ActionNone, Reason: fmt.Sprintf("ejected by hand by %s: out until restored by hand", orSomeone(m.By))}
+		}
+		return restore(state.BreakAt, m.Until.Sub(state.BreakAt), now, fmt.Sprintf("ejected by hand by %s", orSomeone(m.By)))
 	}
 	count := max(state.RetryCount, 1)
 
 	switch a.Mode {
 	case v1alpha1.ActivatorModeRetryAndKill, v1alpha1.ActivatorModeRetryAndPause:
 		if count <= a.MaxRetryCount {
-			return restore(state.BreakAt, backoff(count, period), now,
+			return restore(state.BreakAt, Wait(a, count, state.UID), now,
 				fmt.Sprintf("retry %d of %d (%s)", count, a.MaxRetryCount, a.Mode))
+		}
+		if state.Activator != "" && state.Activator != a.Fingerprint() {
+			// SPEC §6: an edit never punishes. The pod was ejected under another mode or maxRetryCount: it is
+			// restored once on the new schedule, and judged by the new activator from its next ejection.
+			return restore(state.BreakAt, Wait(a, max(min(count, a.MaxRetryCount), 1), state.UID), now, fmt.Sprintf(
+				"retry %d exceeds maxRetryCount %d (%s), but the activator changed since the ejection: restored once, never punished by an edit",
+				count, a.MaxRetryCount, a.Mode))
 		}
 		prefix := fmt.Sprintf("retry %d exceeds maxRetryCount %d (%s)", count, a.MaxRetryCount, a.Mode)
 		if a.Mode == v1alpha1.ActivatorModeRetryAndKill {
@@ -90,11 +103,100 @@ func Next(state podstate.State, a v1alpha1.ResolvedActivator, pausedCount int32,
 		return Decision{Action: ActionKill, At: now, Reason: fmt.Sprintf(
 			"%s: killing the pod instead of pausing it, %d paused already (maxPauseCount %d)", prefix, pausedCount, a.MaxPauseCount)}
 	case v1alpha1.ActivatorModePeriodic, "":
-		return restore(state.BreakAt, period, now, fmt.Sprintf("retry %d (%s)", count, v1alpha1.ActivatorModePeriodic))
+		return restore(state.BreakAt, Wait(periodicOf(a), count, state.UID), now, fmt.Sprintf("retry %d (%s)", count, v1alpha1.ActivatorModePeriodic))
 	default:
-		return restore(state.BreakAt, period, now,
+		return restore(state.BreakAt, Wait(periodicOf(a), count, state.UID), now,
 			fmt.Sprintf("retry %d (unknown mode %q, treated as %s)", count, a.Mode, v1alpha1.ActivatorModePeriodic))
 	}
+}
+
+// periodicOf is the activator as periodic mode applies it: every retry waits one period (the 2018
+// semantics), unless the back-off is exponential; maxPeriod and jitter apply as in every mode.
+func periodicOf(a v1alpha1.ResolvedActivator) v1alpha1.ResolvedActivator {
+	if a.Backoff != v1alpha1.BackoffExponential {
+		a.Backoff = backoffFlat
+	}
+	return a
+}
+
+// backoffFlat waits one period at every retry (periodic mode's linear back-off).
+const backoffFlat v1alpha1.Backoff = "flat"
+
+func orSomeone(by string) string {
+	if by == "" {
+		return "someone"
+	}
+	return by
+}
+
+// Wait is how long retry n (n ≥ 1; lower counts as 1) stays out of traffic under the activator (SPEC §6):
+//
+//   - the back-off: linear n × period, exponential period × 2^(n−1);
+//   - jitter: ± JitterPercent of that, from a hash of the pod's UID and n (the same pod and retry always
+//     get the same wait, so a restarted controller computes the same due time);
+//   - the cap: never more than MaxPeriod when set.
+//
+// The result is always more than zero and never overflows: a product past the largest Duration saturates
+// before the cap applies. A Period ≤ 0 counts as the built-in 10s.
+func Wait(a v1alpha1.ResolvedActivator, n int32, uid types.UID) time.Duration {
+	period := a.Period
+	if period <= 0 {
+		period = v1alpha1.DefaultActivatorPeriod
+	}
+	n = max(n, 1)
+	var w time.Duration
+	switch a.Backoff {
+	case v1alpha1.BackoffExponential:
+		w = saturatingMul(period, 1, n-1)
+	case backoffFlat:
+		w = period
+	default:
+		w = saturatingMul(period, int64(n), 0)
+	}
+	if j := min(max(a.JitterPercent, 0), 100); j > 0 {
+		f := float64(w) * (1 + float64(j)/100*jitterOf(uid, n))
+		w = time.Duration(math.MaxInt64)
+		if f < float64(math.MaxInt64) {
+			w = time.Duration(f)
+		}
+	}
+	if a.MaxPeriod > 0 {
+		w = min(w, a.MaxPeriod)
+	}
+	return max(w, time.Nanosecond)
+}
+
+// saturatingMul returns d × k × 2^shift (d, k > 0), or the largest Duration when that overflows.
+func saturatingMul(d time.Duration, k int64, shift int32) time.Duration {
+	if shift >= 62 || k > math.MaxInt64/int64(d) {
+		return math.MaxInt64
+	}
+	v := int64(d) * k
+	if v > math.MaxInt64>>shift {
+		return math.MaxInt64
+	}
+	return time.Duration(v << shift)
+}
+
+// jitterOf is a number in [−1, 1) fixed by the pod's UID and the retry count.
+func jitterOf(uid types.UID, n int32) float64 {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s/%d", uid, n)
+	return float64(h.Sum64()>>11)/float64(1<<53)*2 - 1
+}
+
+// Forgive returns the pod's retry count lowered by one per full forgiveAfter it spent in traffic since
+// restoredAt (SPEC §6), never below 0; unchanged when forgiveAfter is 0 (never) or the pod was never
+// restored. The breaker calls it when it ejects the pod again, so forgiveness costs no write.
+func Forgive(count int32, restoredAt time.Time, forgiveAfter time.Duration, now time.Time) int32 {
+	if forgiveAfter <= 0 || restoredAt.IsZero() || !now.After(restoredAt) {
+		return count
+	}
+	periods := now.Sub(restoredAt) / forgiveAfter
+	if periods >= time.Duration(count) {
+		return 0
+	}
+	return count - int32(periods)
 }
 
 // restore returns Wait until breakAt + wait, Restore from then on.
@@ -106,15 +208,6 @@ func restore(breakAt time.Time, wait time.Duration, now time.Time, prefix string
 		return Decision{Action: ActionWait, At: at, After: after, Reason: fmt.Sprintf("%s, due in %s", reason, after)}
 	}
 	return Decision{Action: ActionRestore, At: at, Reason: reason}
-}
-
-// backoff returns count × period (both positive), saturating instead of overflowing: the API caps both, but
-// objects written before validation existed are not capped.
-func backoff(count int32, period time.Duration) time.Duration {
-	if time.Duration(count) > math.MaxInt64/period {
-		return math.MaxInt64
-	}
-	return time.Duration(count) * period
 }
 
 // Restrain turns a Pause or a Kill into a Restore, for an activator that restores but never punishes (dry

@@ -37,6 +37,9 @@ type Input struct {
 	// Hold, when set, says why the breaker ejects nobody in this pass (a guard: storm suspected): its
 	// anomalies in traffic are withheld without using the quota.
 	Hold string
+	// Spared are the pods this breaker judges but does not eject (probation: restored too recently), with
+	// why; they use no quota.
+	Spared map[string]string
 }
 
 // Outcome is what the plan decided for one breaker.
@@ -51,6 +54,8 @@ type Outcome struct {
 	// Withheld are the anomalous pods in traffic kept in traffic because of the floor, or because of the
 	// input's Hold.
 	Withheld []Anomaly
+	// Spared are the anomalous pods in traffic the input spares (Input.Spared).
+	Spared []Anomaly
 }
 
 // Fleet counts the managed pods the floor is computed from.
@@ -142,6 +147,10 @@ func Plan(pods []Pod, floor int, inputs []Input) []Outcome {
 			seen[a.Pod] = true
 			o.Anomalous = append(o.Anomalous, a)
 			if !p.Serving() || taken[a.Pod] {
+				continue
+			}
+			if _, ok := in.Spared[a.Pod]; ok {
+				o.Spared = append(o.Spared, a)
 				continue
 			}
 			if in.Hold == "" && *quota > 0 {

@@ -12,6 +12,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/activator"
 	"github.com/kubervisor/kubervisor/internal/breaker"
 	"github.com/kubervisor/kubervisor/internal/metrics"
 	"github.com/kubervisor/kubervisor/internal/podstate"
@@ -86,7 +87,7 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 		var ejected []string
 		for _, a := range o.Eject {
 			pod := byName[a.Pod]
-			if err := patchPod(ctx, r.Client, pod, podstate.Eject(podstate.Of(pod, now), o.Name, now)); err != nil {
+			if err := patchPod(ctx, r.Client, pod, ejection(kvs, pod, o.Name, now)); err != nil {
 				errs = errors.Join(errs, err)
 				continue
 			}
@@ -121,6 +122,16 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 	return outcomes, errs
 }
 
+// ejection is the patch that takes the pod out of traffic for the breaker: its retry count first forgiven
+// (forgiveAfter of the breaker's activator, SPEC §6), then one more, and the activator's fingerprint.
+func ejection(kvs *kvv1.KubervisorService, pod *corev1.Pod, breakerName string, now time.Time) podstate.Patch {
+	state := podstate.Of(pod, now)
+	// An unusable activator is InvalidSpec; the zero values forgive nothing.
+	act, _ := kvs.Spec.ActivatorFor(breakerName)
+	state.RetryCount = activator.Forgive(state.RetryCount, state.RestoredAt, act.ForgiveAfter, now)
+	return podstate.Eject(state, breakerName, now, act.Fingerprint())
+}
+
 // decisionsOf says, for each anomalous pod of a breaker's plan (worst first, at most MaxPodNamesInStatus),
 // what the pass decided and why (SPEC §5 step 10).
 func decisionsOf(o *breaker.Outcome, pods map[string]*corev1.Pod, ejected []string, be *breakerEval, floor int,
@@ -136,6 +147,9 @@ func decisionsOf(o *breaker.Outcome, pods map[string]*corev1.Pod, ejected []stri
 	}
 	for _, a := range o.Withheld {
 		kind[a.Pod] = kvv1.DecisionWithheld
+	}
+	for _, a := range o.Spared {
+		kind[a.Pod] = kvv1.DecisionProbation
 	}
 	for _, p := range ejected {
 		kind[p] = kvv1.DecisionEjected
@@ -160,6 +174,8 @@ func decisionsOf(o *breaker.Outcome, pods map[string]*corev1.Pod, ejected []stri
 			default:
 				d.Reason += fmt.Sprintf("; withheld: the floor keeps %d pods in traffic", floor)
 			}
+		case kvv1.DecisionProbation:
+			d.Reason += "; " + be.spared[a.Pod]
 		case kvv1.DecisionEjected:
 		default:
 			d.Decision, d.Reason = notServing(pods[a.Pod], a.Reason)

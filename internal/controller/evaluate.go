@@ -35,6 +35,8 @@ type breakerEval struct {
 	// (storm or fleet too small); stormStarted is true on the evaluation that entered a storm.
 	hold, why    string
 	stormStarted bool
+	// spared are the anomalous pods on probation (SPEC §6), with why.
+	spared map[string]string
 	// ignored and warnings are the detector's (samples about pods not managed or in another namespace;
 	// Prometheus' warnings).
 	ignored  int
@@ -46,7 +48,7 @@ func (ev *evaluation) inputs() []breaker.Input {
 	in := make([]breaker.Input, 0, len(ev.breakers))
 	for _, b := range ev.breakers {
 		if !b.kind.failed() {
-			in = append(in, breaker.Input{Name: b.name, DryRun: b.dryRun, Anomalies: b.anomalies, Hold: b.hold})
+			in = append(in, breaker.Input{Name: b.name, DryRun: b.dryRun, Anomalies: b.anomalies, Hold: b.hold, Spared: b.spared})
 		}
 	}
 	return in
@@ -104,10 +106,39 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 				be.anomalies = append(be.anomalies, breaker.Anomaly{Pod: a.Pod, Reason: a.Reason})
 			}
 			guardOn(&be, guards, pods, mem, now)
+			be.spared = onProbation(b, be.anomalies, obs.pods, now)
 		}
 		ev.breakers = append(ev.breakers, be)
 	}
 	return ev
+}
+
+// onProbation returns the anomalous pods the breaker restored less than its probation ago, with why.
+func onProbation(b *kvv1.BreakerStrategy, anomalies []breaker.Anomaly, pods []corev1.Pod, now time.Time) map[string]string {
+	probation, _ := b.ProbationOf()
+	if probation <= 0 || len(anomalies) == 0 {
+		return nil
+	}
+	flagged := make(map[string]bool, len(anomalies))
+	for _, a := range anomalies {
+		flagged[a.Pod] = true
+	}
+	var out map[string]string
+	for i := range pods {
+		p := &pods[i]
+		if !flagged[p.Name] {
+			continue
+		}
+		restored := podstate.Of(p, now).RestoredAt
+		if restored.IsZero() || now.Sub(restored) >= probation {
+			continue
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[p.Name] = fmt.Sprintf("on probation: restored %s ago, probation %s", now.Sub(restored).Truncate(time.Second), probation)
+	}
+	return out
 }
 
 // guardOn applies the breaker's guards (SPEC §5 step 9) to its answer and remembers a storm's time.

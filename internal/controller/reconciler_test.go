@@ -72,7 +72,7 @@ func testPod(name, traffic string, annotations map[string]string) *corev1.Pod {
 // ejectedPod is a pod ejected by breaker "b" at breakAt with the given retry count, as the breaker writes it.
 func ejectedPod(name string, retries int32, breakAt time.Time) *corev1.Pod {
 	p := testPod(name, kvv1.TrafficYes, nil)
-	podstate.Eject(podstate.State{RetryCount: retries - 1}, "b", breakAt).ApplyTo(&p.ObjectMeta)
+	podstate.Eject(podstate.State{RetryCount: retries - 1}, "b", breakAt, "").ApplyTo(&p.ObjectMeta)
 	return p
 }
 
@@ -312,8 +312,9 @@ func conditionsOf(k *kvv1.KubervisorService) []string {
 // ejectPatch is the exact patch an ejection by breaker b at t0 sends, for a pod at resourceVersion rv with
 // the given previous retry count.
 func ejectPatch(name, rv string, retries int) string {
-	return fmt.Sprintf(`%s: {"metadata":{"annotations":{"kubervisor/break-at":"2026-03-14T15:09:26.535897932Z","kubervisor/retry-count":"%d"},`+
-		`"labels":{"kubervisor/strategy":"b","kubervisor/traffic":"no"},"resourceVersion":"%s"}}`, name, retries+1, rv)
+	fp := kvv1.ResolvedActivator{Mode: kvv1.ActivatorModePeriodic, MaxRetryCount: kvv1.DefaultMaxRetryCount}.Fingerprint()
+	return fmt.Sprintf(`%s: {"metadata":{"annotations":{"kubervisor/activator":"%s","kubervisor/break-at":"2026-03-14T15:09:26.535897932Z","kubervisor/retry-count":"%d"},`+
+		`"labels":{"kubervisor/strategy":"b","kubervisor/traffic":"no"},"resourceVersion":"%s"}}`, name, fp, retries+1, rv)
 }
 
 func TestBreakerPass(t *testing.T) {
@@ -616,6 +617,47 @@ func TestBreakerPass(t *testing.T) {
 				{Name: "c", LastResult: "NoData"}},
 			wantConditions: append(slices.Clone(healthy), "EjectionAllowed=True/WithinFloor", "Ready=False/InvalidSpec"),
 			wantCalls:      map[string]int{"b": 0, "c": 1},
+		},
+		"forgiveness: 2 × forgiveAfter in traffic since restored lowers retry 3 to 1, so the ejection is retry 2": {
+			objs: []client.Object{testService(true), testPod("p0", "yes", nil), testPod("p1", "yes", map[string]string{
+				kvv1.AnnotationRetryCount: "3", kvv1.AnnotationRestoredAt: podstate.FormatTime(t0.Add(-20*time.Minute - time.Second))}),
+				testPod("p2", "yes", nil), testPod("p3", "yes", nil)},
+			kvs: testKVS(func(k *kvv1.KubervisorService) {
+				k.Spec.DefaultActivator = &kvv1.ActivatorStrategy{ForgiveAfter: new(intstr.FromString("10m"))}
+			}, "b"),
+			answers:     map[string][]string{"b": {"p1"}},
+			wantResult:  ctrl.Result{RequeueAfter: 5 * time.Second},
+			wantTraffic: []string{"yes", "no", "yes", "yes"},
+			wantPatches: []string{ejectPatch("p1", "999", 1)},
+			wantEvents: []string{
+				"Normal Ejected Eject KubervisorService/kvs: Breaker b took pod p1 out of traffic: flagged",
+				"Normal Ejected Eject Pod/p1: Breaker b took pod p1 out of traffic: flagged",
+			},
+			wantBreakers:     []kvv1.BreakerStatus{{Name: "b", LastResult: "OK", AnomalousPods: []string{"p1"}, EjectedPods: []string{"p1"}}},
+			wantDecisions:    []string{"b/p1=Ejected"},
+			wantConditions:   append(slices.Clone(healthy), "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"),
+			wantStatusWrites: 1, wantLiveLists: 1, wantCalls: map[string]int{"b": 1},
+		},
+		"probation: a pod restored 10s ago is judged, not ejected; one restored 40s ago is ejected": {
+			objs: []client.Object{testService(true), testPod("p0", "yes", nil),
+				testPod("p1", "yes", map[string]string{kvv1.AnnotationRestoredAt: podstate.FormatTime(t0.Add(-10 * time.Second))}),
+				testPod("p2", "yes", map[string]string{kvv1.AnnotationRestoredAt: podstate.FormatTime(t0.Add(-40 * time.Second))}),
+				testPod("p3", "yes", nil)},
+			kvs: testKVS(func(k *kvv1.KubervisorService) {
+				k.Spec.Breakers[0].Probation = new(intstr.FromString("30s"))
+			}, "b"),
+			answers:     map[string][]string{"b": {"p1", "p2"}},
+			wantResult:  ctrl.Result{RequeueAfter: 5 * time.Second},
+			wantTraffic: []string{"yes", "yes", "no", "yes"},
+			wantPatches: []string{ejectPatch("p2", "999", 0)},
+			wantEvents: []string{
+				"Normal Ejected Eject KubervisorService/kvs: Breaker b took pod p2 out of traffic: flagged",
+				"Normal Ejected Eject Pod/p2: Breaker b took pod p2 out of traffic: flagged",
+			},
+			wantBreakers:     []kvv1.BreakerStatus{{Name: "b", LastResult: "OK", AnomalousPods: []string{"p1", "p2"}, EjectedPods: []string{"p2"}}},
+			wantDecisions:    []string{"b/p1=Probation", "b/p2=Ejected"},
+			wantConditions:   append(slices.Clone(healthy), "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"),
+			wantStatusWrites: 1, wantLiveLists: 1, wantCalls: map[string]int{"b": 1},
 		},
 		"a lost ejection race: the breaker is due again at once": {
 			objs: fleet(), kvs: testKVS(nil, "b"), answers: map[string][]string{"b": {"p0"}},

@@ -34,25 +34,58 @@ func Adopt(s State, owner string) Patch {
 }
 
 // Eject takes a pod out of traffic for the named breaker (SPEC §5 step 4): traffic=no, strategy, break-at
-// now and the retry count one more than the pod's (an unusable count counts as none).
-func Eject(s State, breaker string, now time.Time) Patch {
-	return Patch{
+// now, the retry count one more than s.RetryCount (an unusable count counts as none; the caller lowers it
+// first for forgiveness) and the fingerprint of the activator now in force ("" writes none).
+func Eject(s State, breaker string, now time.Time, activator string) Patch {
+	p := Patch{
 		Labels: map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficNo, v1alpha1.LabelStrategy: breaker},
 		Annotations: map[string]string{
 			v1alpha1.AnnotationBreakAt:    FormatTime(now),
 			v1alpha1.AnnotationRetryCount: strconv.FormatInt(int64(max(s.RetryCount, 0))+1, 10),
 		},
 	}
+	if activator != "" {
+		p.Annotations[v1alpha1.AnnotationActivator] = activator
+	}
+	return p
 }
 
 // Restore puts an ejected pod back in traffic: traffic=yes and restored-at now. The retry count is kept (it
 // drives the back-off of the next ejection), and so are break-at and strategy, for the record. Any repair
 // the parse found is included.
 func Restore(s State, now time.Time) Patch {
-	return Repair(s).Merge(Patch{
+	p := Repair(s).Merge(Patch{
 		Labels:      map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficYes},
 		Annotations: map[string]string{v1alpha1.AnnotationRestoredAt: FormatTime(now)},
 	})
+	if s.Manual != nil {
+		// The hold is over; the strategy label stays, for the record.
+		p.RemoveAnnotations = []string{v1alpha1.AnnotationManualBy, v1alpha1.AnnotationManualReason, v1alpha1.AnnotationManualUntil}
+	}
+	return p
+}
+
+// EjectByHand takes a pod out of traffic at a person's request (SPEC §10): traffic=no, the manual strategy,
+// break-at now, who, why and until when (zero: until restored). The retry count is kept: a person's
+// decision is no misbehaviour of the pod.
+func EjectByHand(by, reason string, until, now time.Time) Patch {
+	p := Patch{
+		Labels: map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficNo, v1alpha1.LabelStrategy: v1alpha1.ManualStrategy},
+		Annotations: map[string]string{v1alpha1.AnnotationBreakAt: FormatTime(now), v1alpha1.AnnotationManualBy: by,
+			v1alpha1.AnnotationManualReason: reason},
+	}
+	if until.IsZero() {
+		p.RemoveAnnotations = []string{v1alpha1.AnnotationManualUntil}
+	} else {
+		p.Annotations[v1alpha1.AnnotationManualUntil] = FormatTime(until)
+	}
+	return p
+}
+
+// Answer closes a manual request: its keys are removed and the outcome recorded as "<request-at> <outcome>".
+func Answer(requestAt, outcome string) Patch {
+	return Patch{Annotations: map[string]string{v1alpha1.AnnotationRequestOutcome: requestAt + " " + outcome},
+		RemoveAnnotations: slices.Clone(v1alpha1.RequestAnnotations)}
 }
 
 // Pause keeps an ejected pod out of traffic for good, for investigation: traffic=pause, with any repair.

@@ -29,14 +29,14 @@ func TestConstructors(t *testing.T) {
 			want: podstate.Patch{Labels: map[string]string{v1alpha1.LabelName: "kvs"}},
 		},
 		"eject: traffic no, strategy, break-at in UTC with nanoseconds, retry count + 1": {
-			got: podstate.Eject(podstate.State{Traffic: v1alpha1.TrafficYes, RetryCount: 2}, "latency", later.In(time.FixedZone("CEST", 7200))),
+			got: podstate.Eject(podstate.State{Traffic: v1alpha1.TrafficYes, RetryCount: 2}, "latency", later.In(time.FixedZone("CEST", 7200)), ""),
 			want: podstate.Patch{
 				Labels:      map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficNo, v1alpha1.LabelStrategy: "latency"},
 				Annotations: map[string]string{v1alpha1.AnnotationBreakAt: laterText, v1alpha1.AnnotationRetryCount: "3"},
 			},
 		},
 		"eject a pod never ejected: retry count 1": {
-			got: podstate.Eject(podstate.State{Traffic: v1alpha1.TrafficYes}, "latency", now),
+			got: podstate.Eject(podstate.State{Traffic: v1alpha1.TrafficYes}, "latency", now, ""),
 			want: podstate.Patch{
 				Labels:      map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficNo, v1alpha1.LabelStrategy: "latency"},
 				Annotations: map[string]string{v1alpha1.AnnotationBreakAt: nowText, v1alpha1.AnnotationRetryCount: "1"},
@@ -66,16 +66,18 @@ func TestConstructors(t *testing.T) {
 		"release an ejected pod: back in traffic, ownership removed": {
 			got: podstate.Release(ejected),
 			want: podstate.Patch{
-				Labels:            map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficYes},
-				RemoveLabels:      []string{v1alpha1.LabelName, v1alpha1.LabelStrategy},
-				RemoveAnnotations: []string{v1alpha1.AnnotationBreakAt, v1alpha1.AnnotationRetryCount, v1alpha1.AnnotationRestoredAt},
+				Labels:       map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficYes},
+				RemoveLabels: []string{v1alpha1.LabelName, v1alpha1.LabelStrategy},
+				RemoveAnnotations: []string{v1alpha1.AnnotationBreakAt, v1alpha1.AnnotationRetryCount, v1alpha1.AnnotationRestoredAt,
+					v1alpha1.AnnotationActivator, v1alpha1.AnnotationManualBy, v1alpha1.AnnotationManualReason, v1alpha1.AnnotationManualUntil},
 			},
 		},
 		"release a paused pod: it stays paused": {
 			got: podstate.Release(podstate.State{Traffic: v1alpha1.TrafficPause}),
 			want: podstate.Patch{
-				RemoveLabels:      []string{v1alpha1.LabelName, v1alpha1.LabelStrategy},
-				RemoveAnnotations: []string{v1alpha1.AnnotationBreakAt, v1alpha1.AnnotationRetryCount, v1alpha1.AnnotationRestoredAt},
+				RemoveLabels: []string{v1alpha1.LabelName, v1alpha1.LabelStrategy},
+				RemoveAnnotations: []string{v1alpha1.AnnotationBreakAt, v1alpha1.AnnotationRetryCount, v1alpha1.AnnotationRestoredAt,
+					v1alpha1.AnnotationActivator, v1alpha1.AnnotationManualBy, v1alpha1.AnnotationManualReason, v1alpha1.AnnotationManualUntil},
 			},
 		},
 	}

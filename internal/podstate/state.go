@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kubervisor/kubervisor/api/v1alpha1"
 )
@@ -36,6 +37,13 @@ type State struct {
 	// RestoredAt is when the activator last put the pod back in traffic (kubervisor/restored-at); zero when
 	// missing or malformed.
 	RestoredAt time.Time
+	// UID is the pod's UID (Of only): it seeds the activator's jitter.
+	UID types.UID
+	// Activator is the fingerprint of the activator in force at the last ejection (kubervisor/activator),
+	// "" when missing (a pod ejected by an older version).
+	Activator string
+	// Manual is set when the pod was ejected by hand (kubervisor/strategy is v1alpha1.ManualStrategy).
+	Manual *ManualHold
 	// Problems are human-readable descriptions of missing or malformed labels and annotations on a pod out
 	// of traffic, each saying what the activator does instead; one event each. Empty when all is well.
 	Problems []string
@@ -46,6 +54,15 @@ type State struct {
 	// defaulted state back instead of defaulting again (with a later now) on every reconcile. Nil when
 	// nothing needs repairing. Every constructor of a write on an ejected pod includes it.
 	Repair map[string]string
+}
+
+// ManualHold is what a pod ejected by hand says about it.
+type ManualHold struct {
+	// By and Reason are who ejected the pod and why.
+	By, Reason string
+	// Until is when it comes back by itself; zero: when restored by hand (also when the annotation is
+	// unusable, which Parse reports in Problems).
+	Until time.Time
 }
 
 // Field says what became of one annotation when it was parsed.
@@ -86,7 +103,15 @@ func fieldOf(annotations map[string]string, key, issue string) Field {
 func Parse(labels, annotations map[string]string, now time.Time) State {
 	s := State{
 		Owner: labels[v1alpha1.LabelName], Traffic: labels[v1alpha1.LabelTraffic], Strategy: labels[v1alpha1.LabelStrategy],
-		RestoredAt: parseRestoredAt(annotations),
+		RestoredAt: parseRestoredAt(annotations), Activator: annotations[v1alpha1.AnnotationActivator],
+	}
+	if s.Strategy == v1alpha1.ManualStrategy {
+		s.Manual = &ManualHold{By: annotations[v1alpha1.AnnotationManualBy], Reason: annotations[v1alpha1.AnnotationManualReason]}
+		if v, ok := annotations[v1alpha1.AnnotationManualUntil]; ok {
+			if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+				s.Manual.Until = t
+			}
+		}
 	}
 	breakAt, breakAtIssue := parseBreakAt(annotations, now)
 	count, countIssue := parseRetryCount(annotations)
@@ -129,7 +154,9 @@ func Parse(labels, annotations map[string]string, now time.Time) State {
 
 // Of reads the state of a pod; see Parse.
 func Of(pod *corev1.Pod, now time.Time) State {
-	return Parse(pod.Labels, pod.Annotations, now)
+	s := Parse(pod.Labels, pod.Annotations, now)
+	s.UID = pod.UID
+	return s
 }
 
 // TrafficOf is Of(pod, now).Traffic without parsing the annotations, for the hot paths that read only the

@@ -146,6 +146,9 @@ const (
 	EventStormSuspected    = "StormSuspected"
 	EventOrphanReleased    = "OrphanReleased"
 	EventPrometheusWarning = "PrometheusWarning"
+	EventManualEject       = "ManualEject"
+	EventManualRestore     = "ManualRestore"
+	EventManualRefused     = "ManualRequestRefused"
 	// EventInvalidSpec, EventAdoptionFailed and EventAdoptionStalled accompany Ready=False with the same
 	// reason, once per change of its message.
 	EventInvalidSpec     = ReasonInvalidSpec

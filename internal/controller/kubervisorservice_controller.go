@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -102,11 +103,12 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	switch {
 	case obs.evaluable():
 		mem.adoptingSince = time.Time{}
+		actErr = r.carryOutRequests(ctx, kvs, obs, now)
 		start := now
 		ev := r.evaluate(ctx, kvs, obs, mem, now)
 		if len(ev.breakers) > 0 {
-			var outcomes map[string]breakerOutcome
-			outcomes, actErr = r.act(ctx, kvs, obs, &ev, now)
+			outcomes, err := r.act(ctx, kvs, obs, &ev, now)
+			actErr = errors.Join(actErr, err)
 			for name, o := range outcomes {
 				mem.record(name, o, now)
 			}

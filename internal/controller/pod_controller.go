@@ -61,11 +61,33 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 	if err := syncPodOwnership(ctx, r, pod, cs, r.adoptions); err != nil {
 		return requeueOnConflict(ctx, err)
 	}
+	if err := r.refuseUnsupervised(ctx, pod); err != nil {
+		return requeueOnConflict(ctx, err)
+	}
 	res, err := r.activate(ctx, pod, cs)
 	if err != nil {
 		return requeueOnConflict(ctx, err)
 	}
 	return res, nil
+}
+
+// refuseUnsupervised answers a manual request on a pod no KubervisorService supervises (SPEC §10): refused,
+// with a Warning event on the pod. Requests on supervised pods are the KubervisorService reconciler's.
+func (r *PodReconciler) refuseUnsupervised(ctx context.Context, pod *corev1.Pod) error {
+	if podstate.OwnerOf(pod) != "" {
+		return nil
+	}
+	rq, ok, _ := requestOf(pod)
+	if !ok {
+		return nil
+	}
+	why := "no KubervisorService supervises this pod"
+	if err := patchPod(ctx, r.Client, pod, podstate.Answer(rq.at, "Refused: "+why)); err != nil {
+		return err
+	}
+	r.Recorder.Eventf(pod, nil, corev1.EventTypeWarning, kvv1.EventManualRefused, actionOf(rq),
+		"Refused the request of %s to %s pod %s: %s", orSomeone(rq.by), rq.kind, pod.Name, why)
+	return nil
 }
 
 // noteOrphan records an event on a pod labelled for a KubervisorService that does not exist (its finalizer

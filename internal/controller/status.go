@@ -54,6 +54,7 @@ func desiredStatus(kvs *kvv1.KubervisorService, obs *observation, outcomes map[s
 		}
 		status.Breakers = append(status.Breakers, entry)
 	}
+	status.Manual = manualHolds(obs.pods, now)
 	status.Conditions = conditions(kvs, obs, outcomes, now)
 	return status
 }

@@ -1,0 +1,219 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/klog/v2"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/breaker"
+	"github.com/kubervisor/kubervisor/internal/metrics"
+	"github.com/kubervisor/kubervisor/internal/podstate"
+)
+
+// Manual control (SPEC §10). `kubectl kubervisor eject|restore` writes a request on a pod (annotations
+// kubervisor/request*); the KubervisorService reconciler carries it out in its pass, so that it stays the
+// only writer of the traffic label and a person's ejection shares the floor and the quota with the
+// breakers (one writer of ejections per KubervisorService, never two racing for the last pods). A request
+// on a pod no KubervisorService supervises is refused by the Pod reconciler (refuseUnsupervised).
+//
+// Every answer is one patch: the action (if any) and the outcome (podstate.Answer: the request's keys
+// removed, "<request-at> Done: …" or "<request-at> Refused: …" in kubervisor/request-outcome), with an
+// event on the pod and the KubervisorService naming who, what and why.
+
+// request is a manual request read from a pod.
+type request struct {
+	kind, by, at, reason string
+	// forDuration is how long an eject holds the pod out (0: until restored).
+	forDuration time.Duration
+	force       bool
+}
+
+// requestOf reads the pod's pending request; ok is false when it carries none.
+func requestOf(pod *corev1.Pod) (request, bool, error) {
+	a := pod.Annotations
+	kind, ok := a[kvv1.AnnotationRequest]
+	if !ok {
+		return request{}, false, nil
+	}
+	rq := request{kind: kind, by: a[kvv1.AnnotationRequestBy], at: a[kvv1.AnnotationRequestAt], reason: a[kvv1.AnnotationRequestReason],
+		force: a[kvv1.AnnotationRequestForce] == "true"}
+	var errs []string
+	if kind != kvv1.RequestEject && kind != kvv1.RequestRestore {
+		errs = append(errs, fmt.Sprintf("%s is %q, not %s or %s", kvv1.AnnotationRequest, kind, kvv1.RequestEject, kvv1.RequestRestore))
+	}
+	if rq.by == "" {
+		errs = append(errs, kvv1.AnnotationRequestBy+" is missing: a request names who asked")
+	}
+	if v, ok := a[kvv1.AnnotationRequestFor]; ok && kind == kvv1.RequestEject {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			errs = append(errs, fmt.Sprintf("%s %q is not a duration more than zero", kvv1.AnnotationRequestFor, v))
+		}
+		rq.forDuration = d
+	}
+	if len(errs) > 0 {
+		return rq, true, errors.New(strings.Join(errs, "; "))
+	}
+	return rq, true, nil
+}
+
+// carryOutRequests answers every pending request on the KubervisorService's pods, in name order. floor is
+// the KubervisorService's floor; pods reflect the pass's own writes afterwards.
+func (r *KubervisorServiceReconciler) carryOutRequests(ctx context.Context, kvs *kvv1.KubervisorService, obs *observation,
+	now time.Time) error {
+	var pending []int
+	for i := range obs.pods {
+		if _, ok := obs.pods[i].Annotations[kvv1.AnnotationRequest]; ok {
+			pending = append(pending, i)
+		}
+	}
+	if len(pending) == 0 {
+		return nil
+	}
+	// A live read, as before any ejection (SPEC §5.5): the floor holds for people too.
+	live, err := livePods(ctx, r.APIReader, kvs)
+	if err != nil {
+		return err
+	}
+	obs.pods = live
+	var errs error
+	for i := range obs.pods {
+		pod := &obs.pods[i]
+		if _, ok := pod.Annotations[kvv1.AnnotationRequest]; !ok {
+			continue
+		}
+		if err := r.answer(ctx, kvs, obs, pod, now); err != nil {
+			errs = errors.Join(errs, err)
+		}
+	}
+	return errs
+}
+
+// answer carries out one pod's request.
+func (r *KubervisorServiceReconciler) answer(ctx context.Context, kvs *kvv1.KubervisorService, obs *observation, pod *corev1.Pod,
+	now time.Time) error {
+	rq, _, err := requestOf(pod)
+	if err != nil {
+		return r.refuse(ctx, kvs, pod, rq, "the request is malformed: "+err.Error())
+	}
+	state := podstate.Of(pod, now)
+	switch rq.kind {
+	case kvv1.RequestRestore:
+		if state.Traffic == kvv1.TrafficYes {
+			return r.done(ctx, kvs, pod, rq, podstate.Patch{}, kvv1.EventManualRestore, "the pod is in traffic already")
+		}
+		metrics.Activations.WithLabelValues(kvs.Namespace, kvs.Name, "manual", "restore").Inc()
+		return r.done(ctx, kvs, pod, rq, podstate.Restore(state, now), kvv1.EventManualRestore,
+			fmt.Sprintf("back in traffic (it was %s)", state.Traffic))
+	default: // eject
+		if state.Traffic == kvv1.TrafficPause {
+			return r.refuse(ctx, kvs, pod, rq, "the pod is paused; restore it first")
+		}
+		if kvs.Spec.DryRun || !podstate.TrafficControlled(obs.svc) {
+			return r.refuse(ctx, kvs, pod, rq, "the KubervisorService only reports (dry run, or the Service selector lacks kubervisor/traffic): nothing is ejected")
+		}
+		pods := planPods(obs.pods)
+		fleet := breaker.Count(pods)
+		floor := breaker.FloorOf(&kvs.Spec, fleet.Base)
+		serving := state.Traffic == kvv1.TrafficYes && podstate.Ready(pod) && pod.DeletionTimestamp.IsZero()
+		if serving && fleet.InTraffic-1 < floor && !rq.force {
+			metrics.Withheld.WithLabelValues(kvs.Namespace, kvs.Name, kvv1.ManualStrategy).Inc()
+			return r.refuse(ctx, kvs, pod, rq, fmt.Sprintf(
+				"the floor keeps %d pods in traffic and %d serve: ejecting this one would leave %d (use --force to break the floor)",
+				floor, fleet.InTraffic, fleet.InTraffic-1))
+		}
+		var until time.Time
+		what := "out of traffic until restored by hand"
+		if rq.forDuration > 0 {
+			until = now.Add(rq.forDuration)
+			what = "out of traffic until " + podstate.FormatTime(until)
+		}
+		if serving && fleet.InTraffic-1 < floor {
+			what += fmt.Sprintf(", forced under the floor of %d", floor)
+		}
+		metrics.Ejections.WithLabelValues(kvs.Namespace, kvs.Name, kvv1.ManualStrategy, "true").Inc()
+		return r.done(ctx, kvs, pod, rq, podstate.EjectByHand(rq.by, rq.reason, until, now), kvv1.EventManualEject, what)
+	}
+}
+
+// done writes the action and the outcome in one patch, with events and a log line.
+func (r *KubervisorServiceReconciler) done(ctx context.Context, kvs *kvv1.KubervisorService, pod *corev1.Pod, rq request,
+	action podstate.Patch, reason, what string) error {
+	if err := patchPod(ctx, r.Client, pod, action.Merge(podstate.Answer(rq.at, "Done: "+what))); err != nil {
+		return err
+	}
+	verb := "restore"
+	if rq.kind == kvv1.RequestEject {
+		verb = "eject"
+	}
+	logf.FromContext(ctx).Info("Carried out a manual request", "Pod", klog.KObj(pod), "request", verb, "by", rq.by, "reason", rq.reason)
+	recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeNormal, reason, actionOf(rq),
+		fmt.Sprintf("%s asked to %s pod %s (%s): %s", rq.by, verb, pod.Name, orNoReason(rq.reason), what))
+	return nil
+}
+
+// refuse answers a request it does not carry out, with a Warning event.
+func (r *KubervisorServiceReconciler) refuse(ctx context.Context, kvs *kvv1.KubervisorService, pod *corev1.Pod, rq request, why string) error {
+	if err := patchPod(ctx, r.Client, pod, podstate.Answer(rq.at, "Refused: "+why)); err != nil {
+		return err
+	}
+	logf.FromContext(ctx).Info("Refused a manual request", "Pod", klog.KObj(pod), "request", rq.kind, "by", rq.by, "why", why)
+	recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeWarning, kvv1.EventManualRefused, actionOf(rq),
+		fmt.Sprintf("Refused the request of %s to %s pod %s (%s): %s", orSomeone(rq.by), rq.kind, pod.Name, orNoReason(rq.reason), why))
+	return nil
+}
+
+func actionOf(rq request) string {
+	if rq.kind == kvv1.RequestRestore {
+		return kvv1.ActionRestore
+	}
+	return kvv1.ActionEject
+}
+
+func orNoReason(reason string) string {
+	if reason == "" {
+		return "no reason given"
+	}
+	return "reason: " + reason
+}
+
+func orSomeone(by string) string {
+	if by == "" {
+		return "someone"
+	}
+	return by
+}
+
+// manualHolds lists the pods held out of traffic by hand, in name order, at most MaxPodNamesInStatus
+// (status.manual[]). Times are what the API server stores; an unusable break-at shows no since (the
+// activator repairs it).
+func manualHolds(pods []corev1.Pod, now time.Time) []kvv1.ManualHold {
+	var out []kvv1.ManualHold
+	for i := range pods {
+		s := podstate.Of(&pods[i], now)
+		if s.Manual == nil || s.Traffic != kvv1.TrafficNo {
+			continue
+		}
+		h := kvv1.ManualHold{Pod: pods[i].Name, By: s.Manual.By, Reason: s.Manual.Reason}
+		if s.BreakAtField == podstate.FieldValid {
+			h.Since = new(apiTime(s.BreakAt))
+		}
+		if !s.Manual.Until.IsZero() {
+			h.Until = new(apiTime(s.Manual.Until))
+		}
+		out = append(out, h)
+	}
+	slices.SortFunc(out, func(a, b kvv1.ManualHold) int { return strings.Compare(a.Pod, b.Pod) })
+	if len(out) > kvv1.MaxPodNamesInStatus {
+		out = out[:kvv1.MaxPodNamesInStatus]
+	}
+	return out
+}

@@ -46,8 +46,8 @@ func TestManualControl(t *testing.T) {
 		wantManual      []kvv1.ManualHold
 	}{
 		"eject within the floor, for 10m: out, with who, why and until; the request answered": {
-			objs: fleetWith(requested("p1", "yes", kvv1.RequestEject, map[string]string{kvv1.AnnotationRequestFor: "10m"})),
-			kvs:  testKVS(floor(3), "b"),
+			objs:        fleetWith(requested("p1", "yes", kvv1.RequestEject, map[string]string{kvv1.AnnotationRequestFor: "10m"})),
+			kvs:         testKVS(floor(3), "b"),
 			wantTraffic: "no", wantOutcome: requestAt + " Done: out of traffic until " + until,
 			wantAnnotations: map[string]string{kvv1.AnnotationBreakAt: podstate.FormatTime(t0), kvv1.AnnotationManualBy: "alice",
 				kvv1.AnnotationManualReason: "canary", kvv1.AnnotationManualUntil: until},
@@ -80,9 +80,9 @@ func TestManualControl(t *testing.T) {
 			wantManual: []kvv1.ManualHold{{Pod: "p1", By: "alice", Reason: "canary", Since: new(apiTime(t0))}},
 		},
 		"restore a paused pod: back in traffic at once": {
-			objs:            fleetWith(requested("p1", "pause", kvv1.RequestRestore, nil)),
-			kvs:             testKVS(nil, "b"),
-			wantTraffic:     "yes", wantOutcome: requestAt + " Done: back in traffic (it was pause)",
+			objs:        fleetWith(requested("p1", "pause", kvv1.RequestRestore, nil)),
+			kvs:         testKVS(nil, "b"),
+			wantTraffic: "yes", wantOutcome: requestAt + " Done: back in traffic (it was pause)",
 			wantAnnotations: map[string]string{kvv1.AnnotationRestoredAt: podstate.FormatTime(t0)},
 			wantEvents: []string{
 				"Normal ManualRestore Restore KubervisorService/kvs: alice asked to restore pod p1 (reason: canary): back in traffic (it was pause)",

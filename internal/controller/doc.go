@@ -19,6 +19,13 @@
 //	                                        to "no" by hand or with unusable values (treated as just
 //	                                        ejected, retry count 1); removed by podstate.Release
 //	annotation restored-at                  podstate.Restore; removed by podstate.Release
+//	annotation activator                    podstate.Eject (the fingerprint of the activator in force)
+//	annotations manual-by/-reason/-until    podstate.EjectByHand (KubervisorService reconciler, carrying
+//	                                        out a request); removed by podstate.Restore and Release
+//	annotations request, request-*          `kubectl kubervisor eject|restore` (the plugin: the only
+//	                                        other writer); removed by podstate.Answer once carried out
+//	annotation request-outcome              podstate.Answer (KubervisorService reconciler; the Pod
+//	                                        reconciler for a pod nobody supervises)
 //	KubervisorService status (all of it)    KubervisorService reconciler, once per pass, only if changed
 //	KubervisorService finalizer             KubervisorService reconciler
 //
@@ -28,6 +35,7 @@
 // model):
 //
 //	observe  (observe.go)   cache reads -> observation; the conflict logic is the pure conflictOf
+//	requests (manual.go)    manual eject/restore requests carried out inside the floor (live read first)
 //	evaluate (evaluate.go)  detector queries of the due breakers -> evaluation (typed OK | NoData | Error)
 //	act      (act.go)       plan on the cache; live read and plan again only if it ejects; patches,
 //	                        events, metrics, logs -> one breakerOutcome per evaluated breaker

@@ -91,7 +91,7 @@ type PodInfo struct {
 	InTraffic bool `json:"inTraffic"`
 	// ErrorRate is the share of requests answered 500 (SetErrorRate).
 	ErrorRate float64 `json:"errorRate"`
-	// Deviation is the factor on the pod's price and latency (SetDeviation); 1 is healthy.
+	// Deviation is the factor on the pod's price and latency (SetDeviation); 1 is healthy, 0 a price of 0.
 	Deviation float64 `json:"deviation"`
 }
 
@@ -295,10 +295,11 @@ func (f *Fleet) SetErrorRate(pod string, ratio float64) error {
 	return f.update(pod, func(p *podState) { p.ErrorRate = ratio })
 }
 
-// SetDeviation multiplies pod's price and latency by factor (> 0; 1 is healthy).
+// SetDeviation multiplies pod's price and latency by factor (>= 0; 1 is healthy). A factor of 0 is the
+// KubeCon pricer's fault: the pod answers price 0 (at once).
 func (f *Fleet) SetDeviation(pod string, factor float64) error {
-	if !(factor > 0) || math.IsInf(factor, 0) {
-		return fmt.Errorf("deviation factor %v is not a positive number", factor)
+	if !(factor >= 0) || math.IsInf(factor, 0) {
+		return fmt.Errorf("deviation factor %v is not a non-negative number", factor)
 	}
 	return f.update(pod, func(p *podState) { p.Deviation = factor })
 }

@@ -96,6 +96,13 @@ func TestFleet(t *testing.T) {
 	if err := f.SetErrorRate("a", 1.5); err == nil {
 		t.Fatal("SetErrorRate accepted a ratio above 1")
 	}
+	if err := f.SetDeviation("b", -1); err == nil {
+		t.Fatal("SetDeviation accepted a negative factor")
+	}
+	// A factor of 0 (a pod answering price 0) is a fault the fleet can play.
+	if err := f.SetDeviation("b", 0); err != nil {
+		t.Fatal(err)
+	}
 	if err := f.SetDeviation("b", 3); err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ func (f *Fleet) handleFault(w http.ResponseWriter, r *http.Request) {
 	pod := r.URL.Query().Get("pod")
 	errs, dev := r.URL.Query().Get("errors"), r.URL.Query().Get("deviation")
 	if pod == "" || (errs == "" && dev == "") {
-		http.Error(w, "need pod and at least one of errors (0..1) and deviation (> 0)", http.StatusBadRequest)
+		http.Error(w, "need pod and at least one of errors (0..1) and deviation (>= 0)", http.StatusBadRequest)
 		return
 	}
 	if errs != "" {

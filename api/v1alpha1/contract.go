@@ -235,7 +235,7 @@ type ResolvedActivator struct {
 // maxRetryCount. It is written on a pod at each ejection (AnnotationActivator).
 func (r ResolvedActivator) Fingerprint() string {
 	h := fnv.New32a()
-	fmt.Fprintf(h, "%s/%d", r.Mode, r.MaxRetryCount)
+	_, _ = fmt.Fprintf(h, "%s/%d", r.Mode, r.MaxRetryCount) // a hash.Hash never fails to write
 	return fmt.Sprintf("%08x", h.Sum32())
 }
 

@@ -181,7 +181,7 @@ func saturatingMul(d time.Duration, k int64, shift int32) time.Duration {
 // jitterOf is a number in [−1, 1) fixed by the pod's UID and the retry count.
 func jitterOf(uid types.UID, n int32) float64 {
 	h := fnv.New64a()
-	fmt.Fprintf(h, "%s/%d", uid, n)
+	_, _ = fmt.Fprintf(h, "%s/%d", uid, n) // a hash.Hash never fails to write
 	return float64(h.Sum64()>>11)/float64(1<<53)*2 - 1
 }
 

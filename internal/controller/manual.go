@@ -118,7 +118,8 @@ func (r *KubervisorServiceReconciler) answer(ctx context.Context, kvs *kvv1.Kube
 			return r.refuse(ctx, kvs, pod, rq, "the pod is paused; restore it first")
 		}
 		if kvs.Spec.DryRun || !podstate.TrafficControlled(obs.svc) {
-			return r.refuse(ctx, kvs, pod, rq, "the KubervisorService only reports (dry run, or the Service selector lacks kubervisor/traffic): nothing is ejected")
+			return r.refuse(ctx, kvs, pod, rq,
+				"the KubervisorService only reports (dry run, or the Service selector lacks kubervisor/traffic): nothing is ejected")
 		}
 		pods := planPods(obs.pods)
 		fleet := breaker.Count(pods)

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -19,9 +20,7 @@ import (
 func requested(name, traffic, kind string, extra map[string]string) *corev1.Pod {
 	a := map[string]string{kvv1.AnnotationRequest: kind, kvv1.AnnotationRequestBy: "alice", kvv1.AnnotationRequestAt: requestAt,
 		kvv1.AnnotationRequestReason: "canary"}
-	for k, v := range extra {
-		a[k] = v
-	}
+	maps.Copy(a, extra)
 	return testPod(name, traffic, a)
 }
 

@@ -1,6 +1,7 @@
-// Command kubectl-kubervisor is the `kubectl kubervisor` plugin (SPEC §7): it lists KubervisorServices,
-// shows one with its pods, and activates or deactivates the selector of the Service it supervises. This
-// file only wires flags and the client; the logic is in internal/plugin.
+// Command kubectl-kubervisor is the `kubectl kubervisor` plugin (SPEC §7, §10): it lists
+// KubervisorServices, shows one with its pods, activates or deactivates the selector of the Service it
+// supervises, and asks the controller to eject or restore a pod by hand. This file only wires flags and the
+// clients; the logic is in internal/plugin.
 package main
 
 import (
@@ -16,12 +17,14 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
+	authnv1client "k8s.io/client-go/kubernetes/typed/authentication/v1"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 	"github.com/kubervisor/kubervisor/internal/plugin"
 )
 
@@ -82,7 +85,11 @@ func (f *kubeFlags) connect(out io.Writer) (*plugin.Plugin, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("creating the API client: %w", err)
 	}
-	return &plugin.Plugin{Client: c, Out: out, Clock: clock.RealClock{}}, namespace, nil
+	auth, err := authnv1client.NewForConfig(cfg)
+	if err != nil {
+		return nil, "", fmt.Errorf("creating the authentication client: %w", err)
+	}
+	return &plugin.Plugin{Client: c, Auth: auth, Out: out, Clock: clock.RealClock{}}, namespace, nil
 }
 
 func newRootCommand(out io.Writer) *cobra.Command {
@@ -108,8 +115,8 @@ func newRootCommand(out io.Writer) *cobra.Command {
 
 	root := &cobra.Command{
 		Use:   "kubervisor",
-		Short: "Inspect KubervisorServices and switch Kubervisor on or off for a Service",
-		Long: "Inspect KubervisorServices and switch Kubervisor on or off for a Service.\n\n" +
+		Short: "Inspect KubervisorServices, switch Kubervisor on or off for a Service, eject or restore pods by hand",
+		Long: "Inspect KubervisorServices, switch Kubervisor on or off for a Service, eject or restore pods by hand.\n\n" +
 			"With no subcommand, lists the KubervisorServices of the namespace.",
 		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl kubervisor"},
 		Args:          cobra.NoArgs,
@@ -153,6 +160,54 @@ func newRootCommand(out io.Writer) *cobra.Command {
 		Args:    cobra.ExactArgs(1),
 		RunE:    onOne((*plugin.Plugin).Deactivate),
 	}
-	root.AddCommand(listCmd, getCmd, activateCmd, deactivateCmd)
+	root.AddCommand(listCmd, getCmd, activateCmd, deactivateCmd, ejectCmd(&kf, out), restoreCmd(&kf, out))
 	return root
+}
+
+// The help common to eject and restore: what the command writes and how it ends.
+const requestHelp = "The plugin writes a request on the pod (annotations kubervisor/request, -by, -at, -reason, -for, -force, " +
+	"with your username from a SelfSubjectReview) and never its labels: the Kubervisor controller carries the request out " +
+	"and answers in the annotation kubervisor/request-outcome. The command waits --wait for that answer: it succeeds on " +
+	"\"Done: …\" and fails on \"Refused: …\" or when the wait runs out (the request then stays pending)."
+
+func ejectCmd(kf *kubeFlags, out io.Writer) *cobra.Command {
+	r := &plugin.ManualRequest{Action: kvv1.RequestEject}
+	cmd := requestCmd(kf, out, r, &cobra.Command{
+		Use:   "eject POD",
+		Short: "Ask the controller to take a supervised pod out of traffic by hand, within the floor unless --force",
+		Long: "Ask the controller to take a supervised pod out of traffic by hand. The controller honours the floor " +
+			"(minPodsAvailableCount, minPodsAvailableRatio) unless --force, and keeps the pod out until it is restored or " +
+			"--for passes; the activator's mode does not apply to it.\n\n" + requestHelp,
+		Example: "  kubectl kubervisor eject pricer-7d9f8-x2k -n shop --reason \"bad node, INC-42\" --for 2h\n" +
+			"  kubectl kubervisor eject pricer-7d9f8-x2k -n shop --force --wait 0",
+	}, "Why, recorded on the pod, in events and in the KubervisorService's status.manual[].")
+	cmd.Flags().StringVar(&r.For, "for", "", "How long the pod stays out, a duration such as 30m or 2h (default: until restored).")
+	cmd.Flags().BoolVar(&r.Force, "force", false, "Eject even when the floor would keep the pod in traffic.")
+	return cmd
+}
+
+func restoreCmd(kf *kubeFlags, out io.Writer) *cobra.Command {
+	return requestCmd(kf, out, &plugin.ManualRequest{Action: kvv1.RequestRestore}, &cobra.Command{
+		Use:   "restore POD",
+		Short: "Ask the controller to put a supervised pod back in traffic at once, a paused pod included",
+		Long: "Ask the controller to put a supervised pod back in traffic at once: a pod ejected by hand or by a breaker, " +
+			"or a paused pod.\n\n" + requestHelp,
+		Example: "  kubectl kubervisor restore pricer-7d9f8-x2k -n shop --reason \"node drained\"",
+	}, "Why, recorded on the pod and in events.")
+}
+
+// requestCmd completes the command of a manual request r: one POD argument, --reason and --wait, and
+// sending r as the parsed flags left it.
+func requestCmd(kf *kubeFlags, out io.Writer, r *plugin.ManualRequest, cmd *cobra.Command, reasonUsage string) *cobra.Command {
+	cmd.Args = cobra.ExactArgs(1)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		p, ns, err := kf.connect(out)
+		if err != nil {
+			return err
+		}
+		return p.Request(cmd.Context(), ns, args[0], *r)
+	}
+	cmd.Flags().StringVar(&r.Reason, "reason", "", reasonUsage)
+	cmd.Flags().DurationVar(&r.Wait, "wait", plugin.DefaultWait, "How long to wait for the controller's answer; 0: do not wait.")
+	return cmd
 }

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,12 +14,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 	"github.com/kubervisor/kubervisor/internal/plugin"
@@ -159,6 +166,9 @@ Breakers:
     Withheld pods:      <none>
     Would-eject pods:   <none>
 
+Manual holds:
+  <none>
+
 POD        READY   TRAFFIC   BREAKER       RETRIES   BREAK-AT   NEXT
 pricer-a   True    yes       <none>        <none>    <none>     <none>
 pricer-b   True    no        http-errors   1         <AGE>      restore in <MIN>
@@ -202,9 +212,158 @@ pricer-d   True    pause     http-errors   2         120m       <none>
 			"-n", "other", "activate", "search")
 		run(t, 1, `error: accepts 1 arg(s), received 0`+"\n", "get")
 	})
+	annotations := func(t *testing.T, name string) map[string]string {
+		t.Helper()
+		var p corev1.Pod
+		if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: name}, &p); err != nil {
+			t.Fatal(err)
+		}
+		return p.Annotations
+	}
+	// No controller runs: answer plays its part for the next request on a pod, once.
+	answer := func(t *testing.T, name, outcome string) (finish func()) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		done := make(chan error, 1)
+		go func() {
+			done <- wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+				var p corev1.Pod
+				if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: name}, &p); err != nil {
+					return false, err
+				}
+				at := p.Annotations[kvv1.AnnotationRequestAt]
+				if at == "" {
+					return false, nil
+				}
+				set := map[string]any{kvv1.AnnotationRequestOutcome: at + " " + outcome}
+				for _, k := range kvv1.RequestAnnotations {
+					set[k] = nil
+				}
+				body, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": set}})
+				if err != nil {
+					return false, err
+				}
+				return true, c.Patch(ctx, &p, client.RawPatch(types.MergePatchType, body))
+			})
+		}()
+		return func() {
+			t.Helper()
+			if err := <-done; err != nil {
+				t.Errorf("answering the request on pod %s: %v", name, err)
+			}
+			cancel()
+		}
+	}
+	t.Run("eject and restore", func(t *testing.T) {
+		labels := func(name string) map[string]string {
+			var p corev1.Pod
+			if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: name}, &p); err != nil {
+				t.Fatal(err)
+			}
+			return p.Labels
+		}
+		before := labels("pricer-a")
+		run(t, 0, `pod/pricer-a: eject requested by admin (request-at <AT>); not waiting: check with "kubectl kubervisor get pricer -n shop"`+"\n",
+			"-n", "shop", "eject", "pricer-a", "--reason", "bad node", "--for", "90m", "--force", "--wait", "0")
+		got := annotations(t, "pricer-a")
+		if _, err := time.Parse(time.RFC3339Nano, got[kvv1.AnnotationRequestAt]); err != nil {
+			t.Errorf("request-at: %v", err)
+		}
+		want := map[string]string{kvv1.AnnotationRequest: "eject", kvv1.AnnotationRequestBy: "admin",
+			kvv1.AnnotationRequestAt: got[kvv1.AnnotationRequestAt], kvv1.AnnotationRequestReason: "bad node",
+			kvv1.AnnotationRequestFor: "1h30m0s", kvv1.AnnotationRequestForce: "true"}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("annotations after eject (-want +got):\n%s", diff)
+		}
+		// A restore replaces the pending eject: its --reason, --for and --force are gone.
+		run(t, 1, `pod/pricer-a: replacing the pending eject request of admin (request-at <AT>)
+pod/pricer-a: restore requested by admin (request-at <AT>); waiting up to 1s for the controller
+error: pod/pricer-a: no answer from the controller within 1s (is it running?); the restore request (request-at <AT>) is written and pending: check with "kubectl kubervisor get pricer -n shop" or the pod's kubervisor/request-outcome annotation
+`, "-n", "shop", "restore", "pricer-a", "--wait", "1s")
+		got = annotations(t, "pricer-a")
+		want = map[string]string{kvv1.AnnotationRequest: "restore", kvv1.AnnotationRequestBy: "admin",
+			kvv1.AnnotationRequestAt: got[kvv1.AnnotationRequestAt]}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("annotations after restore (-want +got):\n%s", diff)
+		}
+		if after := labels("pricer-a"); !maps.Equal(before, after) {
+			t.Errorf("the plugin changed labels: %v, then %v", before, after)
+		}
+
+		answered := answer(t, "pricer-b", "Done: restored by admin: node drained")
+		run(t, 0, `pod/pricer-b: restore requested by admin (request-at <AT>); waiting up to 10s for the controller
+pod/pricer-b: Done: restored by admin: node drained
+`, "-n", "shop", "restore", "pricer-b", "--reason", "node drained")
+		answered()
+		answered = answer(t, "pricer-b", "Refused: the floor keeps pricer-b in traffic (use --force)")
+		run(t, 1, `pod/pricer-b: eject requested by admin (request-at <AT>); waiting up to 10s for the controller
+error: pod/pricer-b: Refused: the floor keeps pricer-b in traffic (use --force)
+`, "-n", "shop", "eject", "pricer-b")
+		answered()
+
+		run(t, 1, "error: refusing to eject pod shop/pricer-e: no KubervisorService supervises it (it has no kubervisor/name label)\n",
+			"-n", "shop", "eject", "pricer-e")
+		run(t, 1, `error: --for "1d": not a duration such as 30m or 2h: time: unknown unit "d" in duration "1d"`+"\n",
+			"-n", "shop", "eject", "pricer-a", "--for", "1d")
+	})
+	t.Run("the kubervisor-operator role is enough", func(t *testing.T) {
+		// As installed: config/default's namePrefix turns "operator" into "kubervisor-operator".
+		raw, err := os.ReadFile(filepath.Join("..", "..", "config", "rbac", "kubervisor_operator_role.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		role := &rbacv1.ClusterRole{}
+		if err := yaml.UnmarshalStrict(raw, role); err != nil {
+			t.Fatal(err)
+		}
+		role.Name = "kubervisor-" + role.Name
+		rbac, err := client.New(cfg, client.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rbac.Create(ctx, role); err != nil {
+			t.Fatal(err)
+		}
+		if err := rbac.Create(ctx, &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "oncall"},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "dave"}},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		kubeconfigOf := func(name string) string {
+			u, err := env.AddUser(envtest.User{Name: name}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kc, err := u.KubeConfig()
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(dir, name+".kubeconfig")
+			if err := os.WriteFile(path, kc, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return path
+		}
+		dave, erin := kubeconfigOf("dave"), kubeconfigOf("erin")
+		// dave has no rule on selfsubjectreviews: system:basic-user gives it to every authenticated user.
+		run(t, 0, `pod/pricer-c: eject requested by dave (request-at <AT>); not waiting: check with "kubectl kubervisor get pricer -n shop"`+"\n",
+			"--kubeconfig", dave, "-n", "shop", "eject", "pricer-c", "--reason", "on call", "--wait", "0")
+		if got := annotations(t, "pricer-c")[kvv1.AnnotationRequestBy]; got != "dave" {
+			t.Errorf("request-by: got %q, want dave", got)
+		}
+		run(t, 0, "(?s).*\npricer-d   True    pause     http-errors   2         120m       <none>\n",
+			"--kubeconfig", dave, "-n", "shop", "get", "pricer")
+		run(t, 0, "(?s).*\npricer   pricer    True    4         1            2         1        false     False    False      <AGE>\n",
+			"--kubeconfig", dave, "-n", "shop", "list")
+		// Without the role: refused, and said by whom.
+		run(t, 1, `error: getting pod shop/pricer-c: pods "pricer-c" is forbidden: User "erin" cannot get resource "pods" in API group "" in the namespace "shop"`+"\n",
+			"--kubeconfig", erin, "-n", "shop", "eject", "pricer-c")
+	})
 }
 
-var placeholder = regexp.MustCompile(`<(AGE|MIN|TIME)> *`)
+var placeholder = regexp.MustCompile(`<(AGE|MIN|TIME|AT)> *`)
 
 // golden turns a golden text with placeholders into an anchored regular expression. A text starting with
 // (?s).* matches any beginning.
@@ -215,7 +374,8 @@ func golden(want string) *regexp.Regexp {
 	}
 	// A placeholder takes the padding after it too: the value it stands for may be shorter or longer.
 	quoted := placeholder.ReplaceAllStringFunc(regexp.QuoteMeta(want), func(m string) string {
-		pattern := map[string]string{"<AGE>": `\d+s`, "<MIN>": `\d+m`, "<TIME>": `\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ`}
+		pattern := map[string]string{"<AGE>": `\d+s`, "<MIN>": `\d+m`, "<TIME>": `\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ`,
+			"<AT>": `\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z`}
 		p := pattern[strings.TrimRight(m, " ")]
 		if strings.HasSuffix(m, " ") {
 			p += " +"

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/duration"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
@@ -18,8 +19,9 @@ import (
 	"github.com/kubervisor/kubervisor/internal/podstate"
 )
 
-// Get prints one KubervisorService: a header, its conditions, the outcome of each breaker, and a table of
-// the pods labelled kubervisor/name=NAME with what the activator will do to each (column NEXT).
+// Get prints one KubervisorService: a header, its conditions, the outcome of each breaker, the pods held
+// out by hand (status.manual[]), and a table of the pods labelled kubervisor/name=NAME with what the
+// activator will do to each, or who holds it out by hand (column NEXT).
 func (p *Plugin) Get(ctx context.Context, namespace, name string) error {
 	kvs, err := p.getKVS(ctx, namespace, name)
 	if err != nil {
@@ -39,6 +41,7 @@ func (p *Plugin) Get(ctx context.Context, namespace, name string) error {
 	writeHeader(&w, kvs, svc, now)
 	writeConditions(&w, kvs)
 	writeBreakers(&w, kvs, now)
+	writeManualHolds(&w, kvs, now)
 	writePods(&w, kvs, svc, pods.Items, now)
 	return writeTable(p.Out, &w)
 }
@@ -162,6 +165,10 @@ func writePods(w *bytes.Buffer, kvs *kvv1.KubervisorService, svc *corev1.Service
 			next = "terminating"
 		case !off.Acts():
 			next = "inactive (" + off.Short + ")"
+		case state.Manual != nil && state.Traffic == kvv1.TrafficNo:
+			// NOTE: a pod restored from a hold keeps the manual strategy for the record: the traffic label
+			// decides, as for status.manual[].
+			next = manualNext(state.Manual)
 		case off.RestoreOnly:
 			next = activator.Describe(activator.Restrain(activator.Next(state, act, paused, now), off.Long))
 		default:
@@ -177,6 +184,49 @@ func writePods(w *bytes.Buffer, kvs *kvv1.KubervisorService, svc *corev1.Service
 			w.WriteString(p + "\n")
 		}
 	}
+}
+
+// writeManualHolds prints status.manual[]: who ejected which pod by hand, why, since and until when.
+func writeManualHolds(w *bytes.Buffer, kvs *kvv1.KubervisorService, now time.Time) {
+	w.WriteByte('\n')
+	w.WriteString("Manual holds:\n")
+	if len(kvs.Status.Manual) == 0 {
+		w.WriteString("  " + none + "\n")
+		return
+	}
+	row(w, "  POD", "BY", "REASON", "SINCE", "UNTIL")
+	for _, m := range kvs.Status.Manual {
+		since, until := none, "until restored"
+		if m.Since != nil {
+			since = stamp(m.Since.Time, now)
+		}
+		if m.Until != nil {
+			until = stamp(m.Until.Time, now)
+		}
+		row(w, "  "+m.Pod, orNone(m.By), orNone(m.Reason), since, until)
+	}
+}
+
+// stamp shows a time in UTC to the second, with how long ago or how soon it is.
+func stamp(t, now time.Time) string {
+	if t.After(now) {
+		return fmt.Sprintf("%s (in %s)", t.UTC().Format(time.RFC3339), duration.HumanDuration(t.Sub(now)))
+	}
+	return fmt.Sprintf("%s (%s ago)", t.UTC().Format(time.RFC3339), age(t, now))
+}
+
+// manualNext says who holds a pod out of traffic by hand and until when, for the NEXT column ("manual by
+// alice until 2026-03-01T13:00:00Z", or "… until restored"): the activator's schedule does not apply to it
+// (SPEC §10). An unusable manual-until reads as until restored, as the controller reads it.
+func manualNext(m *podstate.ManualHold) string {
+	by, until := m.By, "restored"
+	if by == "" {
+		by = "someone"
+	}
+	if !m.Until.IsZero() {
+		until = m.Until.UTC().Format(time.RFC3339)
+	}
+	return fmt.Sprintf("manual by %s until %s", by, until)
 }
 
 func serviceLine(kvs *kvv1.KubervisorService, svc *corev1.Service) string {

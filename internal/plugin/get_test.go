@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -165,6 +166,9 @@ Breakers:
     Withheld pods:      <none>
     Would-eject pods:   <none>
 
+Manual holds:
+  <none>
+
 POD        READY     TRAFFIC   BREAKER       RETRIES   BREAK-AT   NEXT
 pricer-a   True      yes       http-errors   1         60m        <none>
 pricer-b   True      no        latency       4         5s         restore in 15s
@@ -215,6 +219,9 @@ Breakers:
     Withheld pods:      <none>
     Would-eject pods:   pricer-a
 
+Manual holds:
+  <none>
+
 POD        READY   TRAFFIC   BREAKER       RETRIES   BREAK-AT   NEXT
 pricer-a   True    yes       <none>        <none>    <none>     <none>
 pricer-b   True    no        http-errors   1         5s         restore in 5s
@@ -243,8 +250,43 @@ Breakers:
     Activator:     periodic, period 10s
     Last result:   <none> (not evaluated yet)
 
+Manual holds:
+  <none>
+
 POD        READY   TRAFFIC   BREAKER       RETRIES   BREAK-AT   NEXT
 pricer-b   True    no        http-errors   1         60s        restore now
+`,
+		},
+		"manual holds: status.manual[] listed, held pods shown as such, the activator for the others": {
+			objs: append([]client.Object{manualHolds(), active}, manualPods()...),
+			want: `Name:                pricer
+Namespace:           shop
+Service:             pricer (selector app=pricer,kubervisor/traffic=yes)
+Dry run:             false
+Activator:           active
+Default activator:   periodic, period 10s
+Pods:                managed 5, ready 5, in traffic 1, ejected 4, paused 0, unknown 0
+Age:                 10m
+
+Conditions:
+  <none>
+
+Breakers:
+  http-errors:
+    Activator:     periodic, period 10s
+    Last result:   <none> (not evaluated yet)
+
+Manual holds:
+  POD        BY      REASON                 SINCE                           UNTIL
+  pricer-m   alice   bad node, see INC-42   2026-03-01T11:55:00Z (5m ago)   2026-03-01T13:00:00Z (in 60m)
+  pricer-n   bob     <none>                 2026-03-01T11:58:00Z (2m ago)   until restored
+
+POD        READY   TRAFFIC   BREAKER                RETRIES   BREAK-AT   NEXT
+pricer-m   True    no        manual.kubervisor.io   1         5m         manual by alice until 2026-03-01T13:00:00Z
+pricer-n   True    no        manual.kubervisor.io   2         2m         manual by bob until restored
+pricer-o   True    no        http-errors            1         5s         restore in 5s
+pricer-p   True    yes       manual.kubervisor.io   1         60m        <none>
+pricer-q   True    no        http-errors            1         5s         restore in 5s
 `,
 		},
 		"Service not found, no pod": {
@@ -265,6 +307,9 @@ Breakers:
   http-errors:
     Activator:     periodic, period 10s
     Last result:   <none> (not evaluated yet)
+
+Manual holds:
+  <none>
 
 No pods labelled kubervisor/name=pricer.
 `,
@@ -311,4 +356,42 @@ func TestGetErrors(t *testing.T) {
 		t.Errorf("Get of a missing KubervisorService: got error %v", err)
 	}
 	checkOutput(t, e.out.String(), "")
+}
+
+// manualHolds is a KubervisorService whose status lists two pods ejected by hand, one for an hour, one until
+// restored.
+func manualHolds() *kvv1.KubervisorService {
+	return kvs("shop", "pricer", "pricer", now.Add(-10*time.Minute), func(k *kvv1.KubervisorService) {
+		k.Status.Pods = kvv1.PodCounts{Managed: 5, Ready: 5, InTraffic: 1, Ejected: 4}
+		k.Status.Manual = []kvv1.ManualHold{
+			{Pod: "pricer-m", By: "alice", Reason: "bad node,\tsee INC-42", Since: new(metav1.NewTime(now.Add(-5 * time.Minute))),
+				Until: new(metav1.NewTime(now.Add(time.Hour)))},
+			{Pod: "pricer-n", By: "bob", Since: new(metav1.NewTime(now.Add(-2 * time.Minute)))},
+		}
+	})
+}
+
+// manualPods are the pods of manualHolds, a pod with a manual-by annotation under a breaker's strategy, a
+// pod restored from a hold, and a pod ejected by a breaker.
+func manualPods() []client.Object {
+	held := func(name, by, until string, breakAt time.Duration, retries string) *corev1.Pod {
+		a := ejection(ago(breakAt), retries)
+		a[kvv1.AnnotationManualBy] = by
+		if until != "" {
+			a[kvv1.AnnotationManualUntil] = until
+		}
+		return pod("shop", name, yes, owned(kvv1.TrafficNo, kvv1.ManualStrategy), a)
+	}
+	byHand := ejection(ago(5*time.Second), "1")
+	byHand[kvv1.AnnotationManualBy] = "carol"
+	return []client.Object{
+		held("pricer-m", "alice", ago(-time.Hour), 5*time.Minute, "1"),
+		held("pricer-n", "bob", "", 2*time.Minute, "2"),
+		// The manual-by annotation alone, without the manual strategy, is no hold: the activator of the
+		// breaker applies (as in the controller).
+		pod("shop", "pricer-o", yes, owned(kvv1.TrafficNo, "http-errors"), byHand),
+		// Restored from a hold: the strategy stays for the record, the activator has nothing to do.
+		pod("shop", "pricer-p", yes, owned(kvv1.TrafficYes, kvv1.ManualStrategy), ejection(ago(time.Hour), "1")),
+		pod("shop", "pricer-q", yes, owned(kvv1.TrafficNo, "http-errors"), ejection(ago(5*time.Second), "1")),
+	}
 }

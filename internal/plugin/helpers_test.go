@@ -33,6 +33,9 @@ type recorded struct {
 type env struct {
 	plugin *plugin.Plugin
 	client client.Client
+	// server is the fake API server behind client: what the tests write there themselves (say, the
+	// controller's answer to a request) is not recorded.
+	server client.WithWatch
 	out    *bytes.Buffer
 	writes []recorded
 }
@@ -51,6 +54,7 @@ func newEnv(t *testing.T, objs []client.Object, patchErrs ...error) *env {
 	record := func(verb string, obj client.Object) {
 		e.writes = append(e.writes, recorded{verb: verb, kind: kindOf(obj), name: obj.GetName()})
 	}
+	e.server = base
 	e.client = interceptor.NewClient(base, interceptor.Funcs{
 		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
 			record("create", obj)
@@ -78,7 +82,7 @@ func newEnv(t *testing.T, objs []client.Object, patchErrs ...error) *env {
 			return c.Patch(ctx, obj, patch, opts...)
 		},
 	})
-	e.plugin = &plugin.Plugin{Client: e.client, Out: e.out, Clock: clocktesting.NewFakePassiveClock(now)}
+	e.plugin = &plugin.Plugin{Client: e.client, Out: e.out, Clock: clocktesting.NewFakeClock(now)}
 	return e
 }
 

@@ -1,8 +1,8 @@
-// Package plugin is the logic of the `kubectl kubervisor` plugin (SPEC §7): list KubervisorServices with
-// their counts, show one with a per-pod table, and activate or deactivate a Service selector. It talks to
-// the API server through a controller-runtime client, writes to an io.Writer and reads the time from an
-// injected clock, so that every output is testable with a fake client and a fixed now. Flags and the
-// client are wired in cmd/kubectl-kubervisor.
+// Package plugin is the logic of the `kubectl kubervisor` plugin (SPEC §7, §10): list KubervisorServices
+// with their counts, show one with a per-pod table, activate or deactivate a Service selector, and write
+// manual eject and restore requests on pods. It talks to the API server through a controller-runtime
+// client, writes to an io.Writer and reads the time from an injected clock, so that every output is
+// testable with a fake client and a fixed now. Flags and the clients are wired in cmd/kubectl-kubervisor.
 package plugin
 
 import (
@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/cli-runtime/pkg/printers"
+	authnv1client "k8s.io/client-go/kubernetes/typed/authentication/v1"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -35,10 +36,13 @@ type Plugin struct {
 	// Client reads KubervisorServices, Services and pods, and patches Service selectors. Its scheme must
 	// hold core/v1 and breaker.kubervisor.io/v1alpha1 (NewScheme).
 	Client client.Client
+	// Auth tells who the user is (a SelfSubjectReview), for the author of a manual request.
+	Auth authnv1client.SelfSubjectReviewsGetter
 	// Out receives the tables and messages.
 	Out io.Writer
-	// Clock gives now, for ages and for the activator's schedule.
-	Clock clock.PassiveClock
+	// Clock gives now, for ages, the activator's schedule and the time of a manual request, and sleeps
+	// between the reads of a pod while waiting for a request's outcome.
+	Clock clock.Clock
 }
 
 // NewScheme returns a scheme holding the only types the plugin reads: core/v1 and the Kubervisor API.

@@ -63,6 +63,10 @@ const (
 	// TrafficPause takes the pod out of traffic for good, for investigation.
 	TrafficPause = "pause"
 
+	// ConditionInTraffic is the pod condition of the readinessGate mode (SPEC §11), declared by the pods in
+	// spec.readinessGates: True while kubervisor/traffic is yes, False while it is no or pause.
+	ConditionInTraffic = "kubervisor.io/in-traffic"
+
 	// Finalizer is set on every KubervisorService so that its pods are released before it goes away.
 	Finalizer = "breaker.kubervisor.io/finalizer"
 )
@@ -91,6 +95,9 @@ const (
 	ConditionEjectionAllowed = "EjectionAllowed"
 	// ConditionConflict is True when another KubervisorService supervises the same Service or pods.
 	ConditionConflict = "Conflict"
+	// ConditionReadinessGateMissing is True, in readinessGate mode, while managed pods lack the readiness
+	// gate kubervisor.io/in-traffic: those pods are never ejected.
+	ConditionReadinessGateMissing = "ReadinessGateMissing"
 )
 
 // Condition reasons.
@@ -112,6 +119,10 @@ const (
 	ReasonPending            = "Pending"
 	ReasonStormSuspected     = "StormSuspected"
 	ReasonAdoptionFailed     = "AdoptionFailed"
+	ReasonGateMissing        = "PodsLackReadinessGate"
+	ReasonGatesPresent       = "EveryPodHasTheGate"
+	ReasonSelectorMode       = "SelectorMode"
+	ReasonReadinessGateMode  = "ReadinessGateMode"
 	ReasonAdoptionStalled    = "AdoptionStalled"
 )
 
@@ -311,6 +322,11 @@ func (b *BreakerStrategy) Floor() (count, ratio int32) {
 		ratio = *b.MinPodsAvailableRatio
 	}
 	return count, ratio
+}
+
+// GateMode reports whether the KubervisorService controls traffic through the readiness gate.
+func (s *KubervisorServiceSpec) GateMode() bool {
+	return s.TrafficControl == TrafficControlReadinessGate
 }
 
 // IsDryRun reports whether the breaker only reports, by its own setting or the KubervisorService's.

@@ -34,7 +34,28 @@ type KubervisorServiceSpec struct {
 	// +optional
 	// +kubebuilder:default={mode: periodic, period: 10, maxRetryCount: 3, maxPauseCount: 1}
 	DefaultActivator *ActivatorStrategy `json:"defaultActivator,omitempty"`
+
+	// trafficControl is how an ejection takes a pod out of traffic: selector (the Service selects
+	// kubervisor/traffic=yes; only that Service stops sending) or readinessGate (Kubervisor sets the pod
+	// condition kubervisor.io/in-traffic, which the pods declare in spec.readinessGates: the pod is NotReady
+	// for every Service, mesh, load balancer, Deployment and PodDisruptionBudget). It may be switched at any
+	// time: every switch puts the condition back to True on pods in traffic, so no pod stays out because of
+	// it. Default selector.
+	// +optional
+	// +kubebuilder:default=selector
+	TrafficControl TrafficControl `json:"trafficControl,omitempty"`
 }
+
+// TrafficControl is how Kubervisor takes a pod out of traffic.
+// +kubebuilder:validation:Enum=selector;readinessGate
+type TrafficControl string
+
+const (
+	// TrafficControlSelector: the Service selects kubervisor/traffic=yes (SPEC §3).
+	TrafficControlSelector TrafficControl = "selector"
+	// TrafficControlReadinessGate: the pod condition kubervisor.io/in-traffic, a readiness gate (SPEC §11).
+	TrafficControlReadinessGate TrafficControl = "readinessGate"
+)
 
 // BreakerStrategy is one anomaly detection and the floor it must respect.
 // +kubebuilder:validation:XValidation:rule="(has(self.discreteValueOutOfList) ? 1 : 0) + (has(self.continuousValueDeviation) ? 1 : 0) + (has(self.customService) ? 1 : 0) + (has(self.peerOutlier) ? 1 : 0) == 1",message="exactly one detector must be set: discreteValueOutOfList, continuousValueDeviation, peerOutlier or customService"
@@ -564,6 +585,7 @@ type ManualHold struct {
 // +kubebuilder:printcolumn:name="Ejected",type=integer,JSONPath=`.status.pods.ejected`
 // +kubebuilder:printcolumn:name="Paused",type=integer,JSONPath=`.status.pods.paused`
 // +kubebuilder:printcolumn:name="Dry-Run",type=boolean,JSONPath=`.spec.dryRun`
+// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.trafficControl`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 
 // KubervisorService supervises the pods of one Service: breakers eject anomalous pods from its endpoints,

@@ -14,6 +14,9 @@ type Pod struct {
 	// terminating, so it serves no new traffic whatever its Ready condition says (SPEC §5 step 7).
 	Terminating bool
 	Traffic     string // kubervisor/traffic: yes, no, pause, or anything else (unknown)
+	// Locked is a serving pod that cannot be taken out of traffic (readinessGate mode, no gate): it counts
+	// in traffic for the floor but is never ejected.
+	Locked bool
 }
 
 // Serving reports whether the pod is in traffic: Ready, not terminating, labelled traffic=yes.
@@ -146,7 +149,7 @@ func Plan(pods []Pod, floor int, inputs []Input) []Outcome {
 			}
 			seen[a.Pod] = true
 			o.Anomalous = append(o.Anomalous, a)
-			if !p.Serving() || taken[a.Pod] {
+			if !p.Serving() || p.Locked || taken[a.Pod] {
 				continue
 			}
 			if _, ok := in.Spared[a.Pod]; ok {

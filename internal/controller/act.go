@@ -65,7 +65,7 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 	for i := range obs.pods {
 		byName[obs.pods[i].Name] = &obs.pods[i]
 	}
-	selectorActive := podstate.TrafficControlled(obs.svc)
+	selectorActive := podstate.Effective(kvs, obs.svc)
 	evals := map[string]*breakerEval{}
 	for i := range ev.breakers {
 		b := &ev.breakers[i]
@@ -90,6 +90,10 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 			if err := patchPod(ctx, r.Client, pod, ejection(kvs, pod, o.Name, now)); err != nil {
 				errs = errors.Join(errs, err)
 				continue
+			}
+			// In readinessGate mode the condition takes the pod out (the Pod reconciler would too, one event later).
+			if err := syncGate(ctx, r.Client, pod, kvs.Spec.GateMode(), now); err != nil {
+				errs = errors.Join(errs, err)
 			}
 			ejected = append(ejected, a.Pod)
 			metrics.Ejections.WithLabelValues(kvs.Namespace, kvs.Name, o.Name, "true").Inc()
@@ -178,7 +182,7 @@ func decisionsOf(o *breaker.Outcome, pods map[string]*corev1.Pod, ejected []stri
 			d.Reason += "; " + be.spared[a.Pod]
 		case kvv1.DecisionEjected:
 		default:
-			d.Decision, d.Reason = notServing(pods[a.Pod], a.Reason)
+			d.Decision, d.Reason = notServing(pods[a.Pod], a.Reason, be.gateMode)
 		}
 		out = append(out, d)
 	}
@@ -190,7 +194,7 @@ func decisionsOf(o *breaker.Outcome, pods map[string]*corev1.Pod, ejected []stri
 
 // notServing is the decision about an anomalous pod that is not in traffic: Ejected when it is out already
 // (traffic=no), Ignored when it is paused, terminating, gone or not Ready (nothing to decide).
-func notServing(pod *corev1.Pod, reason string) (kvv1.Decision, string) {
+func notServing(pod *corev1.Pod, reason string, gateMode bool) (kvv1.Decision, string) {
 	switch {
 	case pod == nil:
 		return kvv1.DecisionIgnored, reason + "; the pod is gone"
@@ -203,8 +207,11 @@ func notServing(pod *corev1.Pod, reason string) (kvv1.Decision, string) {
 	case kvv1.TrafficPause:
 		return kvv1.DecisionIgnored, reason + "; paused"
 	default:
-		if !podstate.Ready(pod) {
+		if !podstate.ServingReady(pod, gateMode) {
 			return kvv1.DecisionIgnored, reason + "; the pod is not Ready"
+		}
+		if gateMode && !podstate.HasGate(pod) {
+			return kvv1.DecisionIgnored, reason + "; the pod lacks the readiness gate " + kvv1.ConditionInTraffic + ": never ejected"
 		}
 		return kvv1.DecisionIgnored, fmt.Sprintf("%s; traffic label %q", reason, t)
 	}

@@ -28,6 +28,7 @@ import (
 const maxEvictionRetry = 30 * time.Second
 
 // +kubebuilder:rbac:groups="",resources=pods/eviction,verbs=create
+// +kubebuilder:rbac:groups="",resources=pods/status,verbs=patch
 
 // pauseLocks serialises pause decisions per KubervisorService, so that two pods decided at once by two
 // workers cannot both take the last pause slot (maxPauseCount).

@@ -37,6 +37,8 @@ type breakerEval struct {
 	stormStarted bool
 	// spared are the anomalous pods on probation (SPEC §6), with why.
 	spared map[string]string
+	// gateMode is the KubervisorService's readinessGate mode (readiness is ContainersReady).
+	gateMode bool
 	// ignored and warnings are the detector's (samples about pods not managed or in another namespace;
 	// Prometheus' warnings).
 	ignored  int
@@ -63,8 +65,8 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 	for i := range obs.pods {
 		managed[obs.pods[i].Name] = struct{}{}
 	}
-	selectorActive := podstate.TrafficControlled(obs.svc)
-	pods := planPods(obs.pods)
+	selectorActive := podstate.Effective(kvs, obs.svc)
+	pods := planPods(obs.pods, kvs.Spec.GateMode())
 	serving := make(map[string]struct{}, len(pods))
 	for _, p := range pods {
 		if p.Serving() {
@@ -76,7 +78,7 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 		if !mem.due(b.Name, now) {
 			continue
 		}
-		be := breakerEval{name: b.Name, dryRun: kvs.Spec.IsDryRun(b) || !selectorActive}
+		be := breakerEval{name: b.Name, dryRun: kvs.Spec.IsDryRun(b) || !selectorActive, gateMode: kvs.Spec.GateMode()}
 		if problems := b.Unusable(); len(problems) > 0 {
 			// Never a silent default (SPEC §2.1): the breaker is not evaluated until its spec changes, which
 			// resets the memory; conditions report InvalidSpec.
@@ -183,18 +185,19 @@ func (r *KubervisorServiceReconciler) detect(ctx context.Context, kvs *kvv1.Kube
 // planOn decides, on a view of the managed pods, who each breaker ejects (SPEC §5 steps 2–3, one quota for
 // the whole KubervisorService), and returns the floor it held.
 func planOn(kvs *kvv1.KubervisorService, pods []corev1.Pod, ev *evaluation) ([]breaker.Outcome, int) {
-	pp := planPods(pods)
+	pp := planPods(pods, kvs.Spec.GateMode())
 	floor := breaker.FloorOf(&kvs.Spec, breaker.Count(pp).Base)
 	return breaker.Plan(pp, floor, ev.inputs()), floor
 }
 
-// planPods is what the plan and the guards know of the managed pods.
-func planPods(pods []corev1.Pod) []breaker.Pod {
+// planPods is what the plan and the guards know of the managed pods. In readinessGate mode readiness is
+// ContainersReady and a pod without the gate is locked in traffic (SPEC §11).
+func planPods(pods []corev1.Pod, gateMode bool) []breaker.Pod {
 	out := make([]breaker.Pod, len(pods))
 	for i := range pods {
 		p := &pods[i]
-		out[i] = breaker.Pod{Name: p.Name, Ready: podstate.Ready(p), Terminating: !p.DeletionTimestamp.IsZero(),
-			Traffic: podstate.TrafficOf(p)}
+		out[i] = breaker.Pod{Name: p.Name, Ready: podstate.ServingReady(p, gateMode), Terminating: !p.DeletionTimestamp.IsZero(),
+			Traffic: podstate.TrafficOf(p), Locked: gateMode && !podstate.HasGate(p)}
 	}
 	return out
 }

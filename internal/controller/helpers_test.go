@@ -81,9 +81,25 @@ func TestCountPods(t *testing.T) {
 	got := countPods([]corev1.Pod{
 		pod("yes", true), pod("yes", true), pod("yes", false), pod("no", true), pod("no", false),
 		pod("pause", true), pod("", true), pod("maybe", false),
-	})
+	}, false)
 	want := kvv1.PodCounts{Managed: 8, Ready: 5, InTraffic: 2, Ejected: 2, Paused: 1, Unknown: 2}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("countPods mismatch (-want +got):\n%s", d)
+	}
+
+	// readinessGate mode: readiness is ContainersReady; an ejected pod is not Ready (the gate), yet counts.
+	gated := func(traffic string, containersReady bool) corev1.Pod {
+		p := pod(traffic, false)
+		s := corev1.ConditionFalse
+		if containersReady {
+			s = corev1.ConditionTrue
+		}
+		p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: corev1.ContainersReady, Status: s})
+		return p
+	}
+	got = countPods([]corev1.Pod{gated("yes", true), gated("no", true), gated("yes", false)}, true)
+	want = kvv1.PodCounts{Managed: 3, Ready: 2, InTraffic: 1, Ejected: 1}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("countPods in readinessGate mode mismatch (-want +got):\n%s", d)
 	}
 }

@@ -196,6 +196,10 @@ func (r *KubervisorServiceReconciler) finalize(ctx context.Context, kvs *kvv1.Ku
 		if err := releasePod(ctx, r.Client, &pods[i]); err != nil {
 			return err
 		}
+		// Released, the pod is in no mode: its readiness gate goes back to True.
+		if err := syncGate(ctx, r.Client, &pods[i], false, r.Clock.Now()); err != nil {
+			return err
+		}
 	}
 	logf.FromContext(ctx).Info("Released pods of deleted KubervisorService", "pods", len(pods), "paused", paused)
 	orig := kvs.DeepCopy()

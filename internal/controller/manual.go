@@ -117,14 +117,17 @@ func (r *KubervisorServiceReconciler) answer(ctx context.Context, kvs *kvv1.Kube
 		if state.Traffic == kvv1.TrafficPause {
 			return r.refuse(ctx, kvs, pod, rq, "the pod is paused; restore it first")
 		}
-		if kvs.Spec.DryRun || !podstate.TrafficControlled(obs.svc) {
+		if kvs.Spec.DryRun || !podstate.Effective(kvs, obs.svc) {
 			return r.refuse(ctx, kvs, pod, rq,
 				"the KubervisorService only reports (dry run, or the Service selector lacks kubervisor/traffic): nothing is ejected")
 		}
-		pods := planPods(obs.pods)
+		if kvs.Spec.GateMode() && !podstate.HasGate(pod) {
+			return r.refuse(ctx, kvs, pod, rq, "the pod lacks the readiness gate "+kvv1.ConditionInTraffic+": it cannot be taken out of traffic")
+		}
+		pods := planPods(obs.pods, kvs.Spec.GateMode())
 		fleet := breaker.Count(pods)
 		floor := breaker.FloorOf(&kvs.Spec, fleet.Base)
-		serving := state.Traffic == kvv1.TrafficYes && podstate.Ready(pod) && pod.DeletionTimestamp.IsZero()
+		serving := state.Traffic == kvv1.TrafficYes && podstate.ServingReady(pod, kvs.Spec.GateMode()) && pod.DeletionTimestamp.IsZero()
 		if serving && fleet.InTraffic-1 < floor && !rq.force {
 			metrics.Withheld.WithLabelValues(kvs.Namespace, kvs.Name, kvv1.ManualStrategy).Inc()
 			return r.refuse(ctx, kvs, pod, rq, fmt.Sprintf(
@@ -149,6 +152,9 @@ func (r *KubervisorServiceReconciler) answer(ctx context.Context, kvs *kvv1.Kube
 func (r *KubervisorServiceReconciler) done(ctx context.Context, kvs *kvv1.KubervisorService, pod *corev1.Pod, rq request,
 	action podstate.Patch, reason, what string) error {
 	if err := patchPod(ctx, r.Client, pod, action.Merge(podstate.Answer(rq.at, "Done: "+what))); err != nil {
+		return err
+	}
+	if err := syncGate(ctx, r.Client, pod, kvs.Spec.GateMode(), r.Clock.Now()); err != nil {
 		return err
 	}
 	verb := "restore"

@@ -68,7 +68,31 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 	if err != nil {
 		return requeueOnConflict(ctx, err)
 	}
+	gate, err := r.gateModeOf(ctx, pod)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := syncGate(ctx, r.Client, pod, gate, r.Clock.Now()); err != nil {
+		return requeueOnConflict(ctx, err)
+	}
 	return res, nil
+}
+
+// gateModeOf reports whether the pod's owner controls traffic through the readiness gate. A pod whose
+// owner is gone or being deleted is in no mode: its gate goes back to True (SPEC §11).
+func (r *PodReconciler) gateModeOf(ctx context.Context, pod *corev1.Pod) (bool, error) {
+	owner := podstate.OwnerOf(pod)
+	if owner == "" || !podstate.HasGate(pod) {
+		return false, nil
+	}
+	kvs := &kvv1.KubervisorService{}
+	switch err := r.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: owner}, kvs); {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("getting KubervisorService %s/%s: %w", pod.Namespace, owner, err)
+	}
+	return kvs.DeletionTimestamp.IsZero() && kvs.Spec.GateMode(), nil
 }
 
 // refuseUnsupervised answers a manual request on a pod no KubervisorService supervises (SPEC §10): refused,

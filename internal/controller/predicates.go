@@ -35,6 +35,7 @@ func podChanged() predicate.TypedPredicate[*corev1.Pod] {
 			return !maps.Equal(o.Labels, n.Labels) ||
 				kubervisorAnnotationsChanged(o.Annotations, n.Annotations) ||
 				podstate.Ready(o) != podstate.Ready(n) ||
+				podstate.ContainersReady(o) != podstate.ContainersReady(n) ||
 				o.DeletionTimestamp.IsZero() != n.DeletionTimestamp.IsZero()
 		},
 		GenericFunc: func(event.TypedGenericEvent[*corev1.Pod]) bool { return false },

@@ -169,9 +169,11 @@ type harness struct {
 	evictor   *fakeEvictor
 	// patches are the pod patches sent, as "name: body"; statusWrites counts status updates; liveLists
 	// counts pod lists through the API reader.
-	patches      []string
-	statusWrites int
-	liveLists    int
+	patches []string
+	// statusPatches are the pod subresource patches sent, as "name/subresource type: body".
+	statusPatches []string
+	statusWrites  int
+	liveLists     int
 	// failStatus makes the next status writes fail with a conflict; conflictPods makes every patch of these
 	// pods fail with a conflict.
 	failStatus   int
@@ -207,6 +209,17 @@ func newHarness(t *testing.T, objs ...client.Object) *harness {
 					}
 				}
 				return c.Patch(ctx, obj, patch, opts...)
+			},
+			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch,
+				opts ...client.SubResourcePatchOption) error {
+				if _, ok := obj.(*corev1.Pod); ok {
+					data, err := patch.Data(obj)
+					if err != nil {
+						return err
+					}
+					h.statusPatches = append(h.statusPatches, fmt.Sprintf("%s/%s %s: %s", obj.GetName(), sub, patch.Type(), data))
+				}
+				return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
 			},
 			SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
 				h.statusWrites++
@@ -336,7 +349,7 @@ func TestBreakerPass(t *testing.T) {
 		}
 		return objs
 	}
-	healthy := []string{"ServiceFound=True/ServiceFound", "TrafficControlled=True/SelectorHasTrafficKey", "Conflict=False/NoConflict"}
+	healthy := []string{"ServiceFound=True/ServiceFound", "TrafficControlled=True/SelectorHasTrafficKey", "Conflict=False/NoConflict", "ReadinessGateMissing=False/SelectorMode"}
 	invalidPeriod := "The spec holds values the controller cannot use: spec.breakers[0].evaluationPeriod: period 0s: must be more than zero and at most 24h0m0s"
 	storm := "5 of 8 Ready pods anomalous, more than maxAnomalousPercent 50%: the detector is suspect, nobody is ejected"
 	cases := map[string]struct {
@@ -374,7 +387,7 @@ func TestBreakerPass(t *testing.T) {
 				EjectedPods: []string{"p2"}, WithheldPods: []string{"p1"}}},
 			wantDecisions: []string{"b/p2=Ejected", "b/p1=Withheld"},
 			wantConditions: []string{"ServiceFound=True/ServiceFound", "TrafficControlled=True/SelectorHasTrafficKey",
-				"Conflict=False/NoConflict", "EjectionAllowed=False/FloorReached", "Ready=True/BreakersHealthy"},
+				"Conflict=False/NoConflict", "ReadinessGateMissing=False/SelectorMode", "EjectionAllowed=False/FloorReached", "Ready=True/BreakersHealthy"},
 			wantStatusWrites: 1, wantLiveLists: 1, wantCalls: map[string]int{"b": 1},
 		},
 		"a drain: terminating pods do not serve, so the floor withholds both anomalies": {
@@ -489,7 +502,7 @@ func TestBreakerPass(t *testing.T) {
 				EjectedPods: []string{"p2"}}},
 			wantDecisions: []string{"b/p2=Ejected"},
 			wantConditions: []string{"ServiceFound=True/ServiceFound", "TrafficControlled=True/SelectorHasTrafficKey",
-				"Conflict=False/NoConflict", "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"},
+				"Conflict=False/NoConflict", "ReadinessGateMissing=False/SelectorMode", "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"},
 			wantCalls: map[string]int{"b": 0},
 		},
 		"due again, flagging only pods already out: no live read, one status write (ejectedPods empties), no patch": {
@@ -503,7 +516,7 @@ func TestBreakerPass(t *testing.T) {
 			wantBreakers:  []kvv1.BreakerStatus{{Name: "b", LastResult: "OK", AnomalousPods: []string{"p2"}}},
 			wantDecisions: []string{"b/p2=Ejected"},
 			wantConditions: []string{"ServiceFound=True/ServiceFound", "TrafficControlled=True/SelectorHasTrafficKey",
-				"Conflict=False/NoConflict", "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"},
+				"Conflict=False/NoConflict", "ReadinessGateMissing=False/SelectorMode", "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"},
 			wantStatusWrites: 1, wantCalls: map[string]int{"b": 1},
 		},
 		"steady: the same answer again sends nothing at all": {
@@ -520,7 +533,7 @@ func TestBreakerPass(t *testing.T) {
 				{Name: "quiet", LastResult: "NoData"}},
 			wantDecisions: []string{"b/p2=Ejected"},
 			wantConditions: []string{"ServiceFound=True/ServiceFound", "TrafficControlled=True/SelectorHasTrafficKey",
-				"Conflict=False/NoConflict", "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"},
+				"Conflict=False/NoConflict", "ReadinessGateMissing=False/SelectorMode", "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"},
 			wantCalls: map[string]int{"b": 1, "quiet": 1},
 		},
 		"detector error: nothing ejected, one Warning, Ready=False": {
@@ -532,7 +545,7 @@ func TestBreakerPass(t *testing.T) {
 			},
 			wantBreakers: []kvv1.BreakerStatus{{Name: "b", LastResult: "Error: connection refused"}},
 			wantConditions: []string{"ServiceFound=True/ServiceFound", "TrafficControlled=True/SelectorHasTrafficKey",
-				"Conflict=False/NoConflict", "EjectionAllowed=True/WithinFloor", "Ready=False/DetectorError"},
+				"Conflict=False/NoConflict", "ReadinessGateMissing=False/SelectorMode", "EjectionAllowed=True/WithinFloor", "Ready=False/DetectorError"},
 			wantStatusWrites: 1, wantCalls: map[string]int{"b": 1},
 		},
 		"status write conflict: requeue after 250ms; the next pass writes the outcome without asking again": {
@@ -551,7 +564,7 @@ func TestBreakerPass(t *testing.T) {
 				EjectedPods: []string{"p1"}}},
 			wantDecisions: []string{"b/p1=Ejected"},
 			wantConditions: []string{"ServiceFound=True/ServiceFound", "TrafficControlled=True/SelectorHasTrafficKey",
-				"Conflict=False/NoConflict", "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"},
+				"Conflict=False/NoConflict", "ReadinessGateMissing=False/SelectorMode", "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"},
 			wantStatusWrites: 1, wantCalls: map[string]int{"b": 0},
 		},
 		"selector without the traffic key: dry run, would-eject reported, no pod touched": {
@@ -566,7 +579,7 @@ func TestBreakerPass(t *testing.T) {
 			wantBreakers:  []kvv1.BreakerStatus{{Name: "b", LastResult: "OK", AnomalousPods: []string{"p3"}, WouldEjectPods: []string{"p3"}}},
 			wantDecisions: []string{"b/p3=WouldEject"},
 			wantConditions: []string{"ServiceFound=True/ServiceFound", "TrafficControlled=False/SelectorLacksTrafficKey",
-				"Conflict=False/NoConflict", "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"},
+				"Conflict=False/NoConflict", "ReadinessGateMissing=False/SelectorMode", "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"},
 			wantStatusWrites: 1, wantCalls: map[string]int{"b": 1},
 		},
 		"an unusable evaluationPeriod: that breaker is not evaluated, Ready=False/InvalidSpec names the field, one Warning": {
@@ -671,7 +684,7 @@ func TestBreakerPass(t *testing.T) {
 			wantBreakers:  []kvv1.BreakerStatus{{Name: "b", LastResult: "OK", AnomalousPods: []string{"p0"}}},
 			wantDecisions: []string{"b/p0=Withheld"},
 			wantConditions: []string{"ServiceFound=True/ServiceFound", "TrafficControlled=True/SelectorHasTrafficKey",
-				"Conflict=False/NoConflict", "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"},
+				"Conflict=False/NoConflict", "ReadinessGateMissing=False/SelectorMode", "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"},
 			wantStatusWrites: 1, wantLiveLists: 1, wantCalls: map[string]int{"b": 1},
 		},
 	}

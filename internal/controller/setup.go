@@ -136,8 +136,9 @@ func NewPodReconciler(c client.Client, apiReader client.Reader, rec events.Event
 	return &PodReconciler{Client: c, APIReader: apiReader, Recorder: rec, Clock: opts.Clock, Evictor: evictor, adoptions: opts.adoptions}
 }
 
-// CacheOptions trims the cache to what the reconcilers read (SPEC §9): pods keep their metadata, phase and
-// Ready condition only; managedFields are dropped everywhere. A non-empty namespace restricts the cache
+// CacheOptions trims the cache to what the reconcilers read (SPEC §9): pods keep their metadata, phase,
+// readiness gates and the Ready, ContainersReady and kubervisor.io/in-traffic conditions only;
+// managedFields are dropped everywhere. A non-empty namespace restricts the cache
 // (namespaced install). Both cmd/main.go and the tests use it so that tests run what production runs.
 func CacheOptions(namespace string) cache.Options {
 	o := cache.Options{
@@ -150,9 +151,11 @@ func CacheOptions(namespace string) cache.Options {
 	return o
 }
 
-// TrimPod keeps what the reconcilers read of a pod: metadata (without managedFields), phase and the Ready
-// condition. NOTE: pods are only ever patched from these trimmed copies with a merge patch computed against
-// a trimmed original, so the dropped fields are never part of a write.
+// TrimPod keeps what the reconcilers read of a pod: metadata (without managedFields), phase, readiness
+// gates and the Ready, ContainersReady and kubervisor.io/in-traffic conditions. NOTE: pods are only ever
+// patched from these trimmed copies with a patch computed against a trimmed original (a merge patch of
+// the metadata; a strategic merge patch of the status, whose conditions merge by type), so the dropped
+// fields are never part of a write.
 func TrimPod(obj any) (any, error) {
 	pod, ok := obj.(*corev1.Pod)
 	if !ok {
@@ -161,10 +164,12 @@ func TrimPod(obj any) (any, error) {
 	trimmed := &corev1.Pod{TypeMeta: pod.TypeMeta, ObjectMeta: pod.ObjectMeta}
 	trimmed.ManagedFields = nil
 	trimmed.Spec.NodeName = pod.Spec.NodeName
+	trimmed.Spec.ReadinessGates = pod.Spec.ReadinessGates
 	trimmed.Status.Phase = pod.Status.Phase
 	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			trimmed.Status.Conditions = []corev1.PodCondition{c}
+		switch c.Type {
+		case corev1.PodReady, corev1.ContainersReady, kvv1.ConditionInTraffic:
+			trimmed.Status.Conditions = append(trimmed.Status.Conditions, c)
 		}
 	}
 	return trimmed, nil

@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -83,4 +84,59 @@ func livePods(ctx context.Context, r client.Reader, kvs *kvv1.KubervisorService)
 		return nil, fmt.Errorf("listing pods of KubervisorService %s/%s from the API server: %w", kvs.Namespace, kvs.Name, err)
 	}
 	return list.Items, nil
+}
+
+// syncGate makes the pod's kubervisor.io/in-traffic condition follow its traffic label (SPEC §11): False
+// while the KubervisorService, in readinessGate mode, holds it out (no, pause), True otherwise. Only pods
+// declaring the gate are touched; nothing is sent when the condition is right already. The write is a
+// strategic merge patch of pods/status with optimistic locking, computed from the (trimmed) cached pod, so
+// that it carries this one condition and nothing else. On success pod holds the server's answer.
+func syncGate(ctx context.Context, c client.Client, pod *corev1.Pod, gateMode bool, now time.Time) error {
+	if !podstate.HasGate(pod) || !pod.DeletionTimestamp.IsZero() {
+		return nil
+	}
+	want := podstate.WantedGate(pod, gateMode)
+	if podstate.GateStatus(pod) == want {
+		return nil
+	}
+	reason, msg := "InTraffic", "Kubervisor keeps the pod in traffic"
+	switch t := podstate.TrafficOf(pod); {
+	case want == corev1.ConditionFalse && t == kvv1.TrafficPause:
+		reason, msg = "Paused", "Paused by Kubervisor for investigation (kubervisor/traffic=pause)"
+	case want == corev1.ConditionFalse:
+		reason, msg = "Ejected", "Taken out of traffic by Kubervisor, breaker "+orNone(pod.Labels[kvv1.LabelStrategy])
+	case podstate.OwnerOf(pod) == "":
+		reason, msg = "NotSupervised", "No KubervisorService supervises the pod"
+	case !gateMode:
+		reason, msg = "SelectorMode", "The KubervisorService controls traffic through the Service selector"
+	}
+	updated := pod.DeepCopy()
+	cond := corev1.PodCondition{Type: kvv1.ConditionInTraffic, Status: want, Reason: reason, Message: msg,
+		LastTransitionTime: metav1.NewTime(now)}
+	found := false
+	for i := range updated.Status.Conditions {
+		if updated.Status.Conditions[i].Type == kvv1.ConditionInTraffic {
+			updated.Status.Conditions[i], found = cond, true
+		}
+	}
+	if !found {
+		updated.Status.Conditions = append(updated.Status.Conditions, cond)
+	}
+	if err := c.Status().Patch(ctx, updated, client.StrategicMergeFrom(pod, client.MergeFromWithOptimisticLock{}),
+		client.FieldOwner(fieldManager)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("setting condition %s of pod %s/%s: %w", kvv1.ConditionInTraffic, pod.Namespace, pod.Name, err)
+	}
+	logf.FromContext(ctx).V(1).Info("Set readiness gate", "Pod", klog.KObj(pod), "status", want, "reason", reason)
+	updated.DeepCopyInto(pod)
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
 }

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,7 +29,7 @@ import (
 // is missing, or adoption is under way) keeps its entry from kvs.Status, if any; conditions count it as not
 // evaluated yet.
 func desiredStatus(kvs *kvv1.KubervisorService, obs *observation, outcomes map[string]breakerOutcome, now time.Time) kvv1.KubervisorServiceStatus {
-	status := kvv1.KubervisorServiceStatus{ObservedGeneration: kvs.Generation, Pods: countPods(obs.pods)}
+	status := kvv1.KubervisorServiceStatus{ObservedGeneration: kvs.Generation, Pods: countPods(obs.pods, kvs.Spec.GateMode())}
 	old := map[string]*kvv1.BreakerStatus{}
 	for i := range kvs.Status.Breakers {
 		old[kvs.Status.Breakers[i].Name] = &kvs.Status.Breakers[i]
@@ -92,12 +93,12 @@ func apiTime(t time.Time) metav1.Time {
 }
 
 // countPods counts the managed pods by state (SPEC §2.2).
-func countPods(pods []corev1.Pod) kvv1.PodCounts {
+func countPods(pods []corev1.Pod, gateMode bool) kvv1.PodCounts {
 	var c kvv1.PodCounts
 	for i := range pods {
 		p := &pods[i]
 		c.Managed++
-		ready := podstate.Ready(p)
+		ready := podstate.ServingReady(p, gateMode)
 		if ready {
 			c.Ready++
 		}
@@ -142,6 +143,7 @@ func conditions(kvs *kvv1.KubervisorService, obs *observation, outcomes map[stri
 		out = append(out, c)
 	}
 	svc := obs.svc
+	ungated := podsWithoutGate(kvs, obs.pods)
 
 	if svc == nil {
 		set(kvv1.ConditionServiceFound, false, kvv1.ReasonServiceNotFound, fmt.Sprintf("Service %s not found", kvs.Spec.Service))
@@ -155,6 +157,12 @@ func conditions(kvs *kvv1.KubervisorService, obs *observation, outcomes map[stri
 	case !hasManagedSelector(svc):
 		set(kvv1.ConditionTrafficControlled, false, kvv1.ReasonEmptySelector,
 			fmt.Sprintf("Service %s selects no pod by label; Kubervisor supervises no pod", svc.Name))
+	case kvs.Spec.GateMode() && len(ungated) == 0:
+		set(kvv1.ConditionTrafficControlled, true, kvv1.ReasonReadinessGateMode,
+			"Every managed pod declares the readiness gate "+kvv1.ConditionInTraffic+": ejections take effect")
+	case kvs.Spec.GateMode():
+		set(kvv1.ConditionTrafficControlled, false, kvv1.ReasonGateMissing,
+			fmt.Sprintf("%d managed pods lack the readiness gate %s: they are never ejected", len(ungated), kvv1.ConditionInTraffic))
 	case podstate.TrafficControlled(svc):
 		set(kvv1.ConditionTrafficControlled, true, kvv1.ReasonSelectorHasTraffic,
 			fmt.Sprintf("Service %s selects kubervisor/traffic=yes: ejections take effect", svc.Name))
@@ -167,6 +175,16 @@ func conditions(kvs *kvv1.KubervisorService, obs *observation, outcomes map[stri
 		set(kvv1.ConditionConflict, true, obs.reason, obs.message)
 	} else {
 		set(kvv1.ConditionConflict, false, kvv1.ReasonNoConflict, "No other KubervisorService supervises these pods")
+	}
+
+	switch {
+	case !kvs.Spec.GateMode():
+		set(kvv1.ConditionReadinessGateMissing, false, kvv1.ReasonSelectorMode, "Selector mode: pods need no readiness gate")
+	case len(ungated) > 0:
+		set(kvv1.ConditionReadinessGateMissing, true, kvv1.ReasonGateMissing, fmt.Sprintf(
+			"Pods without readinessGates [{conditionType: %s}] are never ejected: %s", kvv1.ConditionInTraffic, strings.Join(capNames(ungated), ", ")))
+	default:
+		set(kvv1.ConditionReadinessGateMissing, false, kvv1.ReasonGatesPresent, "Every managed pod declares the readiness gate "+kvv1.ConditionInTraffic)
 	}
 
 	var withheld, storms, failing, pending []string
@@ -210,6 +228,21 @@ func conditions(kvs *kvv1.KubervisorService, obs *observation, outcomes map[stri
 	default:
 		set(kvv1.ConditionReady, true, kvv1.ReasonAllBreakersOK, "Service found and every breaker's last evaluation succeeded")
 	}
+	return out
+}
+
+// podsWithoutGate names, in readinessGate mode, the managed pods lacking the gate, sorted.
+func podsWithoutGate(kvs *kvv1.KubervisorService, pods []corev1.Pod) []string {
+	if !kvs.Spec.GateMode() {
+		return nil
+	}
+	var out []string
+	for i := range pods {
+		if !podstate.HasGate(&pods[i]) {
+			out = append(out, pods[i].Name)
+		}
+	}
+	slices.Sort(out)
 	return out
 }
 

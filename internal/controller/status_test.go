@@ -168,6 +168,7 @@ func TestDesiredStatus(t *testing.T) {
 				cond(kvv1.ConditionServiceFound, true, kvv1.ReasonServiceFound, "Service svc found"),
 				cond(kvv1.ConditionTrafficControlled, true, kvv1.ReasonSelectorHasTraffic, "Service svc selects kubervisor/traffic=yes: ejections take effect"),
 				cond(kvv1.ConditionConflict, false, kvv1.ReasonNoConflict, "No other KubervisorService supervises these pods"),
+				cond(kvv1.ConditionReadinessGateMissing, false, kvv1.ReasonSelectorMode, "Selector mode: pods need no readiness gate"),
 				cond(kvv1.ConditionEjectionAllowed, false, kvv1.ReasonFloorReached, "The floor keeps anomalous pods in traffic: a withheld p0"),
 				cond(kvv1.ConditionReady, true, kvv1.ReasonAllBreakersOK, "Service found and every breaker's last evaluation succeeded"),
 			},

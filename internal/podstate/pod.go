@@ -22,6 +22,59 @@ func Ready(pod *corev1.Pod) bool {
 	return ReadyStatus(pod) == corev1.ConditionTrue
 }
 
+// conditionStatus returns the status of the pod's condition of type t, "" when it is not set.
+func conditionStatus(pod *corev1.Pod, t corev1.PodConditionType) corev1.ConditionStatus {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == t {
+			return c.Status
+		}
+	}
+	return ""
+}
+
+// ContainersReady reports whether the kubelet says every container of the pod is ready (ContainersReady):
+// readiness without any readiness gate.
+func ContainersReady(pod *corev1.Pod) bool {
+	return conditionStatus(pod, corev1.ContainersReady) == corev1.ConditionTrue
+}
+
+// ServingReady is the readiness the floor, the counts and the guards judge (SPEC §11): Ready, or in
+// readinessGate mode ContainersReady, since Ready then includes Kubervisor's own gate (an ejected pod is
+// not Ready, yet healthy).
+func ServingReady(pod *corev1.Pod, gateMode bool) bool {
+	if gateMode {
+		return ContainersReady(pod)
+	}
+	return Ready(pod)
+}
+
+// HasGate reports whether the pod declares the readiness gate kubervisor.io/in-traffic.
+func HasGate(pod *corev1.Pod) bool {
+	for _, g := range pod.Spec.ReadinessGates {
+		if g.ConditionType == v1alpha1.ConditionInTraffic {
+			return true
+		}
+	}
+	return false
+}
+
+// GateStatus returns the status of the pod's kubervisor.io/in-traffic condition, "" when it is not set.
+func GateStatus(pod *corev1.Pod) corev1.ConditionStatus {
+	return conditionStatus(pod, v1alpha1.ConditionInTraffic)
+}
+
+// WantedGate is the kubervisor.io/in-traffic status a pod should carry: False while Kubervisor holds it out
+// of traffic in readinessGate mode (traffic no or pause), True otherwise — in traffic, in selector mode, not
+// supervised — so that no pod stays NotReady because of Kubervisor's gate once Kubervisor lets go of it.
+func WantedGate(pod *corev1.Pod, gateMode bool) corev1.ConditionStatus {
+	if gateMode && OwnerOf(pod) != "" {
+		if t := TrafficOf(pod); t == v1alpha1.TrafficNo || t == v1alpha1.TrafficPause {
+			return corev1.ConditionFalse
+		}
+	}
+	return corev1.ConditionTrue
+}
+
 // ManagedSelector returns the selector of the pods a KubervisorService supervises: the Service selector
 // minus kubervisor/traffic. A selector with no other key selects nothing to supervise (a Service without a
 // selector has its endpoints managed by hand; one with the traffic key alone would pick the in-traffic
@@ -40,9 +93,16 @@ func ManagedSelector(selector map[string]string) (sel labels.Selector, ok bool) 
 }
 
 // TrafficControlled reports whether the Service selector holds kubervisor/traffic: "yes", the switch that
-// makes Kubervisor's labels effective (SPEC §3).
+// makes Kubervisor's labels effective in selector mode (SPEC §3).
 func TrafficControlled(svc *corev1.Service) bool {
 	return svc != nil && svc.Spec.Selector[v1alpha1.LabelTraffic] == v1alpha1.TrafficYes
+}
+
+// Effective reports whether an ejection of the KubervisorService takes effect: in readinessGate mode
+// always (the gate needs no selector edit; pods lacking it are never ejected), in selector mode while the
+// Service selects kubervisor/traffic=yes. Otherwise breakers only report, as in dry run.
+func Effective(kvs *v1alpha1.KubervisorService, svc *corev1.Service) bool {
+	return svc != nil && (kvs.Spec.GateMode() || TrafficControlled(svc))
 }
 
 // dryRun is what Inactivity says of a dry run, short and long.
@@ -84,7 +144,7 @@ func ActivatorInactivity(kvs *v1alpha1.KubervisorService, svc *corev1.Service) I
 	switch {
 	case kvs.Spec.DryRun:
 		return Inactivity{Short: dryRun, Long: dryRun, RestoreOnly: true}
-	case !TrafficControlled(svc):
+	case !Effective(kvs, svc):
 		return Inactivity{Short: "selector", RestoreOnly: true,
 			Long: "the selector of Service " + svc.Name + " lacks " + v1alpha1.LabelTraffic + "=" + v1alpha1.TrafficYes}
 	}

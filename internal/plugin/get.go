@@ -175,7 +175,7 @@ func writePods(w *bytes.Buffer, kvs *kvv1.KubervisorService, svc *corev1.Service
 			next = activator.NextRetryDescription(state, act, paused, now)
 		}
 		row(w, pod.Name, string(podstate.ReadyStatus(pod)), orNone(state.Traffic), orNone(state.Strategy),
-			retriesCell(state), breakAtCell(state, now), next)
+			retriesCell(state, act, now), breakAtCell(state, now), next)
 	}
 	if len(problems) > 0 {
 		w.WriteByte('\n')
@@ -275,14 +275,22 @@ func shortDuration(d time.Duration) string {
 }
 
 // retriesCell shows the retry-count annotation, "invalid" when the activator cannot use it.
-func retriesCell(s podstate.State) string {
+// retriesCell is the pod's retry count; for a pod back in traffic under forgiveAfter, also the count its
+// next ejection starts from ("3, forgiven to 1").
+func retriesCell(s podstate.State, a kvv1.ResolvedActivator, now time.Time) string {
 	switch s.RetryCountField {
 	case podstate.FieldMissing:
 		return none
 	case podstate.FieldInvalid:
 		return "invalid"
 	}
-	return strconv.FormatInt(int64(s.RetryCount), 10)
+	cell := strconv.FormatInt(int64(s.RetryCount), 10)
+	if s.Traffic == kvv1.TrafficYes {
+		if f := activator.Forgive(s.RetryCount, s.RestoredAt, a.ForgiveAfter, now); f < s.RetryCount {
+			cell += ", forgiven to " + strconv.FormatInt(int64(f), 10)
+		}
+	}
+	return cell
 }
 
 // breakAtCell shows the age of the last ejection, "invalid" when the activator cannot use the annotation.

@@ -356,7 +356,9 @@ func (k *Kubelet) podIP(pod *corev1.Pod) (string, error) {
 }
 
 // RunningPodStatus returns the status a kubelet would report for pod once all its containers run:
-// phase Running, podIP ip, hostIP hostIP, PodReady and ContainersReady set to ready. Fields that do
+// phase Running, podIP ip, hostIP hostIP, ContainersReady set to ready, and PodReady set to ready and,
+// as the kubelet does, every readiness gate of the pod's spec: a gate whose condition is missing or not
+// True makes the pod NotReady. Fields that do
 // not change (start time, transition times) are kept from the pod's current status, so calling it
 // again on its own result returns an equal status.
 func RunningPodStatus(pod *corev1.Pod, hostIP, ip string, ready bool, now metav1.Time) *corev1.PodStatus {
@@ -373,9 +375,20 @@ func RunningPodStatus(pod *corev1.Pod, hostIP, ip string, ready bool, now metav1
 		s.StartTime = &now
 	}
 	s.Reason, s.Message = "", ""
-	readyStatus := corev1.ConditionFalse
+	readyStatus, podReady := corev1.ConditionFalse, corev1.ConditionFalse
 	if ready {
-		readyStatus = corev1.ConditionTrue
+		readyStatus, podReady = corev1.ConditionTrue, corev1.ConditionTrue
+	}
+	for _, g := range pod.Spec.ReadinessGates {
+		gate := corev1.ConditionFalse
+		for _, c := range s.Conditions {
+			if c.Type == g.ConditionType {
+				gate = c.Status
+			}
+		}
+		if gate != corev1.ConditionTrue {
+			podReady = corev1.ConditionFalse
+		}
 	}
 	for _, c := range []struct {
 		typ    corev1.PodConditionType
@@ -385,7 +398,7 @@ func RunningPodStatus(pod *corev1.Pod, hostIP, ip string, ready bool, now metav1
 		{corev1.PodInitialized, corev1.ConditionTrue},
 		{corev1.PodScheduled, corev1.ConditionTrue},
 		{corev1.ContainersReady, readyStatus},
-		{corev1.PodReady, readyStatus},
+		{corev1.PodReady, podReady},
 	} {
 		setPodCondition(s, c.typ, c.status, now)
 	}

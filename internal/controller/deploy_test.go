@@ -86,7 +86,7 @@ var _ = Describe("Deployment manifests and kubectl", func() {
 		Expect(rules).To(HaveKeyWithValue("/pods", []string{"get", "list", "patch", "watch"}))
 		Expect(rules).To(HaveKeyWithValue("/pods/eviction", []string{"create"}))
 		Expect(rules).To(HaveKeyWithValue("events.k8s.io/events", []string{"create", "patch"}))
-		Expect(rules).NotTo(HaveKey("/pods/status"))
+		Expect(rules).To(HaveKeyWithValue("/pods/status", []string{"patch"}), "readinessGate mode writes the pod condition, nothing else of the status")
 		for resource, verbs := range rules {
 			Expect(verbs).NotTo(ContainElement("*"), resource)
 			if !strings.HasPrefix(resource, "breaker.kubervisor.io/") {

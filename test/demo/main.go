@@ -66,6 +66,7 @@ type config struct {
 	quiet    bool
 	noClear  bool
 	keep     bool
+	mode     string
 }
 
 func main() {
@@ -76,7 +77,13 @@ func main() {
 	flag.BoolVar(&cfg.quiet, "quiet", false, "print the change log only, no status tables")
 	flag.BoolVar(&cfg.noClear, "no-clear", false, "never clear the screen: print the status when it changes (the default when stdout is not a terminal)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the work directory (kubeconfig, logs, Prometheus data) after stopping")
+	flag.StringVar(&cfg.mode, "mode", string(kvv1.TrafficControlSelector),
+		"how an ejection takes a pod out of traffic: selector (the Service selects kubervisor/traffic=yes) or readinessGate (the pod condition kubervisor.io/in-traffic)")
 	flag.Parse()
+	if m := kvv1.TrafficControl(cfg.mode); m != kvv1.TrafficControlSelector && m != kvv1.TrafficControlReadinessGate {
+		fmt.Fprintf(os.Stderr, "demo: --mode %q: want selector or readinessGate\n", cfg.mode)
+		os.Exit(2)
+	}
 	os.Exit(run(cfg))
 }
 
@@ -237,12 +244,20 @@ func (d *demo) setup(ctx context.Context) error {
 		func() error { return d.startManager(ctx, manager) }); err != nil {
 		return err
 	}
+	if d.gateMode() {
+		if err := d.step("Waiting for the gated pods to become Ready (the manager sets kubervisor.io/in-traffic True)",
+			func() error { return d.fleet.WaitForPods(ctx, replicas, 60*time.Second) }); err != nil {
+			return err
+		}
+	}
 	return d.step("Waiting for the manager to adopt the pods and evaluate its breaker", func() error { return d.waitAdopted(ctx) })
 }
 
+func (d *demo) gateMode() bool { return kvv1.TrafficControl(d.cfg.mode) == kvv1.TrafficControlReadinessGate }
+
 func (d *demo) createApp(ctx context.Context) error {
 	c := d.cluster.Client()
-	for _, obj := range []client.Object{namespaceObject(), deployment(), service()} {
+	for _, obj := range []client.Object{namespaceObject(), deployment(kvv1.TrafficControl(d.cfg.mode)), service(kvv1.TrafficControl(d.cfg.mode))} {
 		if err := c.Create(ctx, obj); err != nil {
 			return fmt.Errorf("creating %T %s: %w", obj, obj.GetName(), err)
 		}
@@ -258,8 +273,12 @@ func (d *demo) startFleet(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := d.fleet.WaitForPods(ctx, replicas, 60*time.Second); err != nil {
-		return err
+	// NOTE: in readinessGate mode the pods become Ready only once the manager sets their gate True: the
+	// wait comes after the manager starts (the caveat the README documents: a rollout waits for it).
+	if !d.gateMode() {
+		if err := d.fleet.WaitForPods(ctx, replicas, 60*time.Second); err != nil {
+			return err
+		}
 	}
 	d.prom, err = d.cluster.StartPrometheus(ctx, cluster.PrometheusOptions{
 		Jobs: []cluster.ScrapeJob{{Name: "demo-fleet", Targets: []string{d.fleet.Addr()}}},
@@ -268,7 +287,7 @@ func (d *demo) startFleet(ctx context.Context) error {
 }
 
 func (d *demo) startManager(ctx context.Context, manager string) error {
-	if err := d.cluster.Client().Create(ctx, kubervisorService(d.prom.Addr(), d.cfg.period)); err != nil {
+	if err := d.cluster.Client().Create(ctx, kubervisorService(d.prom.Addr(), d.cfg.period, kvv1.TrafficControl(d.cfg.mode))); err != nil {
 		return fmt.Errorf("creating KubervisorService %s/%s: %w", namespace, appName, err)
 	}
 	metricsAddr, err := cluster.FreeAddr()

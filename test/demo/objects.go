@@ -43,10 +43,11 @@ func namespaceObject() *corev1.Namespace {
 }
 
 // deployment has kubervisor/traffic: "yes" in its pod template (so new pods are in traffic before
-// Kubervisor adopts them) and never in its selector (so relabelling a pod does not orphan it).
-func deployment() *appsv1.Deployment {
+// Kubervisor adopts them) and never in its selector (so relabelling a pod does not orphan it). In
+// readinessGate mode its pods declare the readiness gate kubervisor.io/in-traffic.
+func deployment(mode kvv1.TrafficControl) *appsv1.Deployment {
 	sel := map[string]string{appLabel: appName}
-	return &appsv1.Deployment{
+	d := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: appName, Namespace: namespace},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To[int32](replicas),
@@ -61,14 +62,23 @@ func deployment() *appsv1.Deployment {
 			},
 		},
 	}
+	if mode == kvv1.TrafficControlReadinessGate {
+		d.Spec.Template.Spec.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: kvv1.ConditionInTraffic}}
+	}
+	return d
 }
 
-// service selects the Deployment's pods that Kubervisor keeps in traffic.
-func service() *corev1.Service {
+// service selects the Deployment's pods that Kubervisor keeps in traffic: through kubervisor/traffic=yes in
+// selector mode; in readinessGate mode the selector is the app's alone and the gate decides.
+func service(mode kvv1.TrafficControl) *corev1.Service {
+	sel := map[string]string{appLabel: appName, kvv1.LabelTraffic: kvv1.TrafficYes}
+	if mode == kvv1.TrafficControlReadinessGate {
+		delete(sel, kvv1.LabelTraffic)
+	}
 	return &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: appName, Namespace: namespace},
 		Spec: corev1.ServiceSpec{
-			Selector: map[string]string{appLabel: appName, kvv1.LabelTraffic: kvv1.TrafficYes},
+			Selector: sel,
 			Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}},
 		},
 	}
@@ -76,11 +86,12 @@ func service() *corev1.Service {
 
 // kubervisorService ejects the pods whose share of non-200 answers over the query's window exceeds the
 // tolerance, keeping half of the Ready pods in traffic, and retries them twice before pausing one.
-func kubervisorService(prometheus string, period time.Duration) *kvv1.KubervisorService {
+func kubervisorService(prometheus string, period time.Duration, mode kvv1.TrafficControl) *kvv1.KubervisorService {
 	return &kvv1.KubervisorService{
 		ObjectMeta: metav1.ObjectMeta{Name: appName, Namespace: namespace},
 		Spec: kvv1.KubervisorServiceSpec{
-			Service: appName,
+			Service:        appName,
+			TrafficControl: mode,
 			Breakers: []kvv1.BreakerStrategy{{
 				Name:                  breakerName,
 				EvaluationPeriod:      new(intstr.FromString(evaluationPeriod)),

@@ -77,7 +77,9 @@ var _ = Describe("Readiness-gate mode", func() {
 		Expect(k8sClient.Delete(ctx, getKVS(ns, "kvs"))).To(Succeed())
 		Eventually(conditions(ns, "b")).Should(HaveKeyWithValue(corev1.PodConditionType(kvv1.ConditionInTraffic), corev1.ConditionTrue))
 		Eventually(podLabels(ns, "b")).Should(HaveKeyWithValue(kvv1.LabelTraffic, kvv1.TrafficYes))
-		Eventually(func() error { return k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "kvs"}, &kvv1.KubervisorService{}) }).
+		Eventually(func() error {
+			return k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "kvs"}, &kvv1.KubervisorService{})
+		}).
 			ShouldNot(Succeed())
 	})
 })

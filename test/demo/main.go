@@ -253,7 +253,9 @@ func (d *demo) setup(ctx context.Context) error {
 	return d.step("Waiting for the manager to adopt the pods and evaluate its breaker", func() error { return d.waitAdopted(ctx) })
 }
 
-func (d *demo) gateMode() bool { return kvv1.TrafficControl(d.cfg.mode) == kvv1.TrafficControlReadinessGate }
+func (d *demo) gateMode() bool {
+	return kvv1.TrafficControl(d.cfg.mode) == kvv1.TrafficControlReadinessGate
+}
 
 func (d *demo) createApp(ctx context.Context) error {
 	c := d.cluster.Client()

@@ -38,7 +38,9 @@ func init() {
 func main() {
 	var metricsAddr, probeAddr, watchNamespace, leaderElectionNamespace string
 	var enableLeaderElection, secureMetrics, enableHTTP2 bool
-	var workers int
+	var workers, evaluations int
+	var qps float64
+	var burst int
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. "+
 		"Use :8443 for HTTPS or :8080 for HTTP, or leave as 0 to disable the metrics service.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the probe endpoint binds to.")
@@ -53,7 +55,11 @@ func main() {
 		"If set, HTTP/2 will be enabled for the metrics server")
 	flag.StringVar(&watchNamespace, "watch-namespace", "",
 		"Restrict the cache, and so Kubervisor, to one namespace (namespaced install). Empty watches all namespaces.")
-	flag.IntVar(&workers, "max-concurrent-reconciles", 4, "Workers per controller.")
+	flag.IntVar(&workers, "max-concurrent-reconciles", 4, "Workers of the Service and Pod controllers.")
+	flag.IntVar(&evaluations, "max-concurrent-evaluations", controller.DefaultMaxConcurrentEvaluations,
+		"Workers of the KubervisorService controller: breaker passes, and so detector queries, in flight at once.")
+	flag.Float64Var(&qps, "kube-api-qps", 200, "Requests per second the manager sends to the API server at most, on average.")
+	flag.IntVar(&burst, "kube-api-burst", 400, "Requests the manager may send to the API server in a burst.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -75,7 +81,9 @@ func main() {
 		metricsServerOptions.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	cfg := ctrl.GetConfigOrDie()
+	cfg.QPS, cfg.Burst = float32(qps), burst
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsServerOptions,
 		HealthProbeBindAddress:  probeAddr,
@@ -92,7 +100,8 @@ func main() {
 	}
 
 	ctx := ctrl.SetupSignalHandler()
-	if err := controller.SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: workers}); err != nil {
+	if err := controller.SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: workers,
+		MaxConcurrentEvaluations: evaluations}); err != nil {
 		setupLog.Error(err, "Unable to set up controllers")
 		os.Exit(1)
 	}

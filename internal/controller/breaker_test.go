@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"time"
 
@@ -234,6 +235,10 @@ var _ = Describe("Breaker", func() {
 			_, err := r.Reconcile(ctx, req)
 			Expect(err).NotTo(HaveOccurred())
 		}
+		// The KubervisorService was evaluated before (by the suite's manager): a new reconciler spreads its
+		// first evaluation over at most MaxFirstEvaluationSpread.
+		pass()
+		clock.Step(controller.MaxFirstEvaluationSpread)
 		pass()
 		Expect(countTraffic(ns, kvv1.TrafficNo)).To(Equal(3))
 		clock.Step(2 * time.Hour)
@@ -309,6 +314,17 @@ func (s *staleCache) Get(ctx context.Context, key client.ObjectKey, obj client.O
 }
 
 func (s *staleCache) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	if kl, ok := list.(*kvv1.KubervisorServiceList); ok {
+		// The API server has no spec.service field selector (the manager's cache indexes it): filter here.
+		o := &client.ListOptions{}
+		o.ApplyOptions(opts)
+		want, _ := o.FieldSelector.RequiresExactMatch(controller.IndexServiceName)
+		if err := s.Client.List(ctx, kl, client.InNamespace(o.Namespace)); err != nil {
+			return err
+		}
+		kl.Items = slices.DeleteFunc(kl.Items, func(k kvv1.KubervisorService) bool { return o.FieldSelector != nil && k.Spec.Service != want })
+		return nil
+	}
 	pl, ok := list.(*corev1.PodList)
 	if !ok {
 		return s.Client.List(ctx, list, opts...)

@@ -75,8 +75,16 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 	}
 	for i := range kvs.Spec.Breakers {
 		b := &kvs.Spec.Breakers[i]
+		if _, scheduled := mem.next[b.Name]; !scheduled && mem.spread {
+			if period, err := b.EvaluationPeriodOf(); err == nil {
+				mem.next[b.Name] = now.Add(spreadOffset(mem.uid, b.Name, period))
+			}
+		}
 		if !mem.due(b.Name, now) {
 			continue
+		}
+		if due, ok := mem.next[b.Name]; ok {
+			metrics.EvaluationLateness.Observe(now.Sub(due).Seconds())
 		}
 		be := breakerEval{name: b.Name, dryRun: kvs.Spec.IsDryRun(b) || !selectorActive, gateMode: kvs.Spec.GateMode()}
 		if problems := b.Unusable(); len(problems) > 0 {

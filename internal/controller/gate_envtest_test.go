@@ -25,15 +25,25 @@ var _ = Describe("Readiness-gate mode", func() {
 				ReadinessGates: []corev1.PodReadinessGate{{ConditionType: kvv1.ConditionInTraffic}}},
 		}
 		Expect(k8sClient.Create(ctx, pod)).To(Succeed())
-		now := metav1.Now()
-		pod.Status.Phase = corev1.PodRunning
-		pod.Status.Conditions = []corev1.PodCondition{
-			{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
-			{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, LastTransitionTime: now},
-			{Type: corev1.ContainersReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
-			{Type: corev1.PodReady, Status: corev1.ConditionFalse, LastTransitionTime: now},
-		}
-		Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
+		// The kubelet's conditions; the manager may set the gate meanwhile (a conflict: read again).
+		Eventually(func() error {
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(pod), pod)).To(Succeed())
+			now := metav1.Now()
+			pod.Status.Phase = corev1.PodRunning
+			conds := []corev1.PodCondition{
+				{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
+				{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, LastTransitionTime: now},
+				{Type: corev1.ContainersReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
+				{Type: corev1.PodReady, Status: corev1.ConditionFalse, LastTransitionTime: now},
+			}
+			for _, c := range pod.Status.Conditions {
+				if c.Type == kvv1.ConditionInTraffic {
+					conds = append(conds, c)
+				}
+			}
+			pod.Status.Conditions = conds
+			return k8sClient.Status().Update(ctx, pod)
+		}).Should(Succeed())
 	}
 	conditions := func(ns, name string) func() map[corev1.PodConditionType]corev1.ConditionStatus {
 		return func() map[corev1.PodConditionType]corev1.ConditionStatus {

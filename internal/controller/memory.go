@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"hash/fnv"
 	"slices"
 	"sync"
 	"time"
@@ -35,6 +36,10 @@ type kvsMemory struct {
 	storms map[string]time.Time
 	// adoptingSince is when the pass first found pods the Service selects not yet adopted (zero: none).
 	adoptingSince time.Time
+	// spread is set when the first evaluations of the breakers are spread over their periods; uid is the
+	// KubervisorService's, the seed of the spread.
+	spread bool
+	uid    string
 }
 
 // outcomeKind is the typed result of one evaluation; status.breakers[].lastResult is derived from it.
@@ -109,7 +114,12 @@ func newMemory() *memory {
 }
 
 // of returns the memory of a KubervisorService, reset when its spec generation changed so that a new spec
-// takes effect at once (every breaker due, detectors rebuilt, outcomes of the old spec dropped).
+// takes effect within one period (detectors rebuilt, outcomes of the old spec dropped).
+//
+// NOTE: a KubervisorService evaluated before (after a restart: its status has breakers) or whose spec changed
+// has its first evaluations spread over their periods, at most MaxFirstEvaluationSpread (spreadOffset):
+// 1,000 KubervisorServices do not all query their detectors in the same second after a restart or a bulk
+// apply, and an edit still takes effect within seconds. A new one is evaluated at once.
 func (m *memory) of(kvs *kvv1.KubervisorService) *kvsMemory {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -117,10 +127,27 @@ func (m *memory) of(kvs *kvv1.KubervisorService) *kvsMemory {
 	e, ok := m.entries[key]
 	if !ok || e.generation != kvs.Generation {
 		e = &kvsMemory{generation: kvs.Generation, next: map[string]time.Time{}, detectors: map[string]detector.Detector{},
-			outcomes: map[string]breakerOutcome{}, storms: map[string]time.Time{}}
+			outcomes: map[string]breakerOutcome{}, storms: map[string]time.Time{},
+			spread: ok || len(kvs.Status.Breakers) > 0, uid: string(kvs.UID)}
 		m.entries[key] = e
 	}
 	return e
+}
+
+// MaxFirstEvaluationSpread bounds the spread of first evaluations (spreadOffset).
+const MaxFirstEvaluationSpread = 5 * time.Second
+
+// spreadOffset is where in its period a breaker's first evaluation falls after a restart or a spec change:
+// fixed by the KubervisorService's UID and the breaker's name, so the same object always lands at the same
+// offset and different ones spread evenly.
+func spreadOffset(uid, breaker string, period time.Duration) time.Duration {
+	period = min(period, MaxFirstEvaluationSpread)
+	if period <= 0 {
+		return 0
+	}
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(uid + "/" + breaker)) // a hash.Hash never fails to write
+	return time.Duration(h.Sum64() % uint64(period))
 }
 
 func (m *memory) forget(key types.NamespacedName) {

@@ -78,7 +78,8 @@ func (r *KubervisorServiceReconciler) observe(ctx context.Context, kvs *kvv1.Kub
 		return nil, fmt.Errorf("getting Service %s/%s: %w", kvs.Namespace, kvs.Spec.Service, err)
 	}
 	obs.svc = svc
-	cs, err := claims(ctx, r, kvs.Namespace)
+	// Only the KubervisorServices naming the same Service can dispute this one's claim (the index).
+	cs, err := claims(ctx, r, kvs.Namespace, client.MatchingFields{IndexServiceName: kvs.Spec.Service})
 	if err != nil {
 		return nil, err
 	}

@@ -31,23 +31,31 @@ type claim struct {
 
 // claims lists the KubervisorServices of a namespace that may own pods, oldest first: when two select the
 // same pod, the oldest keeps it and the other reports a Conflict.
-func claims(ctx context.Context, c client.Reader, namespace string) ([]claim, error) {
+//
+// NOTE: it reads the cache without deep copies (one list of each kind, however many KubervisorServices the
+// namespace holds): the claims are read, never modified. Callers that know the pod's owner use claimsFor.
+func claims(ctx context.Context, c client.Reader, namespace string, opts ...client.ListOption) ([]claim, error) {
 	var list kvv1.KubervisorServiceList
-	if err := c.List(ctx, &list, client.InNamespace(namespace)); err != nil {
+	if err := c.List(ctx, &list, append([]client.ListOption{client.InNamespace(namespace), client.UnsafeDisableDeepCopy}, opts...)...); err != nil {
 		return nil, fmt.Errorf("listing KubervisorServices in %s: %w", namespace, err)
+	}
+	if len(list.Items) == 0 {
+		return nil, nil
+	}
+	var svcs corev1.ServiceList
+	if err := c.List(ctx, &svcs, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing Services in %s: %w", namespace, err)
+	}
+	byName := make(map[string]*corev1.Service, len(svcs.Items))
+	for i := range svcs.Items {
+		byName[svcs.Items[i].Name] = &svcs.Items[i]
 	}
 	out := make([]claim, 0, len(list.Items))
 	for i := range list.Items {
 		kvs := &list.Items[i]
-		if !kvs.DeletionTimestamp.IsZero() {
+		svc := byName[kvs.Spec.Service]
+		if !kvs.DeletionTimestamp.IsZero() || svc == nil {
 			continue
-		}
-		svc := &corev1.Service{}
-		if err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: kvs.Spec.Service}, svc); err != nil {
-			if apierrors.IsNotFound(err) {
-				continue
-			}
-			return nil, fmt.Errorf("getting Service %s/%s: %w", namespace, kvs.Spec.Service, err)
 		}
 		sel, ok := podstate.ManagedSelector(svc.Spec.Selector)
 		if !ok {
@@ -57,6 +65,33 @@ func claims(ctx context.Context, c client.Reader, namespace string) ([]claim, er
 	}
 	sortClaims(out)
 	return out, nil
+}
+
+// claimsFor returns the claims that decide a pod's owner. A pod whose owner still selects it keeps it
+// (desiredOwner), so its owner's claim alone decides, without reading every KubervisorService of the
+// namespace: the pod events of supervised pods cost the same however many KubervisorServices there are.
+func claimsFor(ctx context.Context, c client.Reader, pod *corev1.Pod) ([]claim, error) {
+	if owner := podstate.OwnerOf(pod); owner != "" {
+		kvs := &kvv1.KubervisorService{}
+		err := c.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: owner}, kvs)
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return nil, fmt.Errorf("getting KubervisorService %s/%s: %w", pod.Namespace, owner, err)
+		case kvs.DeletionTimestamp.IsZero():
+			svc := &corev1.Service{}
+			err := c.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: kvs.Spec.Service}, svc)
+			if err != nil && !apierrors.IsNotFound(err) {
+				return nil, fmt.Errorf("getting Service %s/%s: %w", pod.Namespace, kvs.Spec.Service, err)
+			}
+			if err == nil {
+				if sel, ok := podstate.ManagedSelector(svc.Spec.Selector); ok && sel.Matches(labels.Set(pod.Labels)) {
+					return []claim{{kvs: kvs, svc: svc, selector: sel}}, nil
+				}
+			}
+		}
+	}
+	return claims(ctx, c, pod.Namespace)
 }
 
 func sortClaims(cs []claim) {

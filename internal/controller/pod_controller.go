@@ -51,7 +51,7 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 		}
 		return ctrl.Result{}, fmt.Errorf("getting pod %s: %w", req, err)
 	}
-	cs, err := claims(ctx, r, req.Namespace)
+	cs, err := claimsFor(ctx, r, pod)
 	if err != nil {
 		return ctrl.Result{}, err
 	}

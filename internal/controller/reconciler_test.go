@@ -180,13 +180,16 @@ type harness struct {
 	conflictPods map[string]bool
 	// refusePods makes every patch of these pods fail as an admission webhook's refusal does.
 	refusePods map[string]bool
+	// lists counts the cache lists by list type and field selector ("*v1alpha1.KubervisorServiceList
+	// spec.service=svc").
+	lists map[string]int
 	// adoptions is shared by the reconcilers the harness builds, as SetupWithManager shares it.
 	adoptions *adoptionFailures
 }
 
 func newHarness(t *testing.T, objs ...client.Object) *harness {
 	h := &harness{t: t, clock: clocktesting.NewFakeClock(t0), events: &eventLog{}, detectors: map[string]*fakeDetector{},
-		evictor: &fakeEvictor{}, adoptions: newAdoptionFailures()}
+		evictor: &fakeEvictor{}, adoptions: newAdoptionFailures(), lists: map[string]int{}}
 	h.client = fake.NewClientBuilder().WithScheme(testScheme).
 		WithIndex(&kvv1.KubervisorService{}, IndexServiceName, KubervisorServiceByService).
 		WithIndex(&corev1.Pod{}, IndexOwner, PodByOwner).
@@ -209,6 +212,16 @@ func newHarness(t *testing.T, objs ...client.Object) *harness {
 					}
 				}
 				return c.Patch(ctx, obj, patch, opts...)
+			},
+			List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+				o := &client.ListOptions{}
+				o.ApplyOptions(opts)
+				key := fmt.Sprintf("%T", list)
+				if o.FieldSelector != nil {
+					key += " " + o.FieldSelector.String()
+				}
+				h.lists[key]++
+				return c.List(ctx, list, opts...)
 			},
 			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch,
 				opts ...client.SubResourcePatchOption) error {

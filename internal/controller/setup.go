@@ -24,6 +24,9 @@ const (
 	IndexOwner = "metadata.labels.kubervisor/name"
 )
 
+// DefaultMaxConcurrentEvaluations is the default number of KubervisorService workers.
+const DefaultMaxConcurrentEvaluations = 64
+
 // fieldManager names Kubervisor in managedFields and events.
 const fieldManager = "kubervisor"
 
@@ -37,8 +40,14 @@ type Options struct {
 	Clock clock.WithTicker
 	// HTTPClient is shared by every detector (Prometheus and custom services).
 	HTTPClient *http.Client
-	// MaxConcurrentReconciles per controller.
+	// MaxConcurrentReconciles is the number of workers of the Service and Pod controllers.
 	MaxConcurrentReconciles int
+	// MaxConcurrentEvaluations is the number of workers of the KubervisorService controller, so the number
+	// of breaker passes (and so detector queries) in flight at once. NOTE: a pass holds its worker for its
+	// queries' round trip; many workers keep slow detectors from delaying the other KubervisorServices (at
+	// 100 ms per query, 64 workers allow 640 evaluations a second), and the work queue never hands one
+	// KubervisorService to two workers, so each one's passes stay in order.
+	MaxConcurrentEvaluations int
 	// NewDetector builds each breaker's detector; tests inject an in-memory one. nil uses detector.New.
 	NewDetector DetectorFactory
 
@@ -51,10 +60,17 @@ func (o *Options) defaults() {
 		o.Clock = clock.RealClock{}
 	}
 	if o.HTTPClient == nil {
-		o.HTTPClient = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		// Every evaluation in flight may query the same Prometheus: keep that many connections alive
+		// instead of the default 2 per host.
+		t.MaxIdleConnsPerHost = max(o.MaxConcurrentEvaluations, DefaultMaxConcurrentEvaluations)
+		o.HTTPClient = &http.Client{Transport: t}
 	}
 	if o.MaxConcurrentReconciles == 0 {
 		o.MaxConcurrentReconciles = 4
+	}
+	if o.MaxConcurrentEvaluations == 0 {
+		o.MaxConcurrentEvaluations = DefaultMaxConcurrentEvaluations
 	}
 	if o.NewDetector == nil {
 		o.NewDetector = detector.New
@@ -101,7 +117,7 @@ func SetupWithManager(ctx context.Context, mgr manager.Manager, opts Options) er
 	}
 	rec := mgr.GetEventRecorder(fieldManager)
 	kvs := NewKubervisorServiceReconciler(mgr.GetClient(), mgr.GetAPIReader(), rec, opts)
-	if err := kvs.SetupWithManager(mgr, opts.MaxConcurrentReconciles); err != nil {
+	if err := kvs.SetupWithManager(mgr, opts.MaxConcurrentEvaluations); err != nil {
 		return fmt.Errorf("setting up the KubervisorService controller: %w", err)
 	}
 	svc := &ServiceReconciler{Client: mgr.GetClient(), adoptions: opts.adoptions}

@@ -34,6 +34,14 @@ var (
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	}, []string{labelNamespace, labelKVS})
 
+	// EvaluationLateness observes how long after its due time each evaluation of a breaker started. It is a
+	// property of the manager (workers, load), so it carries no label.
+	EvaluationLateness = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "kubervisor_evaluation_lateness_seconds",
+		Help:    "How long after its due time each breaker evaluation started (scheduling delay of the manager).",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	})
+
 	// QueryDuration observes one detector query.
 	QueryDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "kubervisor_detector_query_duration_seconds",
@@ -87,7 +95,7 @@ var (
 )
 
 func init() {
-	ctrlmetrics.Registry.MustRegister(Ejections, Withheld, EvaluationDuration, QueryDuration, DetectorErrors,
+	ctrlmetrics.Registry.MustRegister(Ejections, Withheld, EvaluationDuration, EvaluationLateness, QueryDuration, DetectorErrors,
 		LastEvaluation, Pods, Activations, EvictionsRefused, Storms, IgnoredSamples)
 }
 

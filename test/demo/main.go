@@ -77,8 +77,8 @@ func main() {
 	flag.BoolVar(&cfg.quiet, "quiet", false, "print the change log only, no status tables")
 	flag.BoolVar(&cfg.noClear, "no-clear", false, "never clear the screen: print the status when it changes (the default when stdout is not a terminal)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the work directory (kubeconfig, logs, Prometheus data) after stopping")
-	flag.StringVar(&cfg.mode, "mode", string(kvv1.TrafficControlSelector),
-		"how an ejection takes a pod out of traffic: selector (the Service selects kubervisor/traffic=yes) or readinessGate (the pod condition kubervisor.io/in-traffic)")
+	flag.StringVar(&cfg.mode, "mode", string(kvv1.TrafficControlSelector), "how an ejection takes a pod out of traffic: "+
+		"selector (the Service selects kubervisor/traffic=yes) or readinessGate (the pod condition kubervisor.io/in-traffic)")
 	flag.Parse()
 	if m := kvv1.TrafficControl(cfg.mode); m != kvv1.TrafficControlSelector && m != kvv1.TrafficControlReadinessGate {
 		fmt.Fprintf(os.Stderr, "demo: --mode %q: want selector or readinessGate\n", cfg.mode)

@@ -25,14 +25,12 @@ import (
 // gateScenario is a Deployment whose pods may declare the readiness gate, two Services selecting the same
 // pods, a PodDisruptionBudget and a demo fleet, in its own namespace.
 type gateScenario struct {
-	ns     string
-	fleet  *fleet.Fleet
-	gated  bool
-	trafic bool // the Services select kubervisor/traffic=yes
+	ns    string
+	fleet *fleet.Fleet
 }
 
 func newGateScenario(n int, gated, trafficKey bool) *gateScenario {
-	g := &gateScenario{ns: "e2e-gate-" + rand.String(5), gated: gated, trafic: trafficKey}
+	g := &gateScenario{ns: "e2e-gate-" + rand.String(5)}
 	Expect(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: g.ns}})).To(Succeed())
 	DeferCleanup(func() { _ = k8s.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: g.ns}}) })
 	app := map[string]string{"app": "web"}

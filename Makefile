@@ -68,7 +68,7 @@ test: manifests generate fmt vet envtest-assets kustomize ## Unit and envtest su
 E2E_GINKGO_FLAGS ?= -ginkgo.v -ginkgo.timeout=50m
 # The Ginkgo suites behind the e2e tag, run one at a time: each starts its own cluster (test/fleet's unit
 # tests run in `make test`).
-E2E_PKGS ?= ./test/cluster/... ./test/e2e/... ./test/demo/...
+E2E_PKGS ?= ./test/cluster/... ./test/e2e/... ./test/demo/... ./test/bench/...
 
 .PHONY: prometheus
 prometheus: ## Make sure a Prometheus binary is available (bin/prometheus, Debian's, or installed from Debian).
@@ -85,6 +85,12 @@ demo: build envtest-assets kustomize prometheus ## Run Kubervisor live on a loca
 .PHONY: bench
 bench: ## Benchmarks of the hot paths (detection, floor); numbers go in closing notes.
 	go test -run '^$$' -bench . -benchmem ./internal/...
+
+BENCH_SCALE_ARGS ?=
+.PHONY: bench-scale
+bench-scale: envtest-assets kustomize ## 10,000 pods under 1,000 KubervisorServices on the local cluster (test/bench/scale; flags in BENCH_SCALE_ARGS).
+	go build -o bin/manager ./cmd/
+	KUBEBUILDER_ASSETS="$(KUBEBUILDER_ASSETS)" go run ./test/bench/scale $(BENCH_SCALE_ARGS)
 
 .PHONY: lint
 lint: golangci-lint ## Run golangci-lint.

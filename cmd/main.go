@@ -10,6 +10,7 @@ import (
 	// to ensure that exec-entrypoint and run can make use of them.
 	_ "k8s.io/client-go/plugin/pkg/client/auth"
 
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -36,9 +37,10 @@ func init() {
 }
 
 func main() {
-	var metricsAddr, probeAddr, watchNamespace, leaderElectionNamespace string
+	var metricsAddr, probeAddr, watchNamespace, leaderElectionNamespace, leaderElectionID string
 	var enableLeaderElection, secureMetrics, enableHTTP2 bool
 	var workers, evaluations int
+	var kvsSelector string
 	var qps float64
 	var burst int
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. "+
@@ -60,11 +62,21 @@ func main() {
 		"Workers of the KubervisorService controller: breaker passes, and so detector queries, in flight at once.")
 	flag.Float64Var(&qps, "kube-api-qps", 200, "Requests per second the manager sends to the API server at most, on average.")
 	flag.IntVar(&burst, "kube-api-burst", 400, "Requests the manager may send to the API server in a burst.")
+	flag.StringVar(&kvsSelector, "kubervisorservice-selector", "",
+		"A label selector: this manager supervises only the KubervisorServices it selects (a shard; run one manager per shard, "+
+			"each with its own --leader-election-id). Empty supervises all.")
+	flag.StringVar(&leaderElectionID, "leader-election-id", "kubervisor.breaker.kubervisor.io",
+		"Name of the leader election Lease; give each shard its own.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	shardSelector, err := labels.Parse(kvsSelector)
+	if err != nil {
+		setupLog.Error(err, "Invalid --kubervisorservice-selector", "selector", kvsSelector)
+		os.Exit(1)
+	}
 
 	// NOTE: HTTP/2 is disabled by default because of the HTTP/2 Stream Cancellation and Rapid Reset CVEs.
 	var tlsOpts []func(*tls.Config)
@@ -88,11 +100,11 @@ func main() {
 		Metrics:                 metricsServerOptions,
 		HealthProbeBindAddress:  probeAddr,
 		LeaderElection:          enableLeaderElection,
-		LeaderElectionID:        "kubervisor.breaker.kubervisor.io",
+		LeaderElectionID:        leaderElectionID,
 		LeaderElectionNamespace: leaderElectionNamespace,
 		// The manager exits at once when it loses the lease, so the next leader starts clean.
 		LeaderElectionReleaseOnCancel: true,
-		Cache:                         controller.CacheOptions(watchNamespace),
+		Cache:                         controller.CacheOptions(watchNamespace, shardSelector),
 	})
 	if err != nil {
 		setupLog.Error(err, "Unable to create manager")
@@ -101,7 +113,7 @@ func main() {
 
 	ctx := ctrl.SetupSignalHandler()
 	if err := controller.SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: workers,
-		MaxConcurrentEvaluations: evaluations}); err != nil {
+		MaxConcurrentEvaluations: evaluations, KubervisorServiceSelector: shardSelector}); err != nil {
 		setupLog.Error(err, "Unable to set up controllers")
 		os.Exit(1)
 	}

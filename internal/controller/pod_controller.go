@@ -37,6 +37,7 @@ type PodReconciler struct {
 
 	pauses    pauseLocks
 	adoptions *adoptionFailures
+	shard     *shard
 }
 
 // Reconcile handles one pod.
@@ -50,6 +51,9 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("getting pod %s: %w", req, err)
+	}
+	if theirs, err := r.shard.othersPod(ctx, r, pod); err != nil || theirs {
+		return ctrl.Result{}, err
 	}
 	cs, err := claimsFor(ctx, r, pod)
 	if err != nil {

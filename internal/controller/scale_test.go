@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -94,5 +95,45 @@ func TestPassesCostTheSameWithManyKubervisorServices(t *testing.T) {
 	}
 	if n := h.lists["*v1alpha1.KubervisorServiceList"] + h.lists["*v1.ServiceList"]; n != 0 {
 		t.Errorf("a supervised pod's event listed KubervisorServices or Services %d times (%v), want none", n, h.lists)
+	}
+}
+
+// TestShardLeavesOtherShardsPodsAlone: a manager restricted to shard=a never adopts, releases, restores or
+// labels the pods of a KubervisorService of shard b, and still releases true orphans.
+func TestShardLeavesOtherShardsPodsAlone(t *testing.T) {
+	theirs := testKVS(func(k *kvv1.KubervisorService) { k.Labels = map[string]string{"shard": "b"} }, "b")
+	ejected := ejectedPod("p1", 1, t0.Add(-time.Hour)) // due for restore long ago
+	orphan := testPod("o", "no", nil)
+	orphan.Labels[kvv1.LabelName] = "gone"
+	h := newHarness(t, testService(true), ejected, orphan, theirs)
+	opts := h.opts()
+	sel, err := labels.Parse("shard=a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.KubervisorServiceSelector = sel
+	r := NewPodReconciler(h.client, liveReader{Reader: h.client, h: h}, h.events, h.evictor, opts)
+	for _, name := range []string{"p1", "p1"} { // twice: the second answer comes from the remembered foreign owner
+		if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKey{Namespace: testNS, Name: name}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(h.patches) != 0 || h.traffic("p1")[0] != "no" {
+		t.Errorf("shard a patched shard b's pod: %q, traffic %v", h.patches, h.traffic("p1"))
+	}
+	if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKey{Namespace: testNS, Name: "o"}}); err != nil {
+		t.Fatal(err)
+	}
+	if h.traffic("o")[0] != "yes" {
+		t.Errorf("an orphan was not released by the shard: traffic %v", h.traffic("o"))
+	}
+
+	// Without the selector the same reconciler restores p1: the test can fail.
+	all := NewPodReconciler(h.client, liveReader{Reader: h.client, h: h}, h.events, h.evictor, h.opts())
+	if _, err := all.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKey{Namespace: testNS, Name: "p1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if h.traffic("p1")[0] != "yes" {
+		t.Errorf("an unsharded manager did not restore p1: %v", h.traffic("p1"))
 	}
 }

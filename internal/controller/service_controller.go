@@ -25,6 +25,7 @@ import (
 type ServiceReconciler struct {
 	client.Client
 	adoptions *adoptionFailures
+	shard     *shard
 }
 
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
@@ -67,6 +68,12 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		addPods(pods, owned)
 	}
 	for _, key := range slices.SortedFunc(maps.Keys(pods), compareNames) {
+		if theirs, err := r.shard.othersPod(ctx, r, pods[key]); err != nil || theirs {
+			if err != nil {
+				return ctrl.Result{}, err
+			}
+			continue
+		}
 		if err := syncPodOwnership(ctx, r, pods[key], cs, r.adoptions); err != nil {
 			return requeueOnConflict(ctx, err)
 		}

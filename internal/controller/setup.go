@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -50,6 +51,10 @@ type Options struct {
 	MaxConcurrentEvaluations int
 	// NewDetector builds each breaker's detector; tests inject an in-memory one. nil uses detector.New.
 	NewDetector DetectorFactory
+
+	// KubervisorServiceSelector, when set, restricts this manager to the KubervisorServices it selects (a
+	// shard, docs/scaling.md); CacheOptions must be given the same selector.
+	KubervisorServiceSelector labels.Selector
 
 	// adoptions is shared by the reconcilers built from one Options (SetupWithManager).
 	adoptions *adoptionFailures
@@ -120,7 +125,8 @@ func SetupWithManager(ctx context.Context, mgr manager.Manager, opts Options) er
 	if err := kvs.SetupWithManager(mgr, opts.MaxConcurrentEvaluations); err != nil {
 		return fmt.Errorf("setting up the KubervisorService controller: %w", err)
 	}
-	svc := &ServiceReconciler{Client: mgr.GetClient(), adoptions: opts.adoptions}
+	svc := &ServiceReconciler{Client: mgr.GetClient(), adoptions: opts.adoptions,
+		shard: newShard(opts.KubervisorServiceSelector, mgr.GetAPIReader(), opts.Clock)}
 	if err := svc.SetupWithManager(mgr, opts.MaxConcurrentReconciles); err != nil {
 		return fmt.Errorf("setting up the Service controller: %w", err)
 	}
@@ -149,17 +155,21 @@ func NewKubervisorServiceReconciler(c client.Client, apiReader client.Reader, re
 // apiReader reads live.
 func NewPodReconciler(c client.Client, apiReader client.Reader, rec events.EventRecorder, evictor Evictor, opts Options) *PodReconciler {
 	opts.defaults()
-	return &PodReconciler{Client: c, APIReader: apiReader, Recorder: rec, Clock: opts.Clock, Evictor: evictor, adoptions: opts.adoptions}
+	return &PodReconciler{Client: c, APIReader: apiReader, Recorder: rec, Clock: opts.Clock, Evictor: evictor, adoptions: opts.adoptions,
+		shard: newShard(opts.KubervisorServiceSelector, apiReader, opts.Clock)}
 }
 
 // CacheOptions trims the cache to what the reconcilers read (SPEC §9): pods keep their metadata, phase,
 // readiness gates and the Ready, ContainersReady and kubervisor.io/in-traffic conditions only;
 // managedFields are dropped everywhere. A non-empty namespace restricts the cache
 // (namespaced install). Both cmd/main.go and the tests use it so that tests run what production runs.
-func CacheOptions(namespace string) cache.Options {
+func CacheOptions(namespace string, kvsSelector labels.Selector) cache.Options {
 	o := cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject:         map[client.Object]cache.ByObject{&corev1.Pod{}: {Transform: TrimPod}},
+	}
+	if kvsSelector != nil && !kvsSelector.Empty() {
+		o.ByObject[&kvv1.KubervisorService{}] = cache.ByObject{Label: kvsSelector}
 	}
 	if namespace != "" {
 		o.DefaultNamespaces = map[string]cache.Config{namespace: {}}

@@ -62,7 +62,7 @@ TEST_PKGS ?= ./...
 GO_TEST_FLAGS ?=
 
 .PHONY: test
-test: manifests generate fmt vet envtest-assets kustomize ## Unit and envtest suites (fast; no Prometheus, no controller-manager).
+test: manifests generate fmt vet envtest-assets kustomize test-rules ## Unit and envtest suites (fast; no Prometheus, no controller-manager).
 	KUBEBUILDER_ASSETS="$(KUBEBUILDER_ASSETS)" go test $(GO_TEST_FLAGS) $$(go list $(TEST_PKGS) | grep -v /test/e2e) -coverprofile cover.out
 
 E2E_GINKGO_FLAGS ?= -ginkgo.v -ginkgo.timeout=50m
@@ -73,6 +73,12 @@ E2E_PKGS ?= ./test/cluster/... ./test/e2e/... ./test/demo/... ./test/bench/...
 .PHONY: prometheus
 prometheus: ## Make sure a Prometheus binary is available (bin/prometheus, Debian's, or installed from Debian).
 	@test/cluster/ensure-prometheus.sh >/dev/null
+
+.PHONY: test-rules
+test-rules: prometheus ## Alerting rules: promtool check rules, then their unit tests (config/prometheus/tests).
+	@promtool="$$(dirname "$$(test/cluster/ensure-prometheus.sh)")/promtool"; [ -x "$$promtool" ] || promtool=promtool; \
+	"$$promtool" check rules config/prometheus/kubervisor-rules.yaml && \
+	cd config/prometheus/tests && "$$promtool" test rules *.yaml
 
 .PHONY: test-e2e
 test-e2e: build envtest-assets kustomize prometheus ## End-to-end suite: control plane, controller-manager, Prometheus, the manager binary.

@@ -335,7 +335,9 @@ func (b *bench) createFleet(ctx context.Context) error {
 			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: podName(r.g, r.i), Labels: map[string]string{
 				"app": groupName(r.g), kvv1.LabelTraffic: kvv1.TrafficYes,
 			}},
+			// NOTE: created on the Node already, so the fake kubelet writes only the status (no binding).
 			Spec: corev1.PodSpec{
+				NodeName:                      b.cl.NodeName(),
 				Containers:                    []corev1.Container{{Name: "app", Image: "bench:1"}},
 				TerminationGracePeriodSeconds: new(int64),
 			},

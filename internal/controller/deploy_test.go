@@ -78,6 +78,29 @@ var _ = Describe("Deployment manifests and kubectl", func() {
 		Expect(out).To(ContainSubstring("clusterrole.rbac.authorization.k8s.io/kubervisor-manager-role created (server dry run)"))
 	})
 
+	It("lints the generated Helm chart and the API server accepts what it renders (server-side dry run), cluster-wide and namespaced", func() {
+		chart := filepath.Join("..", "..", "dist", "chart")
+		Expect(run(nil, repoBin("helm"), "lint", chart)).To(ContainSubstring("0 chart(s) failed"))
+		kubeconfig := adminKubeconfig()
+		for _, tc := range []struct {
+			ns   string
+			args []string
+			want []string
+		}{
+			{"kubervisor-helm", nil, []string{"--watch-namespace=\n", "kind: ClusterRoleBinding\n", "--leader-elect=true"}},
+			{"team-a", []string{"--set", "rbac.namespaced=true", "--set", "manager.logLevel=debug", "--set", "manager.replicas=2"},
+				[]string{"--watch-namespace=team-a\n", "--zap-log-level=debug", "replicas: 2"}},
+		} {
+			rendered := run(nil, repoBin("helm"), append([]string{"template", "kubervisor", chart, "--namespace", tc.ns}, tc.args...)...)
+			for _, w := range tc.want {
+				Expect(rendered).To(ContainSubstring(w))
+			}
+			Expect(k8sClient.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: tc.ns}})).To(Succeed())
+			out := run([]byte(rendered), kubectl(), "--kubeconfig", kubeconfig, "apply", "--dry-run=server", "-f", "-")
+			Expect(out).To(ContainSubstring("deployment.apps/kubervisor-controller-manager created (server dry run)"))
+		}
+	})
+
 	It("generates least-privilege RBAC: no update or delete on Services, pods only get/list/watch/patch", func() {
 		role, err := os.ReadFile(filepath.Join("..", "..", "config", "rbac", "role.yaml"))
 		Expect(err).NotTo(HaveOccurred())

@@ -71,6 +71,10 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 		b := &ev.breakers[i]
 		evals[b.name] = b
 		metrics.IgnoredSamples.WithLabelValues(kvs.Namespace, kvs.Name, b.name).Set(float64(b.ignored))
+		// Counters exist from a breaker's first evaluation, at 0: increase() in an alert sees the first storm
+		// and the first detector error (a series born at 1 shows no increase).
+		metrics.Storms.WithLabelValues(kvs.Namespace, kvs.Name, b.name)
+		metrics.DetectorErrors.WithLabelValues(kvs.Namespace, kvs.Name, b.name)
 		if len(b.warnings) > 0 {
 			r.Recorder.Eventf(kvs, nil, corev1.EventTypeWarning, kvv1.EventPrometheusWarning, kvv1.ActionEvaluate,
 				"Breaker %s: Prometheus warned: %s", b.name, strings.Join(b.warnings, "; "))

@@ -28,7 +28,7 @@ var _ = Describe("The namespaced install", func() {
 		role, err := os.ReadFile(filepath.Join("..", "..", "config", "rbac", "role.yaml"))
 		Expect(err).NotTo(HaveOccurred())
 		var managerRole string
-		for _, doc := range strings.Split(rendered, "\n---\n") {
+		for doc := range strings.SplitSeq(rendered, "\n---\n") {
 			if strings.Contains(doc, "\nkind: Role\n") && strings.Contains(doc, "\n  name: kubervisor-manager-role\n") {
 				managerRole = doc
 			}

@@ -123,7 +123,6 @@ const (
 	ReasonGatesPresent       = "EveryPodHasTheGate"
 	ReasonSelectorMode       = "SelectorMode"
 	ReasonReadinessGateMode  = "ReadinessGateMode"
-	ReasonAdoptionStalled    = "AdoptionStalled"
 )
 
 // Values of status.breakers[].lastResult. An error is ResultErrorPrefix followed by what went wrong.
@@ -160,11 +159,10 @@ const (
 	EventManualEject       = "ManualEject"
 	EventManualRestore     = "ManualRestore"
 	EventManualRefused     = "ManualRequestRefused"
-	// EventInvalidSpec, EventAdoptionFailed and EventAdoptionStalled accompany Ready=False with the same
-	// reason, once per change of its message.
-	EventInvalidSpec     = ReasonInvalidSpec
-	EventAdoptionFailed  = ReasonAdoptionFailed
-	EventAdoptionStalled = ReasonAdoptionStalled
+	// EventInvalidSpec and EventAdoptionFailed accompany Ready=False with the same reason, once per change
+	// of its message.
+	EventInvalidSpec    = ReasonInvalidSpec
+	EventAdoptionFailed = ReasonAdoptionFailed
 )
 
 // Event actions (the events.k8s.io action field: what the controller did or tried).

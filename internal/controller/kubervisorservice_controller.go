@@ -102,7 +102,6 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	var actErr error
 	switch {
 	case obs.evaluable():
-		mem.adoptingSince = time.Time{}
 		actErr = r.carryOutRequests(ctx, kvs, obs, now)
 		start := now
 		ev := r.evaluate(ctx, kvs, obs, mem, now)
@@ -126,10 +125,7 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		// Adoption labels the pods within moments and each label change requeues this KubervisorService; the
 		// fallback requeue covers a lost event.
 		logf.FromContext(ctx).V(1).Info("Waiting for pods to be adopted before evaluating", "unadopted", len(obs.unadopted))
-		if mem.adoptingSince.IsZero() {
-			mem.adoptingSince = now
-		}
-		obs.stall = stallOf(kvs.Spec.Service, obs.unadopted, r.adoptions.of(kvs.Namespace, obs.unadopted), now.Sub(mem.adoptingSince))
+		obs.stall = stallOf(kvs.Spec.Service, r.adoptions.of(kvs.Namespace, obs.unadopted))
 		requeue = adoptionWait
 	default:
 		// Nothing to evaluate: forget the schedule so that evaluation starts afresh when the Service is back.
@@ -165,7 +161,7 @@ func (r *KubervisorServiceReconciler) noteNotReady(kvs *kvv1.KubervisorService, 
 		return
 	}
 	switch c.Reason {
-	case kvv1.ReasonInvalidSpec, kvv1.ReasonAdoptionFailed, kvv1.ReasonAdoptionStalled:
+	case kvv1.ReasonInvalidSpec, kvv1.ReasonAdoptionFailed:
 	default:
 		return
 	}

@@ -34,8 +34,6 @@ type kvsMemory struct {
 	outcomes   map[string]breakerOutcome
 	// storms holds, per breaker, the time of its last suspected storm, for stormCooldown.
 	storms map[string]time.Time
-	// adoptingSince is when the pass first found pods the Service selects not yet adopted (zero: none).
-	adoptingSince time.Time
 	// spread is set when the first evaluations of the breakers are spread over their periods; uid is the
 	// KubervisorService's, the seed of the spread.
 	spread bool

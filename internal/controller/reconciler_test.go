@@ -840,29 +840,6 @@ func TestAdoptionStall(t *testing.T) {
 			t.Errorf("detector called %d times, want once: evaluation waits for adoption, then runs", h.calls("b"))
 		}
 	})
-
-	t.Run("adoption pending without a failure: Ready=False/AdoptionStalled after 10s only", func(t *testing.T) {
-		h := newHarness(t, testService(true), testPod("p0", "yes", nil), unadopted(), testKVS(nil, "b"))
-		r := h.kvsReconciler()
-		mustPass(h, r)
-		if got := ready(h); !strings.HasPrefix(got, "False/Pending") {
-			t.Errorf("Ready at once = %q, want False/Pending", got)
-		}
-		h.clock.Step(adoptionStallAfter - time.Second)
-		mustPass(h, r)
-		if got := ready(h); !strings.HasPrefix(got, "False/Pending") {
-			t.Errorf("Ready after 9s = %q, want False/Pending", got)
-		}
-		h.clock.Step(time.Second)
-		mustPass(h, r)
-		want := "False/AdoptionStalled: Evaluation waits: 1 pods Service svc selects carry no kubervisor/name label after 10s: p1"
-		if got := ready(h); got != want {
-			t.Errorf("Ready after 10s = %q\nwant           %q", got, want)
-		}
-		if ev := h.events.take(); len(ev) != 1 || !strings.HasPrefix(ev[0], "Warning AdoptionStalled") {
-			t.Errorf("events = %q, want one Warning AdoptionStalled", ev)
-		}
-	})
 }
 
 func TestActivatorPass(t *testing.T) {

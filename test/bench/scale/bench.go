@@ -56,6 +56,9 @@ type Config struct {
 	Log io.Writer
 }
 
+// appLabel is the label the bench Services select their pods by.
+const appLabel = "app"
+
 func (c *Config) complete() error {
 	if c.Log == nil {
 		c.Log = io.Discard
@@ -314,7 +317,7 @@ func (b *bench) createFleet(ctx context.Context) error {
 		return b.c.Create(ctx, &corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: groupName(g)},
 			Spec: corev1.ServiceSpec{
-				Selector: map[string]string{"app": groupName(g), kvv1.LabelTraffic: kvv1.TrafficYes},
+				Selector: map[string]string{appLabel: groupName(g), kvv1.LabelTraffic: kvv1.TrafficYes},
 				Ports:    []corev1.ServicePort{{Name: "http", Port: 80}},
 			},
 		})
@@ -333,7 +336,7 @@ func (b *bench) createFleet(ctx context.Context) error {
 		r := refs[k]
 		return b.c.Create(ctx, &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: podName(r.g, r.i), Labels: map[string]string{
-				"app": groupName(r.g), kvv1.LabelTraffic: kvv1.TrafficYes,
+				appLabel: groupName(r.g), kvv1.LabelTraffic: kvv1.TrafficYes,
 			}},
 			// NOTE: created on the Node already, so the fake kubelet writes only the status (no binding).
 			Spec: corev1.PodSpec{
@@ -425,7 +428,8 @@ func (b *bench) adopt(ctx context.Context) error {
 	a.CreateSeconds = time.Since(start).Seconds()
 	err := b.waitFor(ctx, "adoption (every pod labelled kubervisor/name, every KubervisorService Ready)", func() (bool, string) {
 		c := b.trk.counts()
-		return c.named >= b.cfg.Pods && c.kvsReady >= b.cfg.KVS, fmt.Sprintf("%d/%d pods named, %d/%d KubervisorServices Ready", c.named, b.cfg.Pods, c.kvsReady, b.cfg.KVS)
+		return c.named >= b.cfg.Pods && c.kvsReady >= b.cfg.KVS,
+			fmt.Sprintf("%d/%d pods named, %d/%d KubervisorServices Ready", c.named, b.cfg.Pods, c.kvsReady, b.cfg.KVS)
 	}, true)
 	cpu1, _ := cpuSeconds(pid)
 	a.Load = readLoadAvg()

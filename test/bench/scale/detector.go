@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net"
 	"net/http"
 	"sync"
@@ -101,9 +102,7 @@ func (d *detector) serve(w http.ResponseWriter, r *http.Request) {
 func (d *detector) flag(anomalies map[string]string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for k, pod := range anomalies {
-		d.anomalies[k] = pod
-	}
+	maps.Copy(d.anomalies, anomalies)
 }
 
 // firstNamedAt is when the answer to key first named its pod.

@@ -17,9 +17,9 @@ func (r *Result) Table() string {
 	fmt.Fprintf(&b, "manager args: %s\n\n", strings.Join(r.ManagerArgs, " "))
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	row := func(figure, measured, goal string, load loadAvg) {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", figure, measured, goal, load)
+		_, _ = fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", figure, measured, goal, load) // into a buffer
 	}
-	fmt.Fprintln(w, "figure\tmeasured\tgoal\tload avg 1/5/15m")
+	_, _ = fmt.Fprintln(w, "figure\tmeasured\tgoal\tload avg 1/5/15m") // into a buffer
 	a, s, x := r.Adoption, r.Steady, r.Reaction
 	row(fmt.Sprintf("adoption of %d pods", r.Pods),
 		fmt.Sprintf("%.1f s (%d/%d pods named, %d/%d KVS Ready; KVS created in %.1f s), %.1f CPU s, %d writes",
@@ -34,7 +34,7 @@ func (r *Result) Table() string {
 		row("  steady: "+q.Verb+" "+q.Resource, fmt.Sprintf("%.1f/min", q.PerMin), "", s.Load)
 	}
 	row("  steady: leader election (leases)", fmt.Sprintf("%.1f/min", s.Requests.LeaderElectionPerMin), "", s.Load)
-	var methods []string
+	methods := make([]string, 0, len(s.RESTPerMin))
 	for _, m := range slices.Sorted(maps.Keys(s.RESTPerMin)) {
 		methods = append(methods, fmt.Sprintf("%s %.1f", m, s.RESTPerMin[m]))
 	}

@@ -172,8 +172,7 @@ func TestManualHoldLifecycle(t *testing.T) {
 		t.Errorf("activator on a 10m hold: %+v, traffic %v; want a wait of 10m, still out", res, h.traffic("p1"))
 	}
 
-	By := func(string) {}
-	By("a restarted manager (new reconcilers, empty memory) keeps the hold and its due time")
+	// A restarted manager (new reconcilers, empty memory) keeps the hold and its due time.
 	r, act = h.kvsReconciler(), h.podReconciler()
 	h.clock.Step(5 * time.Minute)
 	mustPass(h, r)
@@ -184,7 +183,7 @@ func TestManualHoldLifecycle(t *testing.T) {
 		t.Errorf("status.manual = %+v, want alice's hold", m)
 	}
 
-	By("--for passes: the activator restores it, the hold annotations go, status.manual empties")
+	// --for passes: the activator restores it, the hold annotations go, status.manual empties.
 	h.clock.Step(5 * time.Minute)
 	activate()
 	p := &corev1.Pod{}

@@ -72,7 +72,7 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 	if err != nil {
 		return requeueOnConflict(ctx, err)
 	}
-	gate, err := r.gateModeOf(ctx, pod)
+	gate, err := r.gateModeOf(ctx, pod, cs)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -83,11 +83,17 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 }
 
 // gateModeOf reports whether the pod's owner controls traffic through the readiness gate. A pod whose
-// owner is gone or being deleted is in no mode: its gate goes back to True (SPEC §11).
-func (r *PodReconciler) gateModeOf(ctx context.Context, pod *corev1.Pod) (bool, error) {
+// owner is gone or being deleted is in no mode: its gate goes back to True (SPEC §11). The owner comes from
+// the claims already read for the pod when they hold it (claims are never being deleted).
+func (r *PodReconciler) gateModeOf(ctx context.Context, pod *corev1.Pod, cs []claim) (bool, error) {
 	owner := podstate.OwnerOf(pod)
 	if owner == "" || !podstate.HasGate(pod) {
 		return false, nil
+	}
+	for _, c := range cs {
+		if c.kvs.Name == owner {
+			return c.kvs.Spec.GateMode(), nil
+		}
 	}
 	kvs := &kvv1.KubervisorService{}
 	switch err := r.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: owner}, kvs); {

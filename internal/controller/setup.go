@@ -64,18 +64,18 @@ func (o *Options) defaults() {
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
 	}
+	if o.MaxConcurrentEvaluations == 0 {
+		o.MaxConcurrentEvaluations = DefaultMaxConcurrentEvaluations
+	}
 	if o.HTTPClient == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		// Every evaluation in flight may query the same Prometheus: keep that many connections alive
 		// instead of the default 2 per host.
-		t.MaxIdleConnsPerHost = max(o.MaxConcurrentEvaluations, DefaultMaxConcurrentEvaluations)
+		t.MaxIdleConnsPerHost = o.MaxConcurrentEvaluations
 		o.HTTPClient = &http.Client{Transport: t}
 	}
 	if o.MaxConcurrentReconciles == 0 {
 		o.MaxConcurrentReconciles = 4
-	}
-	if o.MaxConcurrentEvaluations == 0 {
-		o.MaxConcurrentEvaluations = DefaultMaxConcurrentEvaluations
 	}
 	if o.NewDetector == nil {
 		o.NewDetector = detector.New

@@ -9,10 +9,8 @@ import (
 
 // ReadyStatus returns the status of the pod's Ready condition, Unknown when it is not set.
 func ReadyStatus(pod *corev1.Pod) corev1.ConditionStatus {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status
-		}
+	if s := conditionStatus(pod, corev1.PodReady); s != "" {
+		return s
 	}
 	return corev1.ConditionUnknown
 }

@@ -177,9 +177,12 @@ func (s *scenario) pods() []string {
 }
 
 // endpoints returns the pods that are ready endpoints of the Service's EndpointSlices, sorted.
-func (s *scenario) endpoints() []string {
+func (s *scenario) endpoints() []string { return readyEndpoints(s.ns, s.name) }
+
+// readyEndpoints returns the pods that are ready endpoints of the EndpointSlices of Service ns/svc, sorted.
+func readyEndpoints(ns, svc string) []string {
 	var endpointSlices discoveryv1.EndpointSliceList
-	Expect(k8s.List(ctx, &endpointSlices, client.InNamespace(s.ns), client.MatchingLabels{discoveryv1.LabelServiceName: s.name})).To(Succeed())
+	Expect(k8s.List(ctx, &endpointSlices, client.InNamespace(ns), client.MatchingLabels{discoveryv1.LabelServiceName: svc})).To(Succeed())
 	var out []string
 	for _, sl := range endpointSlices.Items {
 		for _, e := range sl.Endpoints {

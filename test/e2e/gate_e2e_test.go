@@ -10,7 +10,6 @@ import (
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -80,20 +79,7 @@ func (g *gateScenario) pods() []string {
 
 // endpoints returns the ready endpoints of a Service's EndpointSlices, sorted.
 func (g *gateScenario) endpoints(svc string) func() []string {
-	return func() []string {
-		var list discoveryv1.EndpointSliceList
-		Expect(k8s.List(ctx, &list, client.InNamespace(g.ns), client.MatchingLabels{discoveryv1.LabelServiceName: svc})).To(Succeed())
-		var out []string
-		for _, sl := range list.Items {
-			for _, e := range sl.Endpoints {
-				if e.TargetRef != nil && (e.Conditions.Ready == nil || *e.Conditions.Ready) {
-					out = append(out, e.TargetRef.Name)
-				}
-			}
-		}
-		slices.Sort(out)
-		return out
-	}
+	return func() []string { return readyEndpoints(g.ns, svc) }
 }
 
 func (g *gateScenario) pod(name string) *corev1.Pod {

@@ -68,7 +68,7 @@ test: manifests generate fmt vet envtest-assets kustomize helm test-rules ## Uni
 E2E_GINKGO_FLAGS ?= -ginkgo.v -ginkgo.timeout=50m
 # The Ginkgo suites behind the e2e tag, run one at a time: each starts its own cluster (test/fleet's unit
 # tests run in `make test`).
-E2E_PKGS ?= ./test/cluster/... ./test/e2e/... ./test/demo/... ./test/bench/...
+E2E_PKGS ?= ./test/cluster/... ./test/e2e/... ./test/packaging/... ./test/demo/... ./test/bench/...
 
 .PHONY: prometheus
 prometheus: ## Make sure a Prometheus binary is available (bin/prometheus, Debian's, or installed from Debian).
@@ -81,7 +81,7 @@ test-rules: prometheus ## Alerting rules: promtool check rules, then their unit 
 	cd config/prometheus/tests && "$$promtool" test rules *.yaml
 
 .PHONY: test-e2e
-test-e2e: build envtest-assets kustomize prometheus ## End-to-end suite: control plane, controller-manager, Prometheus, the manager binary.
+test-e2e: build envtest-assets kustomize helm prometheus ## End-to-end suite: control plane, controller-manager, Prometheus, the manager binary.
 	KUBEBUILDER_ASSETS="$(KUBEBUILDER_ASSETS)" go test -v -p 1 -tags e2e -timeout 60m -count=1 $(E2E_PKGS) $(E2E_GINKGO_FLAGS)
 
 .PHONY: demo

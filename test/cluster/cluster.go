@@ -61,12 +61,16 @@ var DefaultControllers = []string{
 
 // ManagerUser is the envtest user the manager runs as: the ServiceAccount of config/rbac, with the
 // groups the API server gives a ServiceAccount token, so that config/rbac is what authorizes it.
-func ManagerUser() envtest.User {
+func ManagerUser() envtest.User { return ServiceAccountUser(ManagerNamespace, ManagerServiceAccount) }
+
+// ServiceAccountUser is the identity the API server gives a token of ServiceAccount namespace/name:
+// its user name and groups, so that RBAC bound to the ServiceAccount is what authorizes it.
+func ServiceAccountUser(namespace, name string) envtest.User {
 	return envtest.User{
-		Name: "system:serviceaccount:" + ManagerNamespace + ":" + ManagerServiceAccount,
+		Name: "system:serviceaccount:" + namespace + ":" + name,
 		Groups: []string{
 			"system:serviceaccounts",
-			"system:serviceaccounts:" + ManagerNamespace,
+			"system:serviceaccounts:" + namespace,
 			"system:authenticated",
 		},
 	}
@@ -467,6 +471,19 @@ func (c *Cluster) ManagerConfig() *rest.Config { return rest.CopyConfig(c.manage
 
 // ManagerKubeconfigPath is a kubeconfig file with the manager's identity.
 func (c *Cluster) ManagerKubeconfigPath() string { return c.managerKubeconfig }
+
+// SetManagerUser gives the manager another identity from its next StartManager on (e.g. the
+// ServiceAccount of a Helm release): it provisions the user and rewrites ManagerKubeconfigPath. It
+// fails while a manager started by the harness runs.
+func (c *Cluster) SetManagerUser(user envtest.User) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.manager != nil && c.manager.Running() {
+		return fmt.Errorf("the manager is running (pid %d): stop it before changing its identity", c.manager.Pid())
+	}
+	c.opts.ManagerUser = &user
+	return c.provisionManagerUser()
+}
 
 // AddUser provisions another identity (e.g. a user with limited rights for a plugin test).
 func (c *Cluster) AddUser(user envtest.User) (*envtest.AuthenticatedUser, error) {

@@ -36,6 +36,8 @@ type PrometheusOptions struct {
 	Binary string
 	// Jobs are scraped from the start.
 	Jobs []ScrapeJob
+	// RuleFiles are loaded from the start (rule_files:), evaluated every EvaluationInterval.
+	RuleFiles []string
 	// ScrapeInterval and EvaluationInterval default to 1s.
 	ScrapeInterval, EvaluationInterval time.Duration
 	// Port on 127.0.0.1; default a free one. It is kept across restarts.
@@ -58,9 +60,10 @@ type PrometheusOptions struct {
 type Prometheus struct {
 	opts PrometheusOptions
 
-	mu   sync.Mutex
-	proc *Process
-	jobs []ScrapeJob
+	mu        sync.Mutex
+	proc      *Process
+	jobs      []ScrapeJob
+	ruleFiles []string
 }
 
 // StartPrometheus writes the configuration for opts.Jobs, starts Prometheus and waits until it is
@@ -105,7 +108,7 @@ func StartPrometheus(ctx context.Context, opts PrometheusOptions) (*Prometheus, 
 	if err := os.MkdirAll(filepath.Join(opts.Dir, "data"), 0o755); err != nil {
 		return nil, fmt.Errorf("creating the Prometheus data directory: %w", err)
 	}
-	p := &Prometheus{opts: opts, jobs: opts.Jobs}
+	p := &Prometheus{opts: opts, jobs: opts.Jobs, ruleFiles: opts.RuleFiles}
 	if err := p.Start(ctx); err != nil {
 		return nil, err
 	}
@@ -156,6 +159,9 @@ func (p *Prometheus) Start(ctx context.Context) error {
 		_ = proc.Stop(p.opts.StopGracePeriod)
 		return fmt.Errorf("starting Prometheus: %w; end of its log:\n%s", err, logTail(p.LogPath(), 3000))
 	}
+	if len(p.ruleFiles) > 0 {
+		return p.waitRules(ctx, p.ruleFiles)
+	}
 	return nil
 }
 
@@ -199,6 +205,23 @@ func (p *Prometheus) SetJobs(ctx context.Context, jobs []ScrapeJob) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.jobs = jobs
+	return p.reload(ctx)
+}
+
+// SetRuleFiles replaces the rule files: it rewrites the configuration, makes a running Prometheus
+// reload it (SIGHUP) and waits until its rules API lists a group of every file.
+func (p *Prometheus) SetRuleFiles(ctx context.Context, files []string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.ruleFiles = files
+	if err := p.reload(ctx); err != nil {
+		return err
+	}
+	return p.waitRules(ctx, files)
+}
+
+// reload rewrites the configuration and, if Prometheus runs, makes it reload and waits for the targets.
+func (p *Prometheus) reload(ctx context.Context) error {
 	if err := p.writeConfig(); err != nil {
 		return err
 	}
@@ -208,7 +231,32 @@ func (p *Prometheus) SetJobs(ctx context.Context, jobs []ScrapeJob) error {
 	if err := syscall.Kill(p.proc.Pid(), syscall.SIGHUP); err != nil {
 		return fmt.Errorf("reloading Prometheus: %w", err)
 	}
-	return p.waitUp(ctx, jobs)
+	return p.waitUp(ctx, p.jobs)
+}
+
+// waitRules waits until the rules API names every file as the file of a loaded group (a file Prometheus
+// refused to load is in its log, not in the API).
+func (p *Prometheus) waitRules(ctx context.Context, files []string) error {
+	ctx, cancel := context.WithTimeout(ctx, p.opts.StartTimeout)
+	defer cancel()
+	for {
+		rules, err := p.API().Rules(ctx, nil)
+		loaded := map[string]bool{}
+		if err == nil {
+			for _, g := range rules.Groups {
+				loaded[g.File] = true
+			}
+		}
+		missing := slices.DeleteFunc(slices.Clone(files), func(f string) bool { return loaded[f] })
+		if err == nil && len(missing) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for Prometheus to load rule files %v (last error: %v); end of its log:\n%s", missing, err, logTail(p.LogPath(), 3000))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // Addr is host:port of Prometheus, the form a breaker's prometheusService takes.
@@ -238,6 +286,12 @@ func (p *Prometheus) writeConfig() error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "global:\n  scrape_interval: %s\n  scrape_timeout: %s\n  evaluation_interval: %s\n",
 		promDuration(p.opts.ScrapeInterval), promDuration(p.opts.ScrapeInterval), promDuration(p.opts.EvaluationInterval))
+	if len(p.ruleFiles) > 0 {
+		b.WriteString("rule_files:\n")
+		for _, f := range p.ruleFiles {
+			fmt.Fprintf(&b, "- %s\n", strconv.Quote(f))
+		}
+	}
 	b.WriteString("scrape_configs:\n")
 	for _, j := range p.jobs {
 		path := j.MetricsPath

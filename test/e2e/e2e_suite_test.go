@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -18,7 +17,6 @@ import (
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -86,7 +84,7 @@ var _ = BeforeSuite(func() {
 
 var _ = ReportAfterEach(func(r SpecReport) {
 	if r.Failed() && cl != nil {
-		AddReportEntry("manager log (tail)", tail(cl.ManagerLog(), 120))
+		AddReportEntry("manager log (tail)", cluster.LastLines(cl.ManagerLog(), 120))
 	}
 })
 
@@ -105,14 +103,6 @@ func kustomizeDefault() []byte {
 	out, err := exec.Command(filepath.Join(root, "bin", "kustomize"), "build", filepath.Join(root, "config", "default")).Output()
 	Expect(err).NotTo(HaveOccurred(), "kustomize build config/default (make test-e2e installs bin/kustomize)")
 	return out
-}
-
-func tail(s string, lines int) string {
-	l := strings.Split(s, "\n")
-	if len(l) > lines {
-		l = l[len(l)-lines:]
-	}
-	return strings.Join(l, "\n")
 }
 
 // scenario is one Service with its Deployment, demo fleet and Prometheus job, in its own namespace.
@@ -181,17 +171,8 @@ func (s *scenario) endpoints() []string { return readyEndpoints(s.ns, s.name) }
 
 // readyEndpoints returns the pods that are ready endpoints of the EndpointSlices of Service ns/svc, sorted.
 func readyEndpoints(ns, svc string) []string {
-	var endpointSlices discoveryv1.EndpointSliceList
-	Expect(k8s.List(ctx, &endpointSlices, client.InNamespace(ns), client.MatchingLabels{discoveryv1.LabelServiceName: svc})).To(Succeed())
-	var out []string
-	for _, sl := range endpointSlices.Items {
-		for _, e := range sl.Endpoints {
-			if e.TargetRef != nil && (e.Conditions.Ready == nil || *e.Conditions.Ready) {
-				out = append(out, e.TargetRef.Name)
-			}
-		}
-	}
-	slices.Sort(out)
+	out, err := cluster.ReadyEndpoints(ctx, k8s, ns, svc)
+	Expect(err).NotTo(HaveOccurred())
 	return out
 }
 

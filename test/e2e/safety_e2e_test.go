@@ -389,19 +389,10 @@ func sampleEndpoints(namespace, service string, watch []string) *endpointSampler
 				return
 			case <-t.C:
 			}
-			var list discoveryv1.EndpointSliceList
-			if err := k8s.List(ctx, &list, client.InNamespace(namespace), client.MatchingLabels{discoveryv1.LabelServiceName: service}); err != nil {
+			ready, err := cluster.ReadyEndpoints(ctx, k8s, namespace, service)
+			if err != nil {
 				continue // a failed read is no sample
 			}
-			var ready []string
-			for _, sl := range list.Items {
-				for _, ep := range sl.Endpoints {
-					if ep.TargetRef != nil && (ep.Conditions.Ready == nil || *ep.Conditions.Ready) {
-						ready = append(ready, ep.TargetRef.Name)
-					}
-				}
-			}
-			slices.Sort(ready)
 			e.mu.Lock()
 			e.samples++
 			if e.fewest < 0 || len(ready) < e.fewest {

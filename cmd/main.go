@@ -37,7 +37,7 @@ func init() {
 }
 
 func main() {
-	var metricsAddr, probeAddr, watchNamespace, leaderElectionNamespace, leaderElectionID string
+	var metricsAddr, probeAddr, pprofAddr, watchNamespace, leaderElectionNamespace, leaderElectionID string
 	var enableLeaderElection, secureMetrics, enableHTTP2 bool
 	var workers, evaluations int
 	var kvsSelector string
@@ -46,6 +46,8 @@ func main() {
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. "+
 		"Use :8443 for HTTPS or :8080 for HTTP, or leave as 0 to disable the metrics service.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the probe endpoint binds to.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "The address Go's pprof profiles are served on "+
+		"(e.g. 127.0.0.1:6060; unauthenticated, bind it to loopback). Empty disables them.")
 	flag.BoolVar(&enableLeaderElection, "leader-elect", false,
 		"Enable leader election for controller manager. "+
 			"Enabling this will ensure there is only one active controller manager.")
@@ -99,6 +101,7 @@ func main() {
 		Scheme:                  scheme,
 		Metrics:                 metricsServerOptions,
 		HealthProbeBindAddress:  probeAddr,
+		PprofBindAddress:        pprofAddr,
 		LeaderElection:          enableLeaderElection,
 		LeaderElectionID:        leaderElectionID,
 		LeaderElectionNamespace: leaderElectionNamespace,

@@ -13,7 +13,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
-	"github.com/kubervisor/kubervisor/internal/podstate"
 )
 
 // observation is what a pass knows of the cluster, read from the cache.
@@ -72,7 +71,7 @@ func (r *KubervisorServiceReconciler) observe(ctx context.Context, kvs *kvv1.Kub
 	}
 	obs.svc = svc
 	// Only the KubervisorServices naming the same Service can dispute this one's claim (the index).
-	cs, err := claims(ctx, r, kvs.Namespace, client.MatchingFields{IndexServiceName: kvs.Spec.Service})
+	cs, err := claimsOfService(ctx, r, svc)
 	if err != nil {
 		return nil, err
 	}
@@ -81,12 +80,9 @@ func (r *KubervisorServiceReconciler) observe(ctx context.Context, kvs *kvv1.Kub
 	}
 	var selected []corev1.Pod
 	if svc != nil {
-		if sel, ok := podstate.ManagedSelector(svc.Spec.Selector); ok {
-			var list corev1.PodList
-			if err := r.List(ctx, &list, client.InNamespace(kvs.Namespace), client.MatchingLabelsSelector{Selector: sel}); err != nil {
-				return nil, fmt.Errorf("listing pods of Service %s/%s: %w", kvs.Namespace, svc.Name, err)
-			}
-			selected = list.Items
+		// Read only (conflictOf reads names and labels): no deep copies.
+		if selected, err = selectedPods(ctx, r, kvs.Namespace, svc.Spec.Selector, client.UnsafeDisableDeepCopy); err != nil {
+			return nil, err
 		}
 	}
 	obs.conflict = conflictOf(kvs, cs, selected)

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -29,47 +30,36 @@ type claim struct {
 	selector labels.Selector
 }
 
-// claims lists the KubervisorServices of a namespace that may own pods, oldest first: when two select the
-// same pod, the oldest keeps it and the other reports a Conflict.
-//
-// NOTE: it reads the cache without deep copies (one list of each kind, however many KubervisorServices the
-// namespace holds): the claims are read, never modified. Callers that know the pod's owner use claimsFor.
-func claims(ctx context.Context, c client.Reader, namespace string, opts ...client.ListOption) ([]claim, error) {
-	var list kvv1.KubervisorServiceList
-	if err := c.List(ctx, &list, append([]client.ListOption{client.InNamespace(namespace), client.UnsafeDisableDeepCopy}, opts...)...); err != nil {
-		return nil, fmt.Errorf("listing KubervisorServices in %s: %w", namespace, err)
-	}
-	if len(list.Items) == 0 {
+// claimsOfService returns the claims of the KubervisorServices naming Service svc (none when svc is nil:
+// it does not exist), oldest first: when two select the same pods, the oldest keeps them and the other reports a
+// Conflict. They are found through IndexServiceName and read without deep copies (read only).
+func claimsOfService(ctx context.Context, c client.Reader, svc *corev1.Service) ([]claim, error) {
+	if svc == nil {
 		return nil, nil
 	}
-	var svcs corev1.ServiceList
-	if err := c.List(ctx, &svcs, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
-		return nil, fmt.Errorf("listing Services in %s: %w", namespace, err)
+	sel, ok := podstate.ManagedSelector(svc.Spec.Selector)
+	if !ok {
+		return nil, nil
 	}
-	byName := make(map[string]*corev1.Service, len(svcs.Items))
-	for i := range svcs.Items {
-		byName[svcs.Items[i].Name] = &svcs.Items[i]
+	var list kvv1.KubervisorServiceList
+	if err := c.List(ctx, &list, client.InNamespace(svc.Namespace), client.MatchingFields{IndexServiceName: svc.Name},
+		client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing the KubervisorServices of Service %s/%s: %w", svc.Namespace, svc.Name, err)
 	}
 	out := make([]claim, 0, len(list.Items))
 	for i := range list.Items {
-		kvs := &list.Items[i]
-		svc := byName[kvs.Spec.Service]
-		if !kvs.DeletionTimestamp.IsZero() || svc == nil {
-			continue
+		if list.Items[i].DeletionTimestamp.IsZero() {
+			out = append(out, claim{kvs: &list.Items[i], svc: svc, selector: sel})
 		}
-		sel, ok := podstate.ManagedSelector(svc.Spec.Selector)
-		if !ok {
-			continue
-		}
-		out = append(out, claim{kvs: kvs, svc: svc, selector: sel})
 	}
 	sortClaims(out)
 	return out, nil
 }
 
 // claimsFor returns the claims that decide a pod's owner. A pod whose owner still selects it keeps it
-// (desiredOwner), so its owner's claim alone decides, without reading every KubervisorService of the
-// namespace: the pod events of supervised pods cost the same however many KubervisorServices there are.
+// (desiredOwner), so its owner's claim alone decides; otherwise the claims that select it do
+// (claimsOfPod). Neither reads every KubervisorService of the namespace: a pod event costs the same
+// however many KubervisorServices there are.
 func claimsFor(ctx context.Context, c client.Reader, pod *corev1.Pod) ([]claim, error) {
 	if owner := podstate.OwnerOf(pod); owner != "" {
 		kvs := &kvv1.KubervisorService{}
@@ -91,7 +81,66 @@ func claimsFor(ctx context.Context, c client.Reader, pod *corev1.Pod) ([]claim, 
 			}
 		}
 	}
-	return claims(ctx, c, pod.Namespace)
+	return claimsOfPod(ctx, c, pod)
+}
+
+// claimsOfPod returns the claims whose selector selects the pod, oldest first: desiredOwner looks at no
+// other, so for a pod it decides as the claims of the whole namespace would. The Services are found
+// through IndexSelector, one lookup per label of the pod, and their KubervisorServices through
+// IndexServiceName; nothing is deep-copied (read only).
+func claimsOfPod(ctx context.Context, c client.Reader, pod *corev1.Pod) ([]claim, error) {
+	podLabels := labels.Set(pod.Labels)
+	seen := map[string]bool{}
+	var out []claim
+	for k, v := range pod.Labels {
+		var svcs corev1.ServiceList
+		if err := c.List(ctx, &svcs, client.InNamespace(pod.Namespace), client.MatchingFields{IndexSelector: k + "=" + v},
+			client.UnsafeDisableDeepCopy); err != nil {
+			return nil, fmt.Errorf("listing Services in %s: %w", pod.Namespace, err)
+		}
+		for i := range svcs.Items {
+			svc := &svcs.Items[i]
+			if seen[svc.Name] {
+				continue
+			}
+			seen[svc.Name] = true
+			if sel, ok := podstate.ManagedSelector(svc.Spec.Selector); !ok || !sel.Matches(podLabels) {
+				continue
+			}
+			cs, err := claimsOfService(ctx, c, svc)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, cs...)
+		}
+	}
+	sortClaims(out)
+	return out, nil
+}
+
+// selectedPods lists from the cache the pods a Service selector selects, kubervisor/traffic aside (none
+// when it selects nothing to supervise): through IndexLabel on one of its pairs, then the whole selector,
+// so the cost follows the pods carrying that label, not those of the namespace. opts add list options
+// (client.UnsafeDisableDeepCopy for a caller that only reads the pods).
+func selectedPods(ctx context.Context, c client.Reader, namespace string, selector map[string]string, opts ...client.ListOption) ([]corev1.Pod, error) {
+	sel, ok := podstate.ManagedSelector(selector)
+	if !ok {
+		return nil, nil
+	}
+	var pair string
+	for _, k := range slices.Sorted(maps.Keys(selector)) {
+		if k != kvv1.LabelTraffic {
+			pair = k + "=" + selector[k]
+			break
+		}
+	}
+	var list corev1.PodList
+	opts = append([]client.ListOption{client.InNamespace(namespace), client.MatchingFields{IndexLabel: pair},
+		client.MatchingLabelsSelector{Selector: sel}}, opts...)
+	if err := c.List(ctx, &list, opts...); err != nil {
+		return nil, fmt.Errorf("listing the pods of selector %s in %s: %w", sel, namespace, err)
+	}
+	return list.Items, nil
 }
 
 func sortClaims(cs []claim) {

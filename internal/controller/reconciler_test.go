@@ -193,6 +193,8 @@ func newHarness(t *testing.T, objs ...client.Object) *harness {
 	h.client = fake.NewClientBuilder().WithScheme(testScheme).
 		WithIndex(&kvv1.KubervisorService{}, IndexServiceName, KubervisorServiceByService).
 		WithIndex(&corev1.Pod{}, IndexOwner, PodByOwner).
+		WithIndex(&corev1.Pod{}, IndexLabel, PodByLabel).
+		WithIndex(&corev1.Service{}, IndexSelector, ServiceBySelector).
 		WithStatusSubresource(&kvv1.KubervisorService{}, &corev1.Pod{}).
 		WithObjects(objs...).
 		WithInterceptorFuncs(interceptor.Funcs{

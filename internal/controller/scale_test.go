@@ -98,6 +98,62 @@ func TestPassesCostTheSameWithManyKubervisorServices(t *testing.T) {
 	}
 }
 
+// TestAdoptionAndSelectionGoThroughIndexes: a pass lists pods only through an index (the Service's pods by
+// one label pair, not every pod of the namespace), and a new pod's adoption, from its own event or its
+// Service's, reads the Services whose selector holds one of its labels and their KubervisorServices,
+// never every one in the namespace; the pod goes to the right owner all the same.
+func TestAdoptionAndSelectionGoThroughIndexes(t *testing.T) {
+	objs := []client.Object{testService(true), testPod("p0", "yes", nil), testKVS(nil, "b")}
+	for i := range 200 {
+		name := fmt.Sprintf("other-%d", i)
+		objs = append(objs,
+			&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: name}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": name}}},
+			&kvv1.KubervisorService{ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: name}, Spec: kvv1.KubervisorServiceSpec{Service: name}},
+			&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: name + "-pod", Labels: map[string]string{"app": name}}})
+	}
+	for _, name := range []string{"new", "new2"} {
+		fresh := testPod(name, "yes", nil)
+		delete(fresh.Labels, kvv1.LabelName)
+		objs = append(objs, fresh)
+	}
+	h := newHarness(t, objs...)
+	unfiltered := func() int {
+		return h.lists["*v1.PodList"] + h.lists["*v1alpha1.KubervisorServiceList"] + h.lists["*v1.ServiceList"]
+	}
+	for _, c := range []struct {
+		what string
+		run  func() error
+	}{
+		{"the new pod's event", func() error {
+			_, err := h.podReconciler().Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKey{Namespace: testNS, Name: "new"}})
+			return err
+		}},
+		{"its Service's event (adopting new2)", func() error {
+			r := &ServiceReconciler{Client: h.client, adoptions: h.adoptions}
+			_, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKey{Namespace: testNS, Name: "svc"}})
+			return err
+		}},
+		{"a breaker pass", func() error { _, err := h.pass(h.kvsReconciler()); return err }},
+	} {
+		h.lists = map[string]int{}
+		if err := c.run(); err != nil {
+			t.Fatalf("%s: %v", c.what, err)
+		}
+		if n := unfiltered(); n != 0 {
+			t.Errorf("%s listed pods, Services or KubervisorServices without an index %d times (%v), want none", c.what, n, h.lists)
+		}
+	}
+	for _, c := range []struct{ pod, owner string }{{"new", "kvs"}, {"new2", "kvs"}, {"other-7-pod", ""}} {
+		p := &corev1.Pod{}
+		if err := h.client.Get(context.Background(), client.ObjectKey{Namespace: testNS, Name: c.pod}, p); err != nil {
+			t.Fatal(err)
+		}
+		if got := p.Labels[kvv1.LabelName]; got != c.owner {
+			t.Errorf("pod %s is owned by %q, want %q", c.pod, got, c.owner)
+		}
+	}
+}
+
 // TestShardLeavesOtherShardsPodsAlone: a manager restricted to shard=a never adopts, releases, restores or
 // labels the pods of a KubervisorService of shard b, and still releases true orphans.
 func TestShardLeavesOtherShardsPodsAlone(t *testing.T) {
@@ -135,5 +191,69 @@ func TestShardLeavesOtherShardsPodsAlone(t *testing.T) {
 	}
 	if h.traffic("p1")[0] != "yes" {
 		t.Errorf("an unsharded manager did not restore p1: %v", h.traffic("p1"))
+	}
+}
+
+// staleReader answers Gets of the KubervisorService with a copy of an older version of it, as a cache
+// whose watch has not delivered our last write yet.
+type staleReader struct {
+	client.Client
+	kvs *kvv1.KubervisorService
+}
+
+func (s staleReader) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if k, ok := obj.(*kvv1.KubervisorService); ok && key.Name == s.kvs.Name {
+		s.kvs.DeepCopyInto(k)
+		return nil
+	}
+	return s.Client.Get(ctx, key, obj, opts...)
+}
+
+// TestPassWaitsForTheCacheToSeeItsOwnWrite: a pass that reads the KubervisorService as it was before the
+// previous pass's status write sends nothing (that write would lose its optimistic-lock race) and comes
+// back shortly; once the cache shows the write, passes go on as usual.
+func TestPassWaitsForTheCacheToSeeItsOwnWrite(t *testing.T) {
+	fresh := testKVS(nil, "b")
+	h := newHarness(t, testService(true), testPod("p0", "yes", nil), testPod("p1", "yes", nil), fresh)
+	before := h.kvs()
+	r := h.kvsReconciler()
+	mustPass(h, r)
+	if h.statusWrites != 1 {
+		t.Fatalf("the first pass wrote status %d times, want 1", h.statusWrites)
+	}
+	r.Client = staleReader{Client: h.client, kvs: before}
+	h.clock.Step(10 * time.Second) // the breaker is due again: a pass on the stale copy would evaluate and write
+	res, err := h.pass(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.statusWrites != 0 || len(h.patches) != 0 || h.calls("b") != 1 || res.RequeueAfter != conflictRetry {
+		t.Errorf("on a stale copy: %d status writes, patches %v, %d detector calls, requeue %s; want none, none, still 1, %s",
+			h.statusWrites, h.patches, h.calls("b"), res.RequeueAfter, conflictRetry)
+	}
+	r.Client = h.client
+	mustPass(h, r)
+	if h.calls("b") != 2 {
+		t.Errorf("once the cache caught up: %d detector calls, want 2", h.calls("b"))
+	}
+}
+
+// TestAdoptionWritesPodCountsOnceComplete: while pods of the Service wait for adoption, passes do not
+// rewrite the pod counts as each pod is adopted; the counts appear with the pass that finds adoption done.
+func TestAdoptionWritesPodCountsOnceComplete(t *testing.T) {
+	unadopted := testPod("p2", "yes", nil)
+	delete(unadopted.Labels, kvv1.LabelName)
+	h := newHarness(t, testService(true), testPod("p0", "yes", nil), testPod("p1", "yes", nil), unadopted, testKVS(nil, "b"))
+	r := h.kvsReconciler()
+	mustPass(h, r)
+	if got := h.kvs().Status.Pods; got != (kvv1.PodCounts{}) {
+		t.Errorf("during adoption the status counts %+v, want none written yet", got)
+	}
+	if _, err := h.podReconciler().Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKey{Namespace: testNS, Name: "p2"}}); err != nil {
+		t.Fatal(err)
+	}
+	mustPass(h, r)
+	if got := h.kvs().Status.Pods; got.Managed != 3 || got.InTraffic != 3 {
+		t.Errorf("adoption done: status counts %+v, want 3 managed and in traffic", got)
 	}
 }

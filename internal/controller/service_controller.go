@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -34,8 +35,8 @@ type ServiceReconciler struct {
 // Reconcile syncs the ownership of every pod the Service selects or its KubervisorServices own.
 //
 //  1. Find the KubervisorServices naming the Service; none means nothing to do.
-//  2. Collect the namespace's claims (who may own what).
-//  3. Sync every pod that the Service selects or that those KubervisorServices own.
+//  2. Sync every pod that the Service selects or that those KubervisorServices own, each with the claims
+//     that decide it (claimsFor: its owner's, or those selecting it).
 func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var named kvv1.KubervisorServiceList
 	if err := r.List(ctx, &named, client.InNamespace(req.Namespace), client.MatchingFields{IndexServiceName: req.Name}); err != nil {
@@ -44,21 +45,18 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if len(named.Items) == 0 {
 		return ctrl.Result{}, nil
 	}
-	cs, err := claims(ctx, r, req.Namespace)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
 	pods := map[types.NamespacedName]*corev1.Pod{}
-	for _, c := range cs {
-		if c.svc.Name != req.Name {
-			continue
+	svc := &corev1.Service{}
+	switch err := r.Get(ctx, req.NamespacedName, svc); {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return ctrl.Result{}, fmt.Errorf("getting Service %s: %w", req, err)
+	default:
+		selected, err := selectedPods(ctx, r, req.Namespace, svc.Spec.Selector)
+		if err != nil {
+			return ctrl.Result{}, err
 		}
-		var selected corev1.PodList
-		if err := r.List(ctx, &selected, client.InNamespace(req.Namespace), client.MatchingLabelsSelector{Selector: c.selector}); err != nil {
-			return ctrl.Result{}, fmt.Errorf("listing pods of Service %s: %w", req, err)
-		}
-		addPods(pods, selected.Items)
-		break
+		addPods(pods, selected)
 	}
 	for i := range named.Items {
 		owned, err := ownedPods(ctx, r, &named.Items[i])
@@ -73,6 +71,10 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 				return ctrl.Result{}, err
 			}
 			continue
+		}
+		cs, err := claimsFor(ctx, r, pods[key])
+		if err != nil {
+			return ctrl.Result{}, err
 		}
 		if err := syncPodOwnership(ctx, r, pods[key], cs, r.adoptions); err != nil {
 			return requeueOnConflict(ctx, err)

@@ -23,6 +23,10 @@ const (
 	IndexServiceName = "spec.service"
 	// IndexOwner indexes pods by the value of their kubervisor/name label.
 	IndexOwner = "metadata.labels.kubervisor/name"
+	// IndexLabel indexes pods by each of their labels, as key=value.
+	IndexLabel = "metadata.labels"
+	// IndexSelector indexes Services by each key=value of their selector, kubervisor/traffic aside.
+	IndexSelector = "spec.selector"
 )
 
 // DefaultMaxConcurrentEvaluations is the default number of KubervisorService workers.
@@ -102,14 +106,45 @@ func PodByOwner(o client.Object) []string {
 	return nil
 }
 
+// PodByLabel is the index function of IndexLabel.
+func PodByLabel(o client.Object) []string {
+	out := make([]string, 0, len(o.GetLabels()))
+	for k, v := range o.GetLabels() {
+		out = append(out, k+"="+v)
+	}
+	return out
+}
+
+// ServiceBySelector is the index function of IndexSelector: the pairs of the selector of the pods to
+// supervise (podstate.ManagedSelector).
+func ServiceBySelector(o client.Object) []string {
+	svc, ok := o.(*corev1.Service)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for k, v := range svc.Spec.Selector {
+		if k != kvv1.LabelTraffic {
+			out = append(out, k+"="+v)
+		}
+	}
+	return out
+}
+
 // SetupIndexes registers the field indexes the reconcilers' map functions rely on. Tests building a fake
-// client register the same functions (KubervisorServiceByService, PodByOwner).
+// client register the same functions (KubervisorServiceByService, PodByOwner, PodByLabel, ServiceBySelector).
 func SetupIndexes(ctx context.Context, indexer client.FieldIndexer) error {
 	if err := indexer.IndexField(ctx, &kvv1.KubervisorService{}, IndexServiceName, KubervisorServiceByService); err != nil {
 		return fmt.Errorf("indexing KubervisorServices by service: %w", err)
 	}
 	if err := indexer.IndexField(ctx, &corev1.Pod{}, IndexOwner, PodByOwner); err != nil {
 		return fmt.Errorf("indexing pods by %s: %w", kvv1.LabelName, err)
+	}
+	if err := indexer.IndexField(ctx, &corev1.Pod{}, IndexLabel, PodByLabel); err != nil {
+		return fmt.Errorf("indexing pods by label: %w", err)
+	}
+	if err := indexer.IndexField(ctx, &corev1.Service{}, IndexSelector, ServiceBySelector); err != nil {
+		return fmt.Errorf("indexing Services by selector: %w", err)
 	}
 	return nil
 }

@@ -93,9 +93,9 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		orig := kvs.DeepCopy()
 		controllerutil.AddFinalizer(kvs, kvv1.Finalizer)
 		if err := r.Patch(ctx, kvs, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
-			return ctrl.Result{}, fmt.Errorf("adding finalizer to KubervisorService %s: %w", req, err)
+			return requeueOnConflict(ctx, fmt.Errorf("adding finalizer to KubervisorService %s: %w", req, err))
 		}
-		mem.wroteFrom = orig.ResourceVersion
+		mem.wrote(orig.ResourceVersion)
 	}
 
 	obs, err := r.observe(ctx, kvs)
@@ -159,7 +159,7 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 			}
 			return ctrl.Result{}, fmt.Errorf("updating status of KubervisorService %s: %w", req, err)
 		}
-		mem.wroteFrom = from
+		mem.wrote(from)
 	}
 	if actErr != nil {
 		return requeueOnConflict(ctx, actErr)

@@ -38,18 +38,32 @@ type kvsMemory struct {
 	// KubervisorService's, the seed of the spread.
 	spread bool
 	uid    string
-	// wroteFrom is the resourceVersion our last write to the KubervisorService (finalizer or status) was
-	// computed from: while the cache still shows it, the cache has not seen that write yet (stale).
-	wroteFrom string
+	// wroteFrom holds the resourceVersions our writes to the KubervisorService (finalizer, status) were
+	// computed from since the cache last caught up: while the cache shows one of them, it has not seen all
+	// of our writes yet (stale).
+	wroteFrom map[string]bool
 }
 
-// stale reports whether kvs, read from the cache, predates our own last write to it. NOTE: a pass on it
-// would send a write bound to lose its optimistic-lock race (make bench-scale measured 7 finalizer patches
-// and 16 status updates per KubervisorService while 10,000 pods were adopted and the watch lagged); the
-// pass waits for the cache instead. Any other writer's change moves the resourceVersion on, so this never
-// holds a pass back for longer than the watch's delay.
+// wrote remembers a write of ours computed from resourceVersion from.
+func (e *kvsMemory) wrote(from string) {
+	if e.wroteFrom == nil {
+		e.wroteFrom = map[string]bool{}
+	}
+	e.wroteFrom[from] = true
+}
+
+// stale reports whether kvs, read from the cache, predates one of our own writes to it; otherwise the cache
+// has caught up and the writes are forgotten. NOTE: a pass on a stale copy sends a write bound to lose its
+// optimistic-lock race (make bench-scale measured 7 finalizer patches and 16 status updates per
+// KubervisorService while 10,000 pods were adopted and the watch lagged); the pass waits for the cache
+// instead. resourceVersions are opaque: only equality is used. Any other writer's change moves the
+// resourceVersion on, so this never holds a pass back for longer than the watch's delay.
 func (e *kvsMemory) stale(kvs *kvv1.KubervisorService) bool {
-	return e.wroteFrom != "" && kvs.ResourceVersion == e.wroteFrom
+	if e.wroteFrom[kvs.ResourceVersion] {
+		return true
+	}
+	e.wroteFrom = nil
+	return false
 }
 
 // outcomeKind is the typed result of one evaluation; status.breakers[].lastResult is derived from it.

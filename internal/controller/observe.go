@@ -75,7 +75,9 @@ func (r *KubervisorServiceReconciler) observe(ctx context.Context, kvs *kvv1.Kub
 	if err != nil {
 		return nil, err
 	}
-	if obs.pods, err = ownedPods(ctx, r, kvs); err != nil {
+	// NOTE: no deep copies: a pass only reads these. Every write goes to a live copy (act and the manual
+	// requests read the pods live before writing; patchPod and syncGate copy before they change anything).
+	if obs.pods, err = ownedPods(ctx, r, kvs, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	var selected []corev1.Pod

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -195,10 +196,18 @@ func TestShardLeavesOtherShardsPodsAlone(t *testing.T) {
 }
 
 // staleReader answers Gets of the KubervisorService with a copy of an older version of it, as a cache
-// whose watch has not delivered our last write yet.
+// whose watch has not delivered our last writes yet, and counts the patches sent to it.
 type staleReader struct {
 	client.Client
-	kvs *kvv1.KubervisorService
+	kvs     *kvv1.KubervisorService
+	patches *int
+}
+
+func (s staleReader) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+	if _, ok := obj.(*kvv1.KubervisorService); ok {
+		*s.patches++
+	}
+	return s.Client.Patch(ctx, obj, patch, opts...)
 }
 
 func (s staleReader) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
@@ -209,11 +218,12 @@ func (s staleReader) Get(ctx context.Context, key client.ObjectKey, obj client.O
 	return s.Client.Get(ctx, key, obj, opts...)
 }
 
-// TestPassWaitsForTheCacheToSeeItsOwnWrite: a pass that reads the KubervisorService as it was before the
-// previous pass's status write sends nothing (that write would lose its optimistic-lock race) and comes
-// back shortly; once the cache shows the write, passes go on as usual.
+// TestPassWaitsForTheCacheToSeeItsOwnWrite: the first pass adds the finalizer, then writes status (two
+// writes); a pass that reads the KubervisorService as it was before either of them sends nothing (its
+// writes would lose their optimistic-lock race) and comes back shortly; once the cache shows the writes,
+// passes go on as usual.
 func TestPassWaitsForTheCacheToSeeItsOwnWrite(t *testing.T) {
-	fresh := testKVS(nil, "b")
+	fresh := testKVS(func(k *kvv1.KubervisorService) { k.Finalizers = nil }, "b")
 	h := newHarness(t, testService(true), testPod("p0", "yes", nil), testPod("p1", "yes", nil), fresh)
 	before := h.kvs()
 	r := h.kvsReconciler()
@@ -221,15 +231,18 @@ func TestPassWaitsForTheCacheToSeeItsOwnWrite(t *testing.T) {
 	if h.statusWrites != 1 {
 		t.Fatalf("the first pass wrote status %d times, want 1", h.statusWrites)
 	}
-	r.Client = staleReader{Client: h.client, kvs: before}
-	h.clock.Step(10 * time.Second) // the breaker is due again: a pass on the stale copy would evaluate and write
-	res, err := h.pass(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if h.statusWrites != 0 || len(h.patches) != 0 || h.calls("b") != 1 || res.RequeueAfter != conflictRetry {
-		t.Errorf("on a stale copy: %d status writes, patches %v, %d detector calls, requeue %s; want none, none, still 1, %s",
-			h.statusWrites, h.patches, h.calls("b"), res.RequeueAfter, conflictRetry)
+	kvsPatches := 0
+	for _, stale := range []*kvv1.KubervisorService{before, withFinalizer(t, before, h.kvs())} {
+		r.Client = staleReader{Client: h.client, kvs: stale, patches: &kvsPatches}
+		h.clock.Step(10 * time.Second) // the breaker is due again: a pass on the stale copy would evaluate and write
+		res, err := h.pass(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.statusWrites != 0 || kvsPatches != 0 || len(h.patches) != 0 || h.calls("b") != 1 || res.RequeueAfter != conflictRetry {
+			t.Errorf("on a stale copy (finalizers %v): %d status writes, %d KubervisorService patches, pod patches %v, %d detector calls, requeue %s; want none, none, none, still 1, %s",
+				stale.Finalizers, h.statusWrites, kvsPatches, h.patches, h.calls("b"), res.RequeueAfter, conflictRetry)
+		}
 	}
 	r.Client = h.client
 	mustPass(h, r)
@@ -256,4 +269,17 @@ func TestAdoptionWritesPodCountsOnceComplete(t *testing.T) {
 	if got := h.kvs().Status.Pods; got.Managed != 3 || got.InTraffic != 3 {
 		t.Errorf("adoption done: status counts %+v, want 3 managed and in traffic", got)
 	}
+}
+
+// withFinalizer is kvs as the finalizer patch left it, between before and after (the status write): the
+// finalizer, and the resourceVersion before the status write's (the fake client counts them up by one).
+func withFinalizer(t *testing.T, before, after *kvv1.KubervisorService) *kvv1.KubervisorService {
+	rv, err := strconv.Atoi(after.ResourceVersion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := before.DeepCopy()
+	k.Finalizers = []string{kvv1.Finalizer}
+	k.ResourceVersion = strconv.Itoa(rv - 1)
+	return k
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,6 +43,14 @@ type Config struct {
 	Steady time.Duration
 	// Settle is the pause between the last ejection and the steady window; default 2 periods + 5s.
 	Settle time.Duration
+	// Shards, when > 1, runs that many managers, each with its own --kubervisorservice-selector and
+	// leader-election Lease; group g's KubervisorService is labelled kubervisor.io/shard=s<g%Shards>.
+	// CPU, RSS and requests are then the sums over the managers.
+	Shards int
+	// Unsupervised pods are created in namespace bench-other, selected by no Service and never made
+	// Running (the fake kubelet serves the bench namespace only): what a manager's pod cache holds
+	// besides the supervised pods.
+	Unsupervised int
 	// Workers, when > 0, is passed as --max-concurrent-reconciles.
 	Workers int
 	// ManagerArgs are added to the manager's command line as they are.
@@ -50,6 +59,9 @@ type Config struct {
 	Manager string
 	// Timeout bounds each wait (pods running, adoption, ejections); default 10m.
 	Timeout time.Duration
+	// CPUProfile, when set, is where a CPU profile of the manager over the steady window is written
+	// (from its --pprof-bind-address; read it with `go tool pprof bin/manager FILE`).
+	CPUProfile string
 	// KeepWorkDir keeps the work directory (audit log, manager log, kubeconfigs).
 	KeepWorkDir bool
 	// Log receives progress lines; default none.
@@ -83,6 +95,7 @@ func (c *Config) complete() error {
 // Result holds every figure of a run; durations are in seconds unless the name says otherwise.
 type Result struct {
 	Pods          int      `json:"pods"`
+	Unsupervised  int      `json:"unsupervisedPods,omitempty"`
 	KVS           int      `json:"kvs"`
 	Period        string   `json:"period"`
 	Latency       string   `json:"latency"`
@@ -94,6 +107,7 @@ type Result struct {
 	Adoption AdoptionResult `json:"adoption"`
 	Reaction ReactionResult `json:"reaction"`
 	Steady   SteadyResult   `json:"steady"`
+	Shards   []ShardResult  `json:"shards,omitempty"`
 }
 
 // AdoptionResult is the time from the creation of the KubervisorServices until every pod carries
@@ -138,17 +152,18 @@ type SteadyResult struct {
 }
 
 type bench struct {
-	cfg     Config
-	res     *Result
-	root    string
-	workDir string
-	cl      *cluster.Cluster
-	c       client.Client
-	det     *detector
-	trk     *tracker
-	stopTrk context.CancelFunc
-	metrics string // the manager's /metrics URL
-	sizes   []int  // pods per group
+	cfg      Config
+	res      *Result
+	root     string
+	workDir  string
+	cl       *cluster.Cluster
+	c        client.Client
+	det      *detector
+	trk      *tracker
+	stopTrk  context.CancelFunc
+	managers []*managerProc
+	pprof    string // the first manager's pprof address, when a profile is asked for
+	sizes    []int  // pods per group
 }
 
 // Run runs one benchmark: it starts the local cluster (from $KUBEBUILDER_ASSETS) with the API server
@@ -160,7 +175,7 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 		return nil, err
 	}
 	b := &bench{cfg: cfg, res: &Result{
-		Pods: cfg.Pods, KVS: cfg.KVS, Period: cfg.Period.String(), Latency: cfg.Latency.String(), ManagerArgs: cfg.ManagerArgs,
+		Pods: cfg.Pods, Unsupervised: cfg.Unsupervised, KVS: cfg.KVS, Period: cfg.Period.String(), Latency: cfg.Latency.String(), ManagerArgs: cfg.ManagerArgs,
 	}}
 	for g := range cfg.KVS {
 		b.sizes = append(b.sizes, cfg.Pods/cfg.KVS+boolInt(g < cfg.Pods%cfg.KVS))
@@ -187,6 +202,11 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 		if b.det != nil {
 			b.det.close()
 		}
+		for _, m := range b.managers[min(1, len(b.managers)):] { // the first is the harness's: cl.Stop stops it
+			if stopErr := m.proc.Stop(10 * time.Second); stopErr != nil && err == nil {
+				err = stopErr
+			}
+		}
 		if b.cl != nil {
 			if stopErr := b.cl.Stop(); stopErr != nil && err == nil {
 				err = stopErr
@@ -199,7 +219,7 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	if err := b.createFleet(ctx); err != nil {
 		return nil, err
 	}
-	if err := b.startManager(ctx); err != nil {
+	if err := b.startManagers(ctx); err != nil {
 		return nil, err
 	}
 	if err := b.adopt(ctx); err != nil {
@@ -215,7 +235,8 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	if err := b.steady(ctx); err != nil {
 		return b.res, err
 	}
-	return b.res, nil
+	b.res.Shards, err = b.shardResults(ctx)
+	return b.res, err
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -349,6 +370,9 @@ func (b *bench) createFleet(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := b.createUnsupervised(ctx); err != nil {
+		return err
+	}
 	b.logf("created in %s; waiting for every pod to be Running and Ready", time.Since(start).Round(100*time.Millisecond))
 	if err := b.waitFor(ctx, "every pod Running and Ready", func() (bool, string) {
 		n := b.trk.counts().ready
@@ -360,14 +384,15 @@ func (b *bench) createFleet(ctx context.Context) error {
 	return nil
 }
 
-// startManager starts the manager binary with leader election and metrics over HTTP, and waits until
-// it is ready and holds the lease.
-func (b *bench) startManager(ctx context.Context) error {
+// startManager starts manager i (the harness's manager for the first, a process of its own with the
+// same identity for the other shards) with leader election and metrics over HTTP, and waits until it is
+// ready and holds its lease.
+func (b *bench) startManager(ctx context.Context, i int, shard string, extra []string) (*managerProc, error) {
 	var addrs [2]string // metrics, probes
 	for i := range addrs {
 		var err error
 		if addrs[i], err = cluster.FreeAddr(); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	metricsAddr, probeAddr := addrs[0], addrs[1]
@@ -378,18 +403,40 @@ func (b *bench) startManager(ctx context.Context) error {
 	if b.cfg.Workers > 0 {
 		args = append(args, "--max-concurrent-reconciles="+strconv.Itoa(b.cfg.Workers))
 	}
-	args = append(args, b.cfg.ManagerArgs...)
-	b.res.ManagerArgs = args
-	b.metrics = "http://" + metricsAddr + "/metrics"
+	if b.cfg.CPUProfile != "" && i == 0 {
+		var err error
+		if b.pprof, err = cluster.FreeAddr(); err != nil {
+			return nil, err
+		}
+		args = append(args, "--pprof-bind-address="+b.pprof)
+	}
+	args = append(append(args, extra...), b.cfg.ManagerArgs...)
+	if i == 0 {
+		b.res.ManagerArgs = args
+	}
+	m := &managerProc{shard: shard, metrics: "http://" + metricsAddr + "/metrics"}
 	b.logf("starting %s %v", b.cfg.Manager, args)
-	if err := b.cl.StartManager(b.cfg.Manager, args); err != nil {
-		return err
+	if i == 0 {
+		if err := b.cl.StartManager(b.cfg.Manager, args); err != nil {
+			return nil, err
+		}
+		m.proc = b.cl.Manager()
+	} else {
+		kubeconfig := b.cl.ManagerKubeconfigPath()
+		var err error
+		m.proc, err = cluster.StartProcess("manager-"+shard, b.cfg.Manager, append(args, "--kubeconfig="+kubeconfig),
+			b.cl.LogPath("manager-"+shard), []string{"KUBECONFIG=" + kubeconfig})
+		if err != nil {
+			return nil, err
+		}
 	}
+	b.managers = append(b.managers, m)
 	if err := cluster.WaitForHTTP(ctx, "http://"+probeAddr+"/readyz", time.Minute); err != nil {
-		return fmt.Errorf("the manager is not ready: %w\n%s", err, logTail(b.cl.ManagerLog()))
+		log, _ := os.ReadFile(m.proc.LogPath()) // best effort: the wait's error is the one to report
+		return nil, fmt.Errorf("the manager is not ready: %w\n%s", err, logTail(string(log)))
 	}
-	return b.waitFor(ctx, "the manager to hold the leader-election lease", func() (bool, string) {
-		return leaderStatus(ctx, b.metrics), "not leader yet"
+	return m, b.waitFor(ctx, "the manager to hold the leader-election lease", func() (bool, string) {
+		return leaderStatus(ctx, m.metrics), "not leader yet"
 	}, true)
 }
 
@@ -398,8 +445,12 @@ func (b *bench) startManager(ctx context.Context) error {
 // ejected pods stay out for the whole run.
 func (b *bench) kvs(g int) *kvv1.KubervisorService {
 	floor := int32(min(1, b.sizes[g]-1))
+	var labels map[string]string
+	if b.cfg.Shards > 1 {
+		labels = map[string]string{shardLabel: b.shardName(g)}
+	}
 	return &kvv1.KubervisorService{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: groupName(g)},
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: groupName(g), Labels: labels},
 		Spec: kvv1.KubervisorServiceSpec{
 			Service: groupName(g),
 			Breakers: []kvv1.BreakerStrategy{{
@@ -417,8 +468,7 @@ func (b *bench) kvs(g int) *kvv1.KubervisorService {
 // adopt creates the KubervisorServices and waits until every pod is named and every
 // KubervisorService was Ready.
 func (b *bench) adopt(ctx context.Context) error {
-	pid := b.cl.Manager().Pid()
-	cpu0, _ := cpuSeconds(pid)
+	cpu0, _ := b.managersCPU()
 	start := time.Now()
 	b.logf("creating %d KubervisorServices", b.cfg.KVS)
 	if err := parallel(ctx, 16, b.cfg.KVS, func(ctx context.Context, g int) error { return b.c.Create(ctx, b.kvs(g)) }); err != nil {
@@ -431,7 +481,7 @@ func (b *bench) adopt(ctx context.Context) error {
 		return c.named >= b.cfg.Pods && c.kvsReady >= b.cfg.KVS,
 			fmt.Sprintf("%d/%d pods named, %d/%d KubervisorServices Ready", c.named, b.cfg.Pods, c.kvsReady, b.cfg.KVS)
 	}, true)
-	cpu1, _ := cpuSeconds(pid)
+	cpu1, _ := b.managersCPU()
 	a.Load = readLoadAvg()
 	c := b.trk.counts()
 	a.PodsNamed, a.KVSReady = c.named, c.kvsReady
@@ -501,36 +551,44 @@ func (b *bench) react(ctx context.Context) error {
 // steady measures requests, CPU, RSS and the evaluations' timing over the steady window.
 func (b *bench) steady(ctx context.Context) error {
 	s := &b.res.Steady
-	pid := b.cl.Manager().Pid()
-	rest0, err := scrapeRESTRequests(ctx, b.metrics)
+	rest0, err := b.managersREST(ctx)
 	if err != nil {
 		return err
 	}
-	cpu0, err := cpuSeconds(pid)
+	cpu0, err := b.managersCPU()
 	if err != nil {
 		return err
 	}
 	start := time.Now()
 	end := start.Add(b.cfg.Steady)
 	b.logf("measuring the steady state for %s", b.cfg.Steady)
+	profiled := make(chan error, 1)
+	if b.pprof != "" {
+		go func() { profiled <- b.cpuProfile(ctx, b.cfg.Steady) }()
+	} else {
+		profiled <- nil
+	}
 	for now := time.Now(); now.Before(end); now = time.Now() {
-		if rss, err := rssMiB(pid); err == nil {
+		if rss, err := b.managersRSS(); err == nil {
 			s.RSSMiBMax = max(s.RSSMiBMax, rss)
 			s.RSSMiBEnd = rss
 		}
-		if !b.cl.Manager().Running() {
-			return fmt.Errorf("the manager exited: %v\n%s", b.cl.Manager().Err(), logTail(b.cl.ManagerLog()))
+		if err := b.exited(); err != nil {
+			return err
 		}
 		if err := sleep(ctx, min(time.Second, time.Until(end))); err != nil {
 			return err
 		}
 	}
 	stop := time.Now()
-	cpu1, err := cpuSeconds(pid)
+	cpu1, err := b.managersCPU()
 	if err != nil {
 		return err
 	}
-	rest1, err := scrapeRESTRequests(ctx, b.metrics)
+	if err := <-profiled; err != nil {
+		b.warnf("CPU profile: %v", err)
+	}
+	rest1, err := b.managersREST(ctx)
 	if err != nil {
 		return err
 	}
@@ -579,8 +637,10 @@ func (b *bench) waitFor(ctx context.Context, what string, done func() (bool, str
 		if ok {
 			return nil
 		}
-		if manager && !b.cl.Manager().Running() {
-			return fmt.Errorf("waiting for %s: the manager exited: %v\n%s", what, b.cl.Manager().Err(), logTail(b.cl.ManagerLog()))
+		if manager {
+			if err := b.exited(); err != nil {
+				return fmt.Errorf("waiting for %s: %w", what, err)
+			}
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("waiting for %s (%s): %w", what, progress, errTimeout)
@@ -647,4 +707,57 @@ func logTail(log string) string {
 		return log[len(log)-n:]
 	}
 	return log
+}
+
+// cpuProfile fetches a CPU profile of the manager over d into cfg.CPUProfile.
+func (b *bench) cpuProfile(ctx context.Context, d time.Duration) error {
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", b.pprof, int(d.Seconds()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = resp.Body.Close() }() // read to the end below
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	f, err := os.Create(b.cfg.CPUProfile)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		_ = f.Close() // the copy's error is the one to report
+		return err
+	}
+	b.logf("CPU profile of the steady window in %s", b.cfg.CPUProfile)
+	return f.Close()
+}
+
+// otherNamespace holds the unsupervised pods.
+const otherNamespace = "bench-other"
+
+// createUnsupervised creates Config.Unsupervised bare pods that no Service selects, in otherNamespace.
+func (b *bench) createUnsupervised(ctx context.Context) error {
+	if b.cfg.Unsupervised <= 0 {
+		return nil
+	}
+	b.logf("creating %d unsupervised pods in namespace %s", b.cfg.Unsupervised, otherNamespace)
+	if err := b.c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: otherNamespace}}); err != nil {
+		return err
+	}
+	return parallel(ctx, 48, b.cfg.Unsupervised, func(ctx context.Context, i int) error {
+		return b.c.Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: otherNamespace, Name: fmt.Sprintf("other-%05d", i), Labels: map[string]string{
+				appLabel: "other", "pod-template-hash": "5d8c7f9b6d",
+			}},
+			Spec: corev1.PodSpec{
+				NodeName:                      b.cl.NodeName(),
+				Containers:                    []corev1.Container{{Name: "app", Image: "registry.example/other:1.0"}},
+				TerminationGracePeriodSeconds: new(int64),
+			},
+		})
+	})
 }

@@ -14,6 +14,9 @@ func (r *Result) Table() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nbench-scale: %d pods under %d KubervisorServices, evaluationPeriod %s, detector latency %s, %d anomaly groups\n",
 		r.Pods, r.KVS, r.Period, r.Latency, r.AnomalyGroups)
+	if r.Unsupervised > 0 {
+		fmt.Fprintf(&b, "and %d unsupervised pods in namespace %s\n", r.Unsupervised, otherNamespace)
+	}
 	fmt.Fprintf(&b, "manager args: %s\n\n", strings.Join(r.ManagerArgs, " "))
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	row := func(figure, measured, goal string, load loadAvg) {
@@ -52,6 +55,7 @@ func (r *Result) Table() string {
 	row("detector answer -> pod traffic=no, p50/p99/max",
 		fmt.Sprintf("%.0f / %.0f / %.0f ms (%d/%d pods)", x.Ms.P50, x.Ms.P99, x.Ms.Max, x.Ejected, x.Expected), "p99 <= 100 ms", x.Load)
 	_ = w.Flush()
+	b.WriteString(shardTable(r.Shards))
 	for _, warn := range r.Warnings {
 		fmt.Fprintf(&b, "WARNING: %s\n", warn)
 	}

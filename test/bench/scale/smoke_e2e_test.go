@@ -3,6 +3,7 @@
 package main
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -25,21 +26,8 @@ func TestBenchScaleSmoke(t *testing.T) {
 
 var _ = Describe("make bench-scale at 500 pods / 50 KubervisorServices", func() {
 	It("adopts every pod, makes every KubervisorService Ready and writes nothing in steady state besides leader election", func(ctx SpecContext) {
-		root, err := cluster.RepoRoot()
-		Expect(err).NotTo(HaveOccurred())
-		_, err = utils.AssetsDir()
-		Expect(err).NotTo(HaveOccurred(), "the benchmark starts its cluster from $KUBEBUILDER_ASSETS")
-		klog.SetLogger(logr.Discard())
-		logf.SetLogger(logr.Discard())
-
-		res, err := Run(ctx, Config{
-			Pods: 500, KVS: 50, Period: 5 * time.Second, AnomalyRate: 0.01, Steady: 20 * time.Second,
-			Manager: root + "/bin/manager", Timeout: 3 * time.Minute, Log: GinkgoWriter,
-		})
-		if res != nil {
-			AddReportEntry("bench-scale 500/50", res.Table())
-		}
-		Expect(err).NotTo(HaveOccurred())
+		res := smoke(ctx, Config{Pods: 500, KVS: 50, Period: 5 * time.Second, AnomalyRate: 0.01, Steady: 20 * time.Second,
+			Timeout: 3 * time.Minute})
 
 		Expect(res.Adoption.PodsNamed).To(Equal(500), "every pod labelled kubervisor/name")
 		Expect(res.Adoption.KVSReady).To(Equal(50), "every KubervisorService Ready=True")
@@ -59,4 +47,38 @@ var _ = Describe("make bench-scale at 500 pods / 50 KubervisorServices", func() 
 		}
 		Expect(res.Steady.Requests.LeaderElection).To(BeNumerically(">", 0), "the audit log records the manager's requests")
 	})
+
+	It("splits 1,000 KubervisorServices between two shards: each evaluates its own half and nothing of the other", func(ctx SpecContext) {
+		res := smoke(ctx, Config{Pods: 2000, KVS: 1000, Shards: 2, Period: 5 * time.Second, AnomalyRate: 0.01, Steady: 15 * time.Second,
+			Timeout: 4 * time.Minute})
+
+		Expect(res.Adoption.PodsNamed).To(Equal(2000), "every pod adopted, by the shard of its KubervisorService")
+		Expect(res.Adoption.KVSReady).To(Equal(1000), "every KubervisorService Ready=True")
+		Expect(res.Reaction.Ejected).To(Equal(res.Reaction.Expected), "every flagged pod out of traffic, in both shards")
+		Expect(res.Steady.Breakers).To(Equal(1000), "every breaker asked the detector in the steady window")
+		Expect(res.Shards).To(ConsistOf(
+			ShardResult{Selector: shardLabel + "=s0", Evaluated: 500},
+			ShardResult{Selector: shardLabel + "=s1", Evaluated: 500},
+		), "each shard evaluated exactly its 500 KubervisorServices (its own metrics)")
+		for _, r := range res.Steady.Requests.Requests {
+			Expect(r.Write).To(BeFalse(), "a write in steady state besides leader election: %s %s", r.Verb, r.Resource)
+		}
+	})
 })
+
+// smoke runs the benchmark with cfg on bin/manager and reports its table.
+func smoke(ctx SpecContext, cfg Config) *Result {
+	root, err := cluster.RepoRoot()
+	Expect(err).NotTo(HaveOccurred())
+	_, err = utils.AssetsDir()
+	Expect(err).NotTo(HaveOccurred(), "the benchmark starts its cluster from $KUBEBUILDER_ASSETS")
+	klog.SetLogger(logr.Discard())
+	logf.SetLogger(logr.Discard())
+	cfg.Manager, cfg.Log = root+"/bin/manager", GinkgoWriter
+	res, err := Run(ctx, cfg)
+	if res != nil {
+		AddReportEntry(fmt.Sprintf("bench-scale %d/%d, %d shard(s)", cfg.Pods, cfg.KVS, max(1, cfg.Shards)), res.Table())
+	}
+	Expect(err).NotTo(HaveOccurred())
+	return res
+}

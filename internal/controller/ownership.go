@@ -122,7 +122,8 @@ func claimsOfPod(ctx context.Context, c client.Reader, pod *corev1.Pod) ([]claim
 // when it selects nothing to supervise): through IndexLabel on one of its pairs, then the whole selector,
 // so the cost follows the pods carrying that label, not those of the namespace. opts add list options
 // (client.UnsafeDisableDeepCopy for a caller that only reads the pods).
-func selectedPods(ctx context.Context, c client.Reader, namespace string, selector map[string]string, opts ...client.ListOption) ([]corev1.Pod, error) {
+func selectedPods(ctx context.Context, c client.Reader, namespace string, selector map[string]string,
+	opts ...client.ListOption) ([]corev1.Pod, error) {
 	sel, ok := podstate.ManagedSelector(selector)
 	if !ok {
 		return nil, nil

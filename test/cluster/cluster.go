@@ -281,7 +281,7 @@ func (c *Cluster) startControlPlane() error {
 	}
 	c.logf("starting etcd and kube-apiserver from %s", opts.AssetsDir)
 	if c.cfg, err = c.env.Start(); err != nil {
-		return fmt.Errorf("starting the control plane: %w; end of its log:\n%s", err, logTail(c.LogPath("control-plane"), 3000))
+		return fmt.Errorf("starting the control plane: %w; end of its log:\n%s", err, logTail(c.LogPath("control-plane")))
 	}
 	c.cfg.QPS, c.cfg.Burst = 1000, 2000
 	if c.clientset, err = kubernetes.NewForConfig(c.cfg); err != nil {
@@ -353,7 +353,7 @@ func (c *Cluster) startControllerManager(ctx context.Context) error {
 		return err
 	}
 	if err := c.waitForEndpointSlice(ctx, 60*time.Second); err != nil {
-		return fmt.Errorf("kube-controller-manager is not working: %w; end of its log:\n%s", err, logTail(c.kcm.LogPath(), 3000))
+		return fmt.Errorf("kube-controller-manager is not working: %w; end of its log:\n%s", err, logTail(c.kcm.LogPath()))
 	}
 	return nil
 }
@@ -536,9 +536,13 @@ func RepoRoot() (string, error) {
 	}
 }
 
-// logTail returns the last n bytes of a log file, for errors that the removal of the work directory
+// logTailBytes is how much of a log an error carries.
+const logTailBytes = 3000
+
+// logTail returns the last logTailBytes of a log file, for errors that the removal of the work directory
 // would otherwise leave unexplained.
-func logTail(path string, n int64) string {
+func logTail(path string) string {
+	const n = logTailBytes
 	f, err := os.Open(path)
 	if err != nil {
 		return "(" + err.Error() + ")"

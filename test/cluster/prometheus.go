@@ -157,7 +157,7 @@ func (p *Prometheus) Start(ctx context.Context) error {
 	p.proc = proc
 	if err := p.waitUp(ctx, p.jobs); err != nil {
 		_ = proc.Stop(p.opts.StopGracePeriod)
-		return fmt.Errorf("starting Prometheus: %w; end of its log:\n%s", err, logTail(p.LogPath(), 3000))
+		return fmt.Errorf("starting Prometheus: %w; end of its log:\n%s", err, logTail(p.LogPath()))
 	}
 	if len(p.ruleFiles) > 0 {
 		return p.waitRules(ctx, p.ruleFiles)
@@ -253,7 +253,7 @@ func (p *Prometheus) waitRules(ctx context.Context, files []string) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for Prometheus to load rule files %v (last error: %v); end of its log:\n%s", missing, err, logTail(p.LogPath(), 3000))
+			return fmt.Errorf("waiting for Prometheus to load rule files %v (last error: %v); end of its log:\n%s", missing, err, logTail(p.LogPath()))
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

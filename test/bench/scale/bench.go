@@ -59,9 +59,10 @@ type Config struct {
 	Manager string
 	// Timeout bounds each wait (pods running, adoption, ejections); default 10m.
 	Timeout time.Duration
-	// CPUProfile, when set, is where a CPU profile of the manager over the steady window is written
-	// (from its --pprof-bind-address; read it with `go tool pprof bin/manager FILE`).
-	CPUProfile string
+	// CPUProfile and AllocProfile, when set, are where a CPU profile and an allocation profile of the
+	// (first) manager over the steady window are written (from its --pprof-bind-address; read them with
+	// `go tool pprof bin/manager FILE`).
+	CPUProfile, AllocProfile string
 	// KeepWorkDir keeps the work directory (audit log, manager log, kubeconfigs).
 	KeepWorkDir bool
 	// Log receives progress lines; default none.
@@ -175,7 +176,8 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 		return nil, err
 	}
 	b := &bench{cfg: cfg, res: &Result{
-		Pods: cfg.Pods, Unsupervised: cfg.Unsupervised, KVS: cfg.KVS, Period: cfg.Period.String(), Latency: cfg.Latency.String(), ManagerArgs: cfg.ManagerArgs,
+		Pods: cfg.Pods, Unsupervised: cfg.Unsupervised, KVS: cfg.KVS, Period: cfg.Period.String(), Latency: cfg.Latency.String(),
+		ManagerArgs: cfg.ManagerArgs,
 	}}
 	for g := range cfg.KVS {
 		b.sizes = append(b.sizes, cfg.Pods/cfg.KVS+boolInt(g < cfg.Pods%cfg.KVS))
@@ -403,7 +405,7 @@ func (b *bench) startManager(ctx context.Context, i int, shard string, extra []s
 	if b.cfg.Workers > 0 {
 		args = append(args, "--max-concurrent-reconciles="+strconv.Itoa(b.cfg.Workers))
 	}
-	if b.cfg.CPUProfile != "" && i == 0 {
+	if (b.cfg.CPUProfile != "" || b.cfg.AllocProfile != "") && i == 0 {
 		var err error
 		if b.pprof, err = cluster.FreeAddr(); err != nil {
 			return nil, err
@@ -562,11 +564,13 @@ func (b *bench) steady(ctx context.Context) error {
 	start := time.Now()
 	end := start.Add(b.cfg.Steady)
 	b.logf("measuring the steady state for %s", b.cfg.Steady)
-	profiled := make(chan error, 1)
-	if b.pprof != "" {
-		go func() { profiled <- b.cpuProfile(ctx, b.cfg.Steady) }()
-	} else {
-		profiled <- nil
+	profiled := make(chan error, 2)
+	for _, p := range []struct{ kind, file string }{{"profile", b.cfg.CPUProfile}, {"allocs", b.cfg.AllocProfile}} {
+		if p.file == "" {
+			profiled <- nil
+			continue
+		}
+		go func() { profiled <- b.profile(ctx, p.kind, p.file, b.cfg.Steady) }()
 	}
 	for now := time.Now(); now.Before(end); now = time.Now() {
 		if rss, err := b.managersRSS(); err == nil {
@@ -585,8 +589,10 @@ func (b *bench) steady(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := <-profiled; err != nil {
-		b.warnf("CPU profile: %v", err)
+	for range 2 {
+		if err := <-profiled; err != nil {
+			b.warnf("profile: %v", err)
+		}
 	}
 	rest1, err := b.managersREST(ctx)
 	if err != nil {
@@ -709,9 +715,9 @@ func logTail(log string) string {
 	return log
 }
 
-// cpuProfile fetches a CPU profile of the manager over d into cfg.CPUProfile.
-func (b *bench) cpuProfile(ctx context.Context, d time.Duration) error {
-	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", b.pprof, int(d.Seconds()))
+// profile fetches the manager's pprof profile kind (profile: CPU, allocs: allocations) over d into file.
+func (b *bench) profile(ctx context.Context, kind, file string, d time.Duration) error {
+	url := fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", b.pprof, kind, int(d.Seconds()))
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
@@ -724,7 +730,7 @@ func (b *bench) cpuProfile(ctx context.Context, d time.Duration) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("%s: %s", url, resp.Status)
 	}
-	f, err := os.Create(b.cfg.CPUProfile)
+	f, err := os.Create(file)
 	if err != nil {
 		return err
 	}
@@ -732,7 +738,7 @@ func (b *bench) cpuProfile(ctx context.Context, d time.Duration) error {
 		_ = f.Close() // the copy's error is the one to report
 		return err
 	}
-	b.logf("CPU profile of the steady window in %s", b.cfg.CPUProfile)
+	b.logf("%s profile of the steady window in %s", kind, file)
 	return f.Close()
 }
 

@@ -41,7 +41,7 @@ type ShardResult struct {
 func (b *bench) startManagers(ctx context.Context) error {
 	shards := []string{""}
 	if b.cfg.Shards > 1 {
-		shards = nil
+		shards = make([]string, 0, b.cfg.Shards)
 		for s := range b.cfg.Shards {
 			shards = append(shards, b.shardName(s))
 		}

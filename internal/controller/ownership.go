@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -41,6 +40,11 @@ func claimsOfService(ctx context.Context, c client.Reader, svc *corev1.Service) 
 	if !ok {
 		return nil, nil
 	}
+	return claimsOfSelector(ctx, c, svc, sel)
+}
+
+// claimsOfSelector is claimsOfService for a Service whose managed selector sel is already built.
+func claimsOfSelector(ctx context.Context, c client.Reader, svc *corev1.Service, sel labels.Selector) ([]claim, error) {
 	var list kvv1.KubervisorServiceList
 	if err := c.List(ctx, &list, client.InNamespace(svc.Namespace), client.MatchingFields{IndexServiceName: svc.Name},
 		client.UnsafeDisableDeepCopy); err != nil {
@@ -59,9 +63,15 @@ func claimsOfService(ctx context.Context, c client.Reader, svc *corev1.Service) 
 // claimsFor returns the claims that decide a pod's owner. A pod whose owner still selects it keeps it
 // (desiredOwner), so its owner's claim alone decides; otherwise the claims that select it do
 // (claimsOfPod). Neither reads every KubervisorService of the namespace: a pod event costs the same
-// however many KubervisorServices there are.
-func claimsFor(ctx context.Context, c client.Reader, pod *corev1.Pod) ([]claim, error) {
+// however many KubervisorServices there are. known are claims the caller read already (a Service's, for
+// each of its pods): the owner's claim is taken from them when it is there, without reading it again.
+func claimsFor(ctx context.Context, c client.Reader, pod *corev1.Pod, known []claim) ([]claim, error) {
 	if owner := podstate.OwnerOf(pod); owner != "" {
+		for _, k := range known {
+			if k.kvs.Name == owner && k.selector.Matches(labels.Set(pod.Labels)) {
+				return []claim{k}, nil
+			}
+		}
 		kvs := &kvv1.KubervisorService{}
 		err := c.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: owner}, kvs)
 		switch {
@@ -104,10 +114,11 @@ func claimsOfPod(ctx context.Context, c client.Reader, pod *corev1.Pod) ([]claim
 				continue
 			}
 			seen[svc.Name] = true
-			if sel, ok := podstate.ManagedSelector(svc.Spec.Selector); !ok || !sel.Matches(podLabels) {
+			sel, ok := podstate.ManagedSelector(svc.Spec.Selector)
+			if !ok || !sel.Matches(podLabels) {
 				continue
 			}
-			cs, err := claimsOfService(ctx, c, svc)
+			cs, err := claimsOfSelector(ctx, c, svc, sel)
 			if err != nil {
 				return nil, err
 			}
@@ -128,15 +139,8 @@ func selectedPods(ctx context.Context, c client.Reader, namespace string, select
 	if !ok {
 		return nil, nil
 	}
-	var pair string
-	for _, k := range slices.Sorted(maps.Keys(selector)) {
-		if k != kvv1.LabelTraffic {
-			pair = k + "=" + selector[k]
-			break
-		}
-	}
 	var list corev1.PodList
-	opts = append([]client.ListOption{client.InNamespace(namespace), client.MatchingFields{IndexLabel: pair},
+	opts = append([]client.ListOption{client.InNamespace(namespace), client.MatchingFields{IndexLabel: podstate.ManagedPairs(selector)[0]},
 		client.MatchingLabelsSelector{Selector: sel}}, opts...)
 	if err := c.List(ctx, &list, opts...); err != nil {
 		return nil, fmt.Errorf("listing the pods of selector %s in %s: %w", sel, namespace, err)

@@ -55,7 +55,7 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 	if theirs, err := r.shard.othersPod(ctx, r, pod); err != nil || theirs {
 		return ctrl.Result{}, err
 	}
-	cs, err := claimsFor(ctx, r, pod)
+	cs, err := claimsFor(ctx, r, pod, nil)
 	if err != nil {
 		return ctrl.Result{}, err
 	}

@@ -183,13 +183,16 @@ type harness struct {
 	// lists counts the cache lists by list type and field selector ("*v1alpha1.KubervisorServiceList
 	// spec.service=svc").
 	lists map[string]int
+	// gets counts the cache reads of single objects by type ("*v1alpha1.KubervisorService").
+	gets map[string]int
 	// adoptions is shared by the reconcilers the harness builds, as SetupWithManager shares it.
 	adoptions *adoptionFailures
 }
 
 func newHarness(t *testing.T, objs ...client.Object) *harness {
 	h := &harness{t: t, clock: clocktesting.NewFakeClock(t0), events: &eventLog{}, detectors: map[string]*fakeDetector{},
-		evictor: &fakeEvictor{}, adoptions: newAdoptionFailures(), lists: map[string]int{}}
+		evictor: &fakeEvictor{}, adoptions: newAdoptionFailures(), lists: map[string]int{},
+		gets: map[string]int{}}
 	h.client = fake.NewClientBuilder().WithScheme(testScheme).
 		WithIndex(&kvv1.KubervisorService{}, IndexServiceName, KubervisorServiceByService).
 		WithIndex(&corev1.Pod{}, IndexOwner, PodByOwner).
@@ -214,6 +217,10 @@ func newHarness(t *testing.T, objs ...client.Object) *harness {
 					}
 				}
 				return c.Patch(ctx, obj, patch, opts...)
+			},
+			Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+				h.gets[fmt.Sprintf("%T", obj)]++
+				return c.Get(ctx, key, obj, opts...)
 			},
 			List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
 				o := &client.ListOptions{}

@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"testing"
 	"time"
 
@@ -102,7 +101,8 @@ func TestPassesCostTheSameWithManyKubervisorServices(t *testing.T) {
 // TestAdoptionAndSelectionGoThroughIndexes: a pass lists pods only through an index (the Service's pods by
 // one label pair, not every pod of the namespace), and a new pod's adoption, from its own event or its
 // Service's, reads the Services whose selector holds one of its labels and their KubervisorServices,
-// never every one in the namespace; the pod goes to the right owner all the same.
+// never every one in the namespace; the pod goes to the right owner all the same. A Service's event reads
+// the claims on its pods once, not its KubervisorService again for each pod it owns.
 func TestAdoptionAndSelectionGoThroughIndexes(t *testing.T) {
 	objs := []client.Object{testService(true), testPod("p0", "yes", nil), testKVS(nil, "b")}
 	for i := range 200 {
@@ -124,24 +124,29 @@ func TestAdoptionAndSelectionGoThroughIndexes(t *testing.T) {
 	for _, c := range []struct {
 		what string
 		run  func() error
+		// kvsGets is how many KubervisorServices it may read one by one (-1: not checked).
+		kvsGets int
 	}{
 		{"the new pod's event", func() error {
 			_, err := h.podReconciler().Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKey{Namespace: testNS, Name: "new"}})
 			return err
-		}},
+		}, -1}, // not counted: the pod reconciler reads the pod and its owner
 		{"its Service's event (adopting new2)", func() error {
 			r := &ServiceReconciler{Client: h.client, adoptions: h.adoptions}
 			_, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKey{Namespace: testNS, Name: "svc"}})
 			return err
-		}},
-		{"a breaker pass", func() error { _, err := h.pass(h.kvsReconciler()); return err }},
+		}, 0},
+		{"a breaker pass", func() error { _, err := h.pass(h.kvsReconciler()); return err }, 1},
 	} {
-		h.lists = map[string]int{}
+		h.lists, h.gets = map[string]int{}, map[string]int{}
 		if err := c.run(); err != nil {
 			t.Fatalf("%s: %v", c.what, err)
 		}
 		if n := unfiltered(); n != 0 {
 			t.Errorf("%s listed pods, Services or KubervisorServices without an index %d times (%v), want none", c.what, n, h.lists)
+		}
+		if c.kvsGets >= 0 && h.gets["*v1alpha1.KubervisorService"] != c.kvsGets {
+			t.Errorf("%s read KubervisorServices one by one %d times, want %d", c.what, h.gets["*v1alpha1.KubervisorService"], c.kvsGets)
 		}
 	}
 	for _, c := range []struct{ pod, owner string }{{"new", "kvs"}, {"new2", "kvs"}, {"other-7-pod", ""}} {
@@ -195,23 +200,31 @@ func TestShardLeavesOtherShardsPodsAlone(t *testing.T) {
 	}
 }
 
-// staleReader answers Gets of the KubervisorService with a copy of an older version of it, as a cache
-// whose watch has not delivered our last writes yet, and counts the patches sent to it.
+// staleReader answers Gets of the KubervisorService with a copy of an older version of it (when kvs is
+// set), as a cache whose watch has not delivered our last writes yet; it counts the patches sent to the
+// KubervisorService and keeps the last one's result in patched.
 type staleReader struct {
 	client.Client
 	kvs     *kvv1.KubervisorService
 	patches *int
+	patched **kvv1.KubervisorService
 }
 
 func (s staleReader) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
-	if _, ok := obj.(*kvv1.KubervisorService); ok {
-		*s.patches++
+	k, ok := obj.(*kvv1.KubervisorService)
+	if !ok {
+		return s.Client.Patch(ctx, obj, patch, opts...)
 	}
-	return s.Client.Patch(ctx, obj, patch, opts...)
+	*s.patches++
+	err := s.Client.Patch(ctx, obj, patch, opts...)
+	if err == nil {
+		*s.patched = k.DeepCopy()
+	}
+	return err
 }
 
 func (s staleReader) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-	if k, ok := obj.(*kvv1.KubervisorService); ok && key.Name == s.kvs.Name {
+	if k, ok := obj.(*kvv1.KubervisorService); ok && s.kvs != nil && key.Name == s.kvs.Name {
 		s.kvs.DeepCopyInto(k)
 		return nil
 	}
@@ -227,13 +240,16 @@ func TestPassWaitsForTheCacheToSeeItsOwnWrite(t *testing.T) {
 	h := newHarness(t, testService(true), testPod("p0", "yes", nil), testPod("p1", "yes", nil), fresh)
 	before := h.kvs()
 	r := h.kvsReconciler()
-	mustPass(h, r)
-	if h.statusWrites != 1 {
-		t.Fatalf("the first pass wrote status %d times, want 1", h.statusWrites)
-	}
 	kvsPatches := 0
-	for _, stale := range []*kvv1.KubervisorService{before, withFinalizer(t, before, h.kvs())} {
-		r.Client = staleReader{Client: h.client, kvs: stale, patches: &kvsPatches}
+	var finalized *kvv1.KubervisorService // as the finalizer patch left it, before the status write
+	r.Client = staleReader{Client: h.client, patches: &kvsPatches, patched: &finalized}
+	mustPass(h, r)
+	if h.statusWrites != 1 || kvsPatches != 1 {
+		t.Fatalf("the first pass wrote status %d times and patched the KubervisorService %d times, want 1 and 1", h.statusWrites, kvsPatches)
+	}
+	kvsPatches = 0
+	for _, stale := range []*kvv1.KubervisorService{before, finalized} {
+		r.Client = staleReader{Client: h.client, kvs: stale, patches: &kvsPatches, patched: new(*kvv1.KubervisorService)}
 		h.clock.Step(10 * time.Second) // the breaker is due again: a pass on the stale copy would evaluate and write
 		res, err := h.pass(r)
 		if err != nil {
@@ -269,17 +285,4 @@ func TestAdoptionWritesPodCountsOnceComplete(t *testing.T) {
 	if got := h.kvs().Status.Pods; got.Managed != 3 || got.InTraffic != 3 {
 		t.Errorf("adoption done: status counts %+v, want 3 managed and in traffic", got)
 	}
-}
-
-// withFinalizer is kvs as the finalizer patch left it, between before and after (the status write): the
-// finalizer, and the resourceVersion before the status write's (the fake client counts them up by one).
-func withFinalizer(t *testing.T, before, after *kvv1.KubervisorService) *kvv1.KubervisorService {
-	rv, err := strconv.Atoi(after.ResourceVersion)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := before.DeepCopy()
-	k.Finalizers = []string{kvv1.Finalizer}
-	k.ResourceVersion = strconv.Itoa(rv - 1)
-	return k
 }

@@ -46,6 +46,9 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{}, nil
 	}
 	pods := map[types.NamespacedName]*corev1.Pod{}
+	// own are the claims on this Service's pods, read once for all of them (claimsFor takes the owner's
+	// claim from them).
+	var own []claim
 	svc := &corev1.Service{}
 	switch err := r.Get(ctx, req.NamespacedName, svc); {
 	case apierrors.IsNotFound(err):
@@ -57,6 +60,9 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 			return ctrl.Result{}, err
 		}
 		addPods(pods, selected)
+		if own, err = claimsOfService(ctx, r, svc); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	for i := range named.Items {
 		owned, err := ownedPods(ctx, r, &named.Items[i])
@@ -72,7 +78,7 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 			}
 			continue
 		}
-		cs, err := claimsFor(ctx, r, pods[key])
+		cs, err := claimsFor(ctx, r, pods[key], own)
 		if err != nil {
 			return ctrl.Result{}, err
 		}

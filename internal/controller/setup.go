@@ -15,6 +15,7 @@ import (
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 	"github.com/kubervisor/kubervisor/internal/detector"
+	"github.com/kubervisor/kubervisor/internal/podstate"
 )
 
 // Field index keys, registered once by SetupIndexes for cmd/main.go and the tests alike.
@@ -122,13 +123,7 @@ func ServiceBySelector(o client.Object) []string {
 	if !ok {
 		return nil
 	}
-	var out []string
-	for k, v := range svc.Spec.Selector {
-		if k != kvv1.LabelTraffic {
-			out = append(out, k+"="+v)
-		}
-	}
-	return out
+	return podstate.ManagedPairs(svc.Spec.Selector)
 }
 
 // SetupIndexes registers the field indexes the reconcilers' map functions rely on. Tests building a fake

@@ -1,6 +1,8 @@
 package podstate
 
 import (
+	"slices"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -88,6 +90,19 @@ func ManagedSelector(selector map[string]string) (sel labels.Selector, ok bool) 
 		return labels.Nothing(), false
 	}
 	return labels.SelectorFromValidatedSet(set), true
+}
+
+// ManagedPairs returns the key=value pairs of ManagedSelector's selector, sorted: the Service selector
+// minus kubervisor/traffic.
+func ManagedPairs(selector map[string]string) []string {
+	out := make([]string, 0, len(selector))
+	for k, v := range selector {
+		if k != v1alpha1.LabelTraffic {
+			out = append(out, k+"="+v)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // TrafficControlled reports whether the Service selector holds kubervisor/traffic: "yes", the switch that

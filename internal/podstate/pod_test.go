@@ -1,6 +1,7 @@
 package podstate_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -18,15 +19,17 @@ func TestManagedSelector(t *testing.T) {
 		ok       bool
 		matches  map[string]string
 		misses   map[string]string
+		pairs    []string // ManagedPairs
 	}{
 		"traffic key is ignored": {
-			selector: map[string]string{"app": "a", kvv1.LabelTraffic: kvv1.TrafficYes}, ok: true,
-			matches: map[string]string{"app": "a", kvv1.LabelTraffic: kvv1.TrafficNo},
+			selector: map[string]string{"tier": "web", "app": "a", kvv1.LabelTraffic: kvv1.TrafficYes}, ok: true,
+			pairs:   []string{"app=a", "tier=web"},
+			matches: map[string]string{"app": "a", "tier": "web", kvv1.LabelTraffic: kvv1.TrafficNo},
 			misses:  map[string]string{"app": "b"},
 		},
 		"plain selector": {
 			selector: map[string]string{"app": "a"}, ok: true,
-			matches: map[string]string{"app": "a"}, misses: map[string]string{},
+			matches: map[string]string{"app": "a"}, misses: map[string]string{}, pairs: []string{"app=a"},
 		},
 		"only the traffic key selects nothing": {
 			selector: map[string]string{kvv1.LabelTraffic: kvv1.TrafficYes},
@@ -45,6 +48,9 @@ func TestManagedSelector(t *testing.T) {
 			}
 			if sel.Matches(labels.Set(tc.misses)) {
 				t.Errorf("selector %v matches %v", sel, tc.misses)
+			}
+			if got := podstate.ManagedPairs(tc.selector); !slices.Equal(got, tc.pairs) && len(got)+len(tc.pairs) > 0 {
+				t.Errorf("ManagedPairs = %q, want %q", got, tc.pairs)
 			}
 		})
 	}

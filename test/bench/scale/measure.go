@@ -129,44 +129,57 @@ func readAudit(path string, from, to time.Time) (auditCounts, error) {
 
 // scrapeRESTRequests returns the manager's rest_client_requests_total summed by method (controller-
 // runtime's client-go adapter labels it by code, host and method only: no resource).
-func scrapeRESTRequests(ctx context.Context, metricsURL string) (map[string]float64, error) {
+func scrapeRESTRequests(ctx context.Context, metricsURL string) (out map[string]float64, err error) {
+	err = scrapeMetrics(ctx, metricsURL, 10*time.Second, func(body io.Reader) error {
+		out, err = parseRESTRequests(body)
+		return err
+	})
+	return out, err
+}
+
+// scrapeMetrics GETs the manager's metrics within timeout and hands the body to read.
+func scrapeMetrics(ctx context.Context, metricsURL string, timeout time.Duration, read func(io.Reader) error) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	resp, err := (&http.Client{Timeout: timeout}).Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("scraping the manager's metrics: %w", err)
+		return fmt.Errorf("scraping the manager's metrics: %w", err)
 	}
 	defer func() { _ = resp.Body.Close() }() // read only
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("scraping the manager's metrics: %s", resp.Status)
+		return fmt.Errorf("scraping the manager's metrics: %s", resp.Status)
 	}
-	return parseRESTRequests(resp.Body)
+	return read(resp.Body)
+}
+
+// metricLines calls each for every line of body that starts with prefix, with the rest of the line.
+func metricLines(body io.Reader, prefix string, each func(rest string)) error {
+	sc := bufio.NewScanner(body)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), prefix); ok {
+			each(rest)
+		}
+	}
+	return sc.Err()
 }
 
 func parseRESTRequests(r io.Reader) (map[string]float64, error) {
-	const name = "rest_client_requests_total{"
 	out := map[string]float64{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name) {
-			continue
-		}
-		end := strings.LastIndexByte(line, '}')
+	err := metricLines(r, "rest_client_requests_total{", func(rest string) {
+		end := strings.LastIndexByte(rest, '}')
 		if end < 0 {
-			continue
+			return
 		}
-		value, err := strconv.ParseFloat(strings.TrimSpace(line[end+1:]), 64)
+		value, err := strconv.ParseFloat(strings.TrimSpace(rest[end+1:]), 64)
 		if err != nil {
-			continue
+			return
 		}
-		method := labelValue(line[len(name):end], "method")
-		out[method] += value
-	}
-	return out, sc.Err()
+		out[labelValue(rest[:end], "method")] += value
+	})
+	return out, err
 }
 
 // labelValue returns the value of label in a Prometheus text-format label set (a="x",b="y"); the
@@ -182,24 +195,13 @@ func labelValue(labels, label string) string {
 
 // leaderStatus reports whether the manager's metrics say it holds the leader-election lease.
 func leaderStatus(ctx context.Context, metricsURL string) bool {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
-	if err != nil {
-		return false
-	}
-	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
-	if err != nil {
-		return false
-	}
-	defer func() { _ = resp.Body.Close() }() // read only
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "leader_election_master_status{") && strings.HasSuffix(line, " 1") {
-			return true
-		}
-	}
-	return false
+	leader := false
+	_ = scrapeMetrics(ctx, metricsURL, 5*time.Second, func(body io.Reader) error { // not yet: false
+		return metricLines(body, "leader_election_master_status{", func(rest string) {
+			leader = leader || strings.HasSuffix(rest, " 1")
+		})
+	})
+	return leader
 }
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat (100 on every Linux ABI Go

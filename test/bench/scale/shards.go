@@ -1,10 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net/http"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -59,27 +58,20 @@ func (b *bench) startManagers(ctx context.Context) error {
 }
 
 // managersCPU is the CPU seconds every manager of the run used so far.
-func (b *bench) managersCPU() (float64, error) {
-	var sum float64
-	for _, m := range b.managers {
-		s, err := cpuSeconds(m.proc.Pid())
-		if err != nil {
-			return 0, err
-		}
-		sum += s
-	}
-	return sum, nil
-}
+func (b *bench) managersCPU() (float64, error) { return b.sumOverManagers(cpuSeconds) }
 
 // managersRSS is the resident memory of every manager of the run, summed.
-func (b *bench) managersRSS() (float64, error) {
+func (b *bench) managersRSS() (float64, error) { return b.sumOverManagers(rssMiB) }
+
+// sumOverManagers sums a /proc figure of every manager process.
+func (b *bench) sumOverManagers(figure func(pid int) (float64, error)) (float64, error) {
 	var sum float64
 	for _, m := range b.managers {
-		r, err := rssMiB(m.proc.Pid())
+		v, err := figure(m.proc.Pid())
 		if err != nil {
 			return 0, err
 		}
-		sum += r
+		sum += v
 	}
 	return sum, nil
 }
@@ -141,33 +133,16 @@ func (b *bench) shardResults(ctx context.Context) ([]ShardResult, error) {
 // evaluatedKVS returns the KubervisorServices of the bench namespace that have a last-evaluation series
 // in the manager's metrics.
 func evaluatedKVS(ctx context.Context, metricsURL string) (map[string]struct{}, error) {
-	const name = "kubervisor_breaker_last_evaluation_timestamp_seconds{"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("scraping %s: %w", metricsURL, err)
-	}
-	defer func() { _ = resp.Body.Close() }() // read only
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("scraping %s: %s", metricsURL, resp.Status)
-	}
 	out := map[string]struct{}{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name) {
-			continue
-		}
-		labels := line[len(name):max(len(name), strings.LastIndexByte(line, '}'))]
-		if labelValue(labels, "namespace") == namespace {
-			out[labelValue(labels, "kubervisorservice")] = struct{}{}
-		}
-	}
-	return out, sc.Err()
+	err := scrapeMetrics(ctx, metricsURL, 10*time.Second, func(body io.Reader) error {
+		return metricLines(body, "kubervisor_breaker_last_evaluation_timestamp_seconds{", func(rest string) {
+			labels := rest[:max(0, strings.LastIndexByte(rest, '}'))]
+			if labelValue(labels, "namespace") == namespace {
+				out[labelValue(labels, "kubervisorservice")] = struct{}{}
+			}
+		})
+	})
+	return out, err
 }
 
 // shardTable is the report's lines for the shards.

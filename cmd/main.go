@@ -22,6 +22,7 @@ import (
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 	"github.com/kubervisor/kubervisor/internal/controller"
+	"github.com/kubervisor/kubervisor/internal/logging"
 	// +kubebuilder:scaffold:imports
 )
 
@@ -73,7 +74,8 @@ func main() {
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
 
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	// Lazy: a reconcile that logs nothing does not encode its logger's values (internal/logging).
+	ctrl.SetLogger(logging.Lazy(zap.New(zap.UseFlagOptions(&opts))))
 	shardSelector, err := labels.Parse(kvsSelector)
 	if err != nil {
 		setupLog.Error(err, "Invalid --kubervisorservice-selector", "selector", kvsSelector)

@@ -57,13 +57,13 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 			errs = err
 			plan = withoutEjections(plan)
 		} else {
-			obs.pods = live
+			obs.pods = pointersTo(live)
 			plan, floor = planOn(kvs, obs.pods, ev)
 		}
 	}
 	byName := make(map[string]*corev1.Pod, len(obs.pods))
-	for i := range obs.pods {
-		byName[obs.pods[i].Name] = &obs.pods[i]
+	for _, p := range obs.pods {
+		byName[p.Name] = p
 	}
 	selectorActive := podstate.Effective(kvs, obs.svc)
 	evals := map[string]*breakerEval{}

@@ -62,8 +62,8 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 	mem *kvsMemory, now time.Time) evaluation {
 	var ev evaluation
 	managed := make(map[string]struct{}, len(obs.pods))
-	for i := range obs.pods {
-		managed[obs.pods[i].Name] = struct{}{}
+	for _, p := range obs.pods {
+		managed[p.Name] = struct{}{}
 	}
 	selectorActive := podstate.Effective(kvs, obs.svc)
 	pods := planPods(obs.pods, kvs.Spec.GateMode())
@@ -124,7 +124,7 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 }
 
 // onProbation returns the anomalous pods the breaker restored less than its probation ago, with why.
-func onProbation(b *kvv1.BreakerStrategy, anomalies []breaker.Anomaly, pods []corev1.Pod, now time.Time) map[string]string {
+func onProbation(b *kvv1.BreakerStrategy, anomalies []breaker.Anomaly, pods []*corev1.Pod, now time.Time) map[string]string {
 	probation, _ := b.ProbationOf()
 	if probation <= 0 || len(anomalies) == 0 {
 		return nil
@@ -134,8 +134,7 @@ func onProbation(b *kvv1.BreakerStrategy, anomalies []breaker.Anomaly, pods []co
 		flagged[a.Pod] = true
 	}
 	var out map[string]string
-	for i := range pods {
-		p := &pods[i]
+	for _, p := range pods {
 		if !flagged[p.Name] {
 			continue
 		}
@@ -192,7 +191,7 @@ func (r *KubervisorServiceReconciler) detect(ctx context.Context, kvs *kvv1.Kube
 
 // planOn decides, on a view of the managed pods, who each breaker ejects (SPEC §5 steps 2–3, one quota for
 // the whole KubervisorService), and returns the floor it held.
-func planOn(kvs *kvv1.KubervisorService, pods []corev1.Pod, ev *evaluation) ([]breaker.Outcome, int) {
+func planOn(kvs *kvv1.KubervisorService, pods []*corev1.Pod, ev *evaluation) ([]breaker.Outcome, int) {
 	pp := planPods(pods, kvs.Spec.GateMode())
 	floor := breaker.FloorOf(&kvs.Spec, breaker.Count(pp).Base)
 	return breaker.Plan(pp, floor, ev.inputs()), floor
@@ -200,10 +199,9 @@ func planOn(kvs *kvv1.KubervisorService, pods []corev1.Pod, ev *evaluation) ([]b
 
 // planPods is what the plan and the guards know of the managed pods. In readinessGate mode readiness is
 // ContainersReady and a pod without the gate is locked in traffic (SPEC §11).
-func planPods(pods []corev1.Pod, gateMode bool) []breaker.Pod {
+func planPods(pods []*corev1.Pod, gateMode bool) []breaker.Pod {
 	out := make([]breaker.Pod, len(pods))
-	for i := range pods {
-		p := &pods[i]
+	for i, p := range pods {
 		out[i] = breaker.Pod{Name: p.Name, Ready: podstate.ServingReady(p, gateMode), Terminating: !p.DeletionTimestamp.IsZero(),
 			Traffic: podstate.TrafficOf(p), Locked: gateMode && !podstate.HasGate(p)}
 	}

@@ -78,10 +78,10 @@ func TestCountPods(t *testing.T) {
 		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: s}}
 		return p
 	}
-	got := countPods([]corev1.Pod{
+	got := countPods(pointersTo([]corev1.Pod{
 		pod("yes", true), pod("yes", true), pod("yes", false), pod("no", true), pod("no", false),
 		pod("pause", true), pod("", true), pod("maybe", false),
-	}, false)
+	}), false)
 	want := kvv1.PodCounts{Managed: 8, Ready: 5, InTraffic: 2, Ejected: 2, Paused: 1, Unknown: 2}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("countPods mismatch (-want +got):\n%s", d)
@@ -97,7 +97,7 @@ func TestCountPods(t *testing.T) {
 		p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: corev1.ContainersReady, Status: s})
 		return p
 	}
-	got = countPods([]corev1.Pod{gated("yes", true), gated("no", true), gated("yes", false)}, true)
+	got = countPods(pointersTo([]corev1.Pod{gated("yes", true), gated("no", true), gated("yes", false)}), true)
 	want = kvv1.PodCounts{Managed: 3, Ready: 2, InTraffic: 1, Ejected: 1}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("countPods in readinessGate mode mismatch (-want +got):\n%s", d)

@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
@@ -52,8 +53,10 @@ type KubervisorServiceReconciler struct {
 	HTTP      *http.Client
 
 	newDetector DetectorFactory
-	memory      *memory
-	adoptions   *adoptionFailures
+	// podStore is the pod informer's indexer the passes read from (podstore.go); nil: they list.
+	podStore  toolscache.Indexer
+	memory    *memory
+	adoptions *adoptionFailures
 }
 
 // +kubebuilder:rbac:groups=breaker.kubervisor.io,resources=kubervisorservices,verbs=get;list;watch;patch

@@ -69,13 +69,13 @@ func requestOf(pod *corev1.Pod) (request, bool, error) {
 // the KubervisorService's floor; pods reflect the pass's own writes afterwards.
 func (r *KubervisorServiceReconciler) carryOutRequests(ctx context.Context, kvs *kvv1.KubervisorService, obs *observation,
 	now time.Time) error {
-	var pending []int
-	for i := range obs.pods {
-		if _, ok := obs.pods[i].Annotations[kvv1.AnnotationRequest]; ok {
-			pending = append(pending, i)
+	pending := false
+	for _, p := range obs.pods {
+		if _, ok := p.Annotations[kvv1.AnnotationRequest]; ok {
+			pending = true
 		}
 	}
-	if len(pending) == 0 {
+	if !pending {
 		return nil
 	}
 	// A live read, as before any ejection (SPEC §5.5): the floor holds for people too.
@@ -83,10 +83,9 @@ func (r *KubervisorServiceReconciler) carryOutRequests(ctx context.Context, kvs 
 	if err != nil {
 		return err
 	}
-	obs.pods = live
+	obs.pods = pointersTo(live)
 	var errs error
-	for i := range obs.pods {
-		pod := &obs.pods[i]
+	for _, pod := range obs.pods {
 		if _, ok := pod.Annotations[kvv1.AnnotationRequest]; !ok {
 			continue
 		}
@@ -202,14 +201,14 @@ func orSomeone(by string) string {
 // manualHolds lists the pods held out of traffic by hand, in name order, at most MaxPodNamesInStatus
 // (status.manual[]). Times are what the API server stores; an unusable break-at shows no since (the
 // activator repairs it).
-func manualHolds(pods []corev1.Pod, now time.Time) []kvv1.ManualHold {
+func manualHolds(pods []*corev1.Pod, now time.Time) []kvv1.ManualHold {
 	var out []kvv1.ManualHold
-	for i := range pods {
-		s := podstate.Of(&pods[i], now)
+	for _, p := range pods {
+		s := podstate.Of(p, now)
 		if s.Manual == nil || s.Traffic != kvv1.TrafficNo {
 			continue
 		}
-		h := kvv1.ManualHold{Pod: pods[i].Name, By: s.Manual.By, Reason: s.Manual.Reason}
+		h := kvv1.ManualHold{Pod: p.Name, By: s.Manual.By, Reason: s.Manual.Reason}
 		if s.BreakAtField == podstate.FieldValid {
 			h.Since = new(apiTime(s.BreakAt))
 		}

@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 )
@@ -19,9 +18,9 @@ import (
 type observation struct {
 	// svc is the Service the KubervisorService names; nil when it does not exist.
 	svc *corev1.Service
-	// pods are the pods labelled with this KubervisorService's name. After act, they reflect the pass's own
-	// writes.
-	pods []corev1.Pod
+	// pods are the pods labelled with this KubervisorService's name. Read only: they may be the cache's
+	// own objects (podStore). After act, they are live copies that reflect the pass's own writes.
+	pods []*corev1.Pod
 	conflict
 	// stall says why adoption keeps the breakers from running (reason empty: it does not, or not yet).
 	stall stall
@@ -75,15 +74,15 @@ func (r *KubervisorServiceReconciler) observe(ctx context.Context, kvs *kvv1.Kub
 	if err != nil {
 		return nil, err
 	}
-	// NOTE: no deep copies: a pass only reads these. Every write goes to a live copy (act and the manual
-	// requests read the pods live before writing; patchPod and syncGate copy before they change anything).
-	if obs.pods, err = ownedPods(ctx, r, kvs, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, err
+	// NOTE: the cache's own objects, not copies: a pass only reads these. Every write goes to a live copy
+	// (act and the manual requests read the pods live before writing).
+	if obs.pods, err = r.cachedPods(ctx, kvs.Namespace, IndexOwner, kvs.Name); err != nil {
+		return nil, fmt.Errorf("listing pods of KubervisorService %s/%s: %w", kvs.Namespace, kvs.Name, err)
 	}
-	var selected []corev1.Pod
+	var selected []*corev1.Pod
 	if svc != nil {
-		// Read only (conflictOf reads names and labels): no deep copies.
-		if selected, err = selectedPods(ctx, r, kvs.Namespace, svc.Spec.Selector, client.UnsafeDisableDeepCopy); err != nil {
+		// Read only (conflictOf reads names and labels).
+		if selected, err = r.cachedSelected(ctx, kvs.Namespace, svc.Spec.Selector); err != nil {
 			return nil, err
 		}
 	}
@@ -99,7 +98,7 @@ func (r *KubervisorServiceReconciler) observe(ctx context.Context, kvs *kvv1.Kub
 //   - otherwise, selected pods supervised by other KubervisorServices: PodsClaimedByOther (the pods stay with
 //     their owner, this one supervises the rest);
 //   - selected pods without an owner, not terminating: adoption is under way (counted in unadopted).
-func conflictOf(kvs *kvv1.KubervisorService, cs []claim, selected []corev1.Pod) conflict {
+func conflictOf(kvs *kvv1.KubervisorService, cs []claim, selected []*corev1.Pod) conflict {
 	c := conflict{owner: true}
 	var rivals []string
 	first := ""
@@ -115,8 +114,7 @@ func conflictOf(kvs *kvv1.KubervisorService, cs []claim, selected []corev1.Pod) 
 		}
 	}
 	others := map[string]int{}
-	for i := range selected {
-		p := &selected[i]
+	for _, p := range selected {
 		owner, ok := p.Labels[kvv1.LabelName]
 		switch {
 		case !ok && p.DeletionTimestamp.IsZero():

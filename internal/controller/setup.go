@@ -152,6 +152,11 @@ func SetupWithManager(ctx context.Context, mgr manager.Manager, opts Options) er
 	}
 	rec := mgr.GetEventRecorder(fieldManager)
 	kvs := NewKubervisorServiceReconciler(mgr.GetClient(), mgr.GetAPIReader(), rec, opts)
+	store, err := podStoreOf(ctx, mgr.GetCache())
+	if err != nil {
+		return err
+	}
+	kvs.podStore = store
 	if err := kvs.SetupWithManager(mgr, opts.MaxConcurrentEvaluations); err != nil {
 		return fmt.Errorf("setting up the KubervisorService controller: %w", err)
 	}

@@ -93,10 +93,9 @@ func apiTime(t time.Time) metav1.Time {
 }
 
 // countPods counts the managed pods by state (SPEC §2.2).
-func countPods(pods []corev1.Pod, gateMode bool) kvv1.PodCounts {
+func countPods(pods []*corev1.Pod, gateMode bool) kvv1.PodCounts {
 	var c kvv1.PodCounts
-	for i := range pods {
-		p := &pods[i]
+	for _, p := range pods {
 		c.Managed++
 		ready := podstate.ServingReady(p, gateMode)
 		if ready {
@@ -232,14 +231,14 @@ func conditions(kvs *kvv1.KubervisorService, obs *observation, outcomes map[stri
 }
 
 // podsWithoutGate names, in readinessGate mode, the managed pods lacking the gate, sorted.
-func podsWithoutGate(kvs *kvv1.KubervisorService, pods []corev1.Pod) []string {
+func podsWithoutGate(kvs *kvv1.KubervisorService, pods []*corev1.Pod) []string {
 	if !kvs.Spec.GateMode() {
 		return nil
 	}
 	var out []string
-	for i := range pods {
-		if !podstate.HasGate(&pods[i]) {
-			out = append(out, pods[i].Name)
+	for _, p := range pods {
+		if !podstate.HasGate(p) {
+			out = append(out, p.Name)
 		}
 	}
 	slices.Sort(out)

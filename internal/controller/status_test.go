@@ -102,7 +102,7 @@ func TestConflictOf(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			got := conflictOf(tc.kvs.kvs, tc.claims, tc.selected)
+			got := conflictOf(tc.kvs.kvs, tc.claims, pointersTo(tc.selected))
 			if d := cmp.Diff(tc.want, got, cmp.AllowUnexported(conflict{})); d != "" {
 				t.Errorf("conflictOf mismatch (-want +got):\n%s", d)
 			}
@@ -133,7 +133,7 @@ func TestDesiredStatus(t *testing.T) {
 		return corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{kvv1.LabelTraffic: traffic}},
 			Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
 	}
-	obs := &observation{svc: svc, pods: []corev1.Pod{readyPod("p0", "yes"), readyPod("p1", "no"), readyPod("p2", "yes")},
+	obs := &observation{svc: svc, pods: pointersTo([]corev1.Pod{readyPod("p0", "yes"), readyPod("p1", "no"), readyPod("p2", "yes")}),
 		conflict: conflict{owner: true}}
 	kvsWith := func(status kvv1.KubervisorServiceStatus) *kvv1.KubervisorService {
 		k := kvsAt("kvs", t0, "svc")

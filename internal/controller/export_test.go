@@ -1,0 +1,54 @@
+package controller
+
+import (
+	"context"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// PodReads reads the pods of namespace whose index holds value, and those selector selects, the two ways a
+// pass can (podstore.go): through c's pod store (hasStore false when c has none) and through a List of c.
+// Names, sorted. For the envtest suite (package controller_test).
+func PodReads(ctx context.Context, c cache.Cache, namespace, index, value string, selector map[string]string) (
+	storeIndexed, listIndexed, storeSelected, listSelected []string, hasStore bool, err error) {
+	store, err := podStoreOf(ctx, c)
+	if err != nil {
+		return
+	}
+	names := func(pods []*corev1.Pod) []string {
+		out := make([]string, 0, len(pods))
+		for _, p := range pods {
+			out = append(out, p.Name)
+		}
+		slices.Sort(out)
+		return out
+	}
+	read := func(r *KubervisorServiceReconciler) (indexed, selected []string, err error) {
+		pods, err := r.cachedPods(ctx, namespace, index, value)
+		if err != nil {
+			return nil, nil, err
+		}
+		sel, err := r.cachedSelected(ctx, namespace, selector)
+		return names(pods), names(sel), err
+	}
+	if store != nil {
+		if storeIndexed, storeSelected, err = read(&KubervisorServiceReconciler{podStore: store}); err != nil {
+			return
+		}
+	}
+	listIndexed, listSelected, err = read(&KubervisorServiceReconciler{Client: listsFrom{r: c}})
+	return storeIndexed, listIndexed, storeSelected, listSelected, store != nil, err
+}
+
+// listsFrom is a client whose List reads r (the only call a pass's pod reads make).
+type listsFrom struct {
+	client.Client
+	r client.Reader
+}
+
+func (l listsFrom) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	return l.r.List(ctx, list, opts...)
+}

@@ -1,0 +1,60 @@
+package controller_test
+
+import (
+	"context"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+
+	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/controller"
+)
+
+// A pass reads its pods from the pod informer's indexer, through the index names and keys of
+// controller-runtime's IndexField (podstore.go). On a real cache, the store must give exactly what a List
+// gives, and what the pods are: an upgrade that renames the indexes or changes their keys fails here.
+var _ = Describe("The pass's pod store", func() {
+	ctx := context.Background()
+
+	It("agrees with the cache's List, on a cluster-wide cache and (listing) on a namespaced one", func() {
+		// The same fleet in two namespaces, each supervised by its KubervisorService kvs (the manager adopts
+		// the pods: kubervisor/name=kvs); the store must keep the namespaces apart.
+		ns := newNamespace()
+		for _, n := range []string{ns, newNamespace()} {
+			newService(n, "web", map[string]string{"app": "web", "tier": "front"})
+			newKVS(n, "kvs", "web", nil)
+			newPod(n, "web-0", map[string]string{"app": "web", "tier": "front"}, true)
+			newPod(n, "web-1", map[string]string{"app": "web", "tier": "front"}, true)
+			newPod(n, "half", map[string]string{"app": "web", "tier": "back"}, true) // one pair of the selector only
+			newPod(n, "db", map[string]string{"app": "db"}, true)
+		}
+		selector := map[string]string{"app": "web", "tier": "front", kvv1.LabelTraffic: kvv1.TrafficYes}
+
+		for _, tc := range []struct {
+			namespace string
+			hasStore  bool
+		}{{"", true}, {ns, false}} {
+			cctx, cancel := context.WithCancel(ctx)
+			opts := controller.CacheOptions(tc.namespace, nil)
+			opts.Scheme = scheme
+			c, err := cache.New(cfg, opts)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(controller.SetupIndexes(cctx, c)).To(Succeed())
+			go func() { defer GinkgoRecover(); Expect(c.Start(cctx)).To(Succeed()) }()
+			Expect(c.WaitForCacheSync(cctx)).To(BeTrue())
+			Eventually(func(g Gomega) {
+				si, li, ss, ls, hasStore, err := controller.PodReads(cctx, c, ns, controller.IndexOwner, "kvs", selector)
+				g.Expect(err).NotTo(HaveOccurred())
+				g.Expect(hasStore).To(Equal(tc.hasStore))
+				g.Expect(li).To(Equal([]string{"web-0", "web-1"}))
+				g.Expect(ls).To(Equal([]string{"web-0", "web-1"}))
+				if tc.hasStore {
+					g.Expect(si).To(Equal(li))
+					g.Expect(ss).To(Equal(ls))
+				}
+			}).Should(Succeed())
+			cancel()
+		}
+	})
+})

@@ -275,6 +275,15 @@ var _ = Describe("Breaker", func() {
 
 		detectors.failWith(ns, "metered", "b", http.StatusBadGateway)
 		Eventually(scrape).Should(MatchRegexp(`kubervisor_detector_errors_total\{breaker="b",kubervisorservice="metered",` + labelsOf + `\} [1-9]`))
+
+		// Gone, its series go; back under the same name, its pod counts are set again (a pass does not set
+		// unchanged counts: the memory of what it set must go with the series).
+		podSeries := `kubervisor_pods\{kubervisorservice="metered",` + labelsOf + `,state="managed"\} 4`
+		Expect(k8sClient.Delete(ctx, getKVS(ns, "metered"))).To(Succeed())
+		Eventually(scrape).ShouldNot(ContainSubstring(`kubervisorservice="metered"`))
+		detectors.set(ns, "metered", "b")
+		newKVS(ns, "metered", "pricer", nil)
+		Eventually(scrape).Should(MatchRegexp(podSeries))
 	})
 })
 

@@ -42,6 +42,8 @@ type kvsMemory struct {
 	// computed from since the cache last caught up: while the cache shows one of them, it has not seen all
 	// of our writes yet (stale).
 	wroteFrom map[string]bool
+	// podMetrics holds the pod counts last set in the kubervisor_pods series (recordPodMetrics).
+	podMetrics *kvv1.PodCounts
 }
 
 // wrote remembers a write of ours computed from resourceVersion from.

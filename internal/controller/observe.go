@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 )
@@ -62,7 +63,8 @@ func (o *observation) evaluable() bool {
 func (r *KubervisorServiceReconciler) observe(ctx context.Context, kvs *kvv1.KubervisorService) (*observation, error) {
 	obs := &observation{}
 	svc := &corev1.Service{}
-	switch err := r.Get(ctx, types.NamespacedName{Namespace: kvs.Namespace, Name: kvs.Spec.Service}, svc); {
+	// Read only: no deep copy (the Service reconciler writes Services, a pass never does).
+	switch err := r.Get(ctx, types.NamespacedName{Namespace: kvs.Namespace, Name: kvs.Spec.Service}, svc, client.UnsafeDisableDeepCopy); {
 	case apierrors.IsNotFound(err):
 		svc = nil
 	case err != nil:

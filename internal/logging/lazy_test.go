@@ -43,7 +43,7 @@ func TestWithValuesReachesTheSinkOnlyWhenALineIsWritten(t *testing.T) {
 	}
 }
 
-// line is one JSON line of the zap logger.
+// decode reads the zap logger's JSON lines.
 func decode(t *testing.T, buf *bytes.Buffer) []map[string]any {
 	t.Helper()
 	var out []map[string]any

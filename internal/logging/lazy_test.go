@@ -47,7 +47,7 @@ func TestWithValuesReachesTheSinkOnlyWhenALineIsWritten(t *testing.T) {
 func decode(t *testing.T, buf *bytes.Buffer) []map[string]any {
 	t.Helper()
 	var out []map[string]any
-	for _, s := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+	for s := range strings.SplitSeq(strings.TrimSpace(buf.String()), "\n") {
 		m := map[string]any{}
 		if err := json.Unmarshal([]byte(s), &m); err != nil {
 			t.Fatalf("line %q: %v", s, err)

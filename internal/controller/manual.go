@@ -69,13 +69,7 @@ func requestOf(pod *corev1.Pod) (request, bool, error) {
 // the KubervisorService's floor; pods reflect the pass's own writes afterwards.
 func (r *KubervisorServiceReconciler) carryOutRequests(ctx context.Context, kvs *kvv1.KubervisorService, obs *observation,
 	now time.Time) error {
-	pending := false
-	for _, p := range obs.pods {
-		if _, ok := p.Annotations[kvv1.AnnotationRequest]; ok {
-			pending = true
-		}
-	}
-	if !pending {
+	if !slices.ContainsFunc(obs.pods, hasRequest) {
 		return nil
 	}
 	// A live read, as before any ejection (SPEC §5.5): the floor holds for people too.
@@ -86,7 +80,7 @@ func (r *KubervisorServiceReconciler) carryOutRequests(ctx context.Context, kvs 
 	obs.pods = pointersTo(live)
 	var errs error
 	for _, pod := range obs.pods {
-		if _, ok := pod.Annotations[kvv1.AnnotationRequest]; !ok {
+		if !hasRequest(pod) {
 			continue
 		}
 		if err := r.answer(ctx, kvs, obs, pod, now); err != nil {
@@ -196,6 +190,12 @@ func orSomeone(by string) string {
 		return "someone"
 	}
 	return by
+}
+
+// hasRequest reports whether the pod carries a manual request (SPEC §10).
+func hasRequest(pod *corev1.Pod) bool {
+	_, ok := pod.Annotations[kvv1.AnnotationRequest]
+	return ok
 }
 
 // manualHolds lists the pods held out of traffic by hand, in name order, at most MaxPodNamesInStatus

@@ -131,18 +131,16 @@ func claimsOfPod(ctx context.Context, c client.Reader, pod *corev1.Pod) ([]claim
 
 // selectedPods lists from the cache the pods a Service selector selects, kubervisor/traffic aside (none
 // when it selects nothing to supervise): through IndexLabel on one of its pairs, then the whole selector,
-// so the cost follows the pods carrying that label, not those of the namespace. opts add list options
-// (client.UnsafeDisableDeepCopy for a caller that only reads the pods).
-func selectedPods(ctx context.Context, c client.Reader, namespace string, selector map[string]string,
-	opts ...client.ListOption) ([]corev1.Pod, error) {
+// so the cost follows the pods carrying that label, not those of the namespace. Deep copies: the Service
+// reconciler writes them (a pass reads its own through cachedSelected, without copies).
+func selectedPods(ctx context.Context, c client.Reader, namespace string, selector map[string]string) ([]corev1.Pod, error) {
 	sel, ok := podstate.ManagedSelector(selector)
 	if !ok {
 		return nil, nil
 	}
 	var list corev1.PodList
-	opts = append([]client.ListOption{client.InNamespace(namespace), client.MatchingFields{IndexLabel: podstate.ManagedPairs(selector)[0]},
-		client.MatchingLabelsSelector{Selector: sel}}, opts...)
-	if err := c.List(ctx, &list, opts...); err != nil {
+	if err := c.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{IndexLabel: podstate.ManagedPairs(selector)[0]},
+		client.MatchingLabelsSelector{Selector: sel}); err != nil {
 		return nil, fmt.Errorf("listing the pods of selector %s in %s: %w", sel, namespace, err)
 	}
 	return list.Items, nil

@@ -68,12 +68,11 @@ func recordPodEvent(rec events.EventRecorder, kvs *kvv1.KubervisorService, pod *
 	rec.Eventf(pod, kvs, eventType, reason, action, "%s", note)
 }
 
-// ownedPods lists, from the cache, the pods labelled with the KubervisorService's name. opts add list
-// options (client.UnsafeDisableDeepCopy for a caller that only reads them).
-func ownedPods(ctx context.Context, c client.Reader, kvs *kvv1.KubervisorService, opts ...client.ListOption) ([]corev1.Pod, error) {
+// ownedPods lists, from the cache, deep copies of the pods labelled with the KubervisorService's name (the
+// Service reconciler writes them; a pass reads its own through cachedPods, without copies).
+func ownedPods(ctx context.Context, c client.Reader, kvs *kvv1.KubervisorService) ([]corev1.Pod, error) {
 	var list corev1.PodList
-	opts = append([]client.ListOption{client.InNamespace(kvs.Namespace), client.MatchingFields{IndexOwner: kvs.Name}}, opts...)
-	if err := c.List(ctx, &list, opts...); err != nil {
+	if err := c.List(ctx, &list, client.InNamespace(kvs.Namespace), client.MatchingFields{IndexOwner: kvs.Name}); err != nil {
 		return nil, fmt.Errorf("listing pods of KubervisorService %s/%s: %w", kvs.Namespace, kvs.Name, err)
 	}
 	return list.Items, nil

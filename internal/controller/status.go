@@ -7,7 +7,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -84,7 +83,7 @@ func carryDecisions(ds []kvv1.PodDecision, prev *kvv1.BreakerStatus) []kvv1.PodD
 // sameBreakerStatus compares two entries but for their time.
 func sameBreakerStatus(a, b kvv1.BreakerStatus) bool {
 	a.LastEvaluationTime, b.LastEvaluationTime = nil, nil
-	return equality.Semantic.DeepEqual(a, b)
+	return sameBreaker(a, b)
 }
 
 // apiTime is t as the API server stores a metav1.Time: UTC, whole seconds.

@@ -97,7 +97,7 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 		}
 		period, _ := b.EvaluationPeriodOf()
 		guards, _ := b.GuardsOf()
-		mem.next[b.Name] = now.Add(period)
+		mem.next[b.Name] = nextDue(mem.next[b.Name], now, period)
 		metrics.LastEvaluation.WithLabelValues(kvs.Namespace, kvs.Name, b.Name).Set(float64(now.UnixNano()) / 1e9)
 		res, err := r.detect(ctx, kvs, b, mem, period, managed, serving)
 		be.ignored, be.warnings = res.Ignored, res.Warnings

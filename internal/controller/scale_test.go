@@ -54,8 +54,10 @@ func TestFirstEvaluationSpread(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.calls("b") != 0 || res.RequeueAfter != max(offset, time.Millisecond) {
-		t.Errorf("after a restart: %d calls, requeue %s; want none, at the spread offset %s", h.calls("b"), res.RequeueAfter, offset)
+	// The wake-up is the first instant of the wake grid at or after the offset.
+	wake := onGrid(h.clock.Now().Add(offset)).Sub(h.clock.Now())
+	if h.calls("b") != 0 || res.RequeueAfter != wake || wake < offset || wake >= offset+wakeGrid {
+		t.Errorf("after a restart: %d calls, requeue %s; want none, at the spread offset %s on the grid (%s)", h.calls("b"), res.RequeueAfter, offset, wake)
 	}
 	h.clock.Step(offset)
 	if _, err := h.pass(r); err != nil {

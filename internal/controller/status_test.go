@@ -15,8 +15,9 @@ import (
 	"github.com/kubervisor/kubervisor/internal/podstate"
 )
 
-// t0 has a sub-second part, so that a time not truncated as the API server stores it shows.
-var t0 = time.Date(2026, 3, 14, 15, 9, 26, 535897932, time.UTC)
+// t0 has a sub-second part, so that a time not truncated as the API server stores it shows. It is on the
+// wake grid (wakeGrid), so that a breaker evaluated at t0 is due again exactly one period later.
+var t0 = time.Date(2026, 3, 14, 15, 9, 26, 540000000, time.UTC)
 
 func TestMemoryWait(t *testing.T) {
 	e := &kvsMemory{next: map[string]time.Time{}}
@@ -25,8 +26,16 @@ func TestMemoryWait(t *testing.T) {
 	}
 	e.next["slow"] = t0.Add(time.Minute)
 	e.next["fast"] = t0.Add(1500 * time.Millisecond)
-	if got := e.wait(t0); got != 1500*time.Millisecond {
-		t.Errorf("wait = %s, want 1.5s (the next due breaker)", got)
+	got := e.wait(t0)
+	if got < 1500*time.Millisecond || got >= 1500*time.Millisecond+wakeGrid {
+		t.Errorf("wait = %s, want 1.5s (the next due breaker) rounded up to the %s grid", got, wakeGrid)
+	}
+	if wake := t0.Add(got); !wake.Equal(wake.Truncate(wakeGrid)) {
+		t.Errorf("wake-up at %s is not on the %s grid", wake.Format(time.RFC3339Nano), wakeGrid)
+	}
+	e.next["fast"] = t0.Add(1500 * time.Millisecond).Truncate(wakeGrid)
+	if got := e.wait(t0); got != e.next["fast"].Sub(t0) {
+		t.Errorf("wait = %s, want %s: a due time on the grid is kept", got, e.next["fast"].Sub(t0))
 	}
 	e.next["late"] = t0.Add(-time.Second)
 	if got := e.wait(t0); got != time.Millisecond {
@@ -34,6 +43,42 @@ func TestMemoryWait(t *testing.T) {
 	}
 	if !e.due("late", t0) || e.due("slow", t0) || !e.due("never-run", t0) || !e.due("fast", t0.Add(1500*time.Millisecond)) {
 		t.Error("due() disagrees with the schedule")
+	}
+}
+
+// TestNextDue: a breaker evaluated on time keeps its schedule (no drift from the wake grid); a late one, or
+// a first one, starts a new one on the grid.
+func TestNextDue(t *testing.T) {
+	offGrid := t0.Add(7 * time.Millisecond)
+	for _, c := range []struct {
+		name     string
+		due, now time.Time
+		want     time.Time
+	}{
+		{"first evaluation, off the grid", time.Time{}, offGrid, t0.Add(5*time.Second + wakeGrid)},
+		{"first evaluation, on the grid", time.Time{}, t0, t0.Add(5 * time.Second)},
+		{"on time, woken on the grid", t0, t0.Add(3 * time.Millisecond), t0.Add(5 * time.Second)},
+		{"on time, a due time off the grid keeps its schedule", offGrid, offGrid.Add(time.Millisecond), offGrid.Add(5 * time.Second)},
+		{"one grain late: a new schedule", t0, t0.Add(wakeGrid + time.Millisecond), t0.Add(5*time.Second + 2*wakeGrid)},
+		{"early (a pod event): a new schedule", t0, t0.Add(-time.Second), t0.Add(4 * time.Second)},
+	} {
+		if got := nextDue(c.due, c.now, 5*time.Second); !got.Equal(c.want) {
+			t.Errorf("%s: nextDue = %s, want %s", c.name, got.Format(time.StampMilli), c.want.Format(time.StampMilli))
+		}
+	}
+	// Evaluated a few ms after each wake-up, for a minute: the mean interval is the period.
+	e := &kvsMemory{next: map[string]time.Time{}}
+	now := offGrid
+	first := time.Time{}
+	for i := range 12 {
+		e.next["b"] = nextDue(e.next["b"], now, 5*time.Second)
+		if i == 0 {
+			first = e.next["b"]
+		}
+		now = now.Add(e.wait(now) + 3*time.Millisecond)
+	}
+	if got := e.next["b"].Sub(first); got != 11*5*time.Second {
+		t.Errorf("12 evaluations a period apart span %s of schedule, want 55s (no drift)", got)
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 )
 
 // PodReads reads the pods of namespace whose index holds value, and those selector selects, the two ways a
@@ -14,7 +16,7 @@ import (
 // Names, sorted. For the envtest suite (package controller_test).
 func PodReads(ctx context.Context, c cache.Cache, namespace, index, value string, selector map[string]string) (
 	storeIndexed, listIndexed, storeSelected, listSelected []string, hasStore bool, err error) {
-	store, err := podStoreOf(ctx, c)
+	store, err := storeOf(ctx, c, &corev1.Pod{})
 	if err != nil {
 		return
 	}
@@ -41,6 +43,30 @@ func PodReads(ctx context.Context, c cache.Cache, namespace, index, value string
 	}
 	listIndexed, listSelected, err = read(&KubervisorServiceReconciler{Client: listsFrom{r: c}})
 	return storeIndexed, listIndexed, storeSelected, listSelected, store != nil, err
+}
+
+// ClaimReads reads the KubervisorServices naming svc, oldest first, the two ways a pass can (podstore.go):
+// through c's KubervisorService store (hasStore false when c has none) and through a List of c.
+func ClaimReads(ctx context.Context, c cache.Cache, svc *corev1.Service) (fromStore, fromList []string, hasStore bool, err error) {
+	store, err := storeOf(ctx, c, &kvv1.KubervisorService{})
+	if err != nil {
+		return
+	}
+	read := func(r *KubervisorServiceReconciler) ([]string, error) {
+		cs, err := r.cachedClaims(ctx, svc)
+		out := make([]string, 0, len(cs))
+		for _, cl := range cs {
+			out = append(out, cl.kvs.Name)
+		}
+		return out, err
+	}
+	if store != nil {
+		if fromStore, err = read(&KubervisorServiceReconciler{kvsStore: store}); err != nil {
+			return
+		}
+	}
+	fromList, err = read(&KubervisorServiceReconciler{Client: listsFrom{r: c}})
+	return fromStore, fromList, store != nil, err
 }
 
 // listsFrom is a client whose List reads r (the only call a pass's pod reads make).

@@ -72,7 +72,7 @@ func (r *KubervisorServiceReconciler) observe(ctx context.Context, kvs *kvv1.Kub
 	}
 	obs.svc = svc
 	// Only the KubervisorServices naming the same Service can dispute this one's claim (the index).
-	cs, err := claimsOfService(ctx, r, svc)
+	cs, err := r.cachedClaims(ctx, svc)
 	if err != nil {
 		return nil, err
 	}

@@ -10,10 +10,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 	"github.com/kubervisor/kubervisor/internal/podstate"
 )
 
-// The breaker pass reads its pods as pointers to the cache's own objects.
+// The breaker pass reads its pods, and the KubervisorServices naming its Service, as pointers to the
+// cache's own objects.
 //
 // NOTE: a cache List copies each pod struct into the list (meta.SetList), even with
 // client.UnsafeDisableDeepCopy: at 1,000 KubervisorServices that was half of the bytes a pass allocated
@@ -22,12 +24,12 @@ import (
 // SetupIndexes registers with the manager (controller-runtime names them "field:<name>" and keys them
 // "<namespace>/<value>"; TestPodStoreAgreesWithTheCacheList fails if that changes).
 
-// podStoreOf returns the indexer of c's pod informer, or nil when c has none to give (a cache of several
-// namespaces, the namespaced install: the pass lists instead).
-func podStoreOf(ctx context.Context, c cache.Cache) (toolscache.Indexer, error) {
-	inf, err := c.GetInformer(ctx, &corev1.Pod{})
+// storeOf returns the indexer of c's informer of obj's kind, or nil when c has none to give (a cache of
+// several namespaces, the namespaced install: the pass lists instead).
+func storeOf(ctx context.Context, c cache.Cache, obj client.Object) (toolscache.Indexer, error) {
+	inf, err := c.GetInformer(ctx, obj)
 	if err != nil {
-		return nil, fmt.Errorf("getting the pod informer: %w", err)
+		return nil, fmt.Errorf("getting the %T informer: %w", obj, err)
 	}
 	sii, ok := inf.(toolscache.SharedIndexInformer)
 	if !ok {
@@ -76,6 +78,30 @@ func (r *KubervisorServiceReconciler) cachedSelected(ctx context.Context, namesp
 			out = append(out, p)
 		}
 	}
+	return out, nil
+}
+
+// cachedClaims is claimsOfService for a pass, read only: the KubervisorServices are the informer's own
+// objects, from its indexer when there is one (a List copies each of them).
+func (r *KubervisorServiceReconciler) cachedClaims(ctx context.Context, svc *corev1.Service) ([]claim, error) {
+	if r.kvsStore == nil || svc == nil {
+		return claimsOfService(ctx, r, svc)
+	}
+	sel, ok := podstate.ManagedSelector(svc.Spec.Selector)
+	if !ok {
+		return nil, nil
+	}
+	objs, err := r.kvsStore.ByIndex("field:"+IndexServiceName, svc.Namespace+"/"+svc.Name)
+	if err != nil {
+		return nil, fmt.Errorf("listing the KubervisorServices of Service %s/%s: %w", svc.Namespace, svc.Name, err)
+	}
+	out := make([]claim, 0, len(objs))
+	for _, o := range objs {
+		if k, ok := o.(*kvv1.KubervisorService); ok && k.DeletionTimestamp.IsZero() {
+			out = append(out, claim{kvs: k, svc: svc, selector: sel})
+		}
+	}
+	sortClaims(out)
 	return out, nil
 }
 

@@ -5,7 +5,9 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 	"github.com/kubervisor/kubervisor/internal/controller"
@@ -30,6 +32,12 @@ var _ = Describe("The pass's pod store", func() {
 			newPod(n, "db", map[string]string{"app": "db"}, true)
 		}
 		selector := map[string]string{"app": "web", "tier": "front", kvv1.LabelTraffic: kvv1.TrafficYes}
+		// A younger rival naming the same Service, and one naming another Service: the claims a pass reads are
+		// kvs then rival, in ns only.
+		newKVS(ns, "rival", "web", nil)
+		newKVS(ns, "elsewhere", "db", nil)
+		web := &corev1.Service{}
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web"}, web)).To(Succeed())
 
 		for _, tc := range []struct {
 			namespace string
@@ -52,6 +60,13 @@ var _ = Describe("The pass's pod store", func() {
 				if tc.hasStore {
 					g.Expect(si).To(Equal(li))
 					g.Expect(ss).To(Equal(ls))
+				}
+				sc, lc, hasStore, err := controller.ClaimReads(cctx, c, web)
+				g.Expect(err).NotTo(HaveOccurred())
+				g.Expect(hasStore).To(Equal(tc.hasStore))
+				g.Expect(lc).To(Equal([]string{"kvs", "rival"}))
+				if tc.hasStore {
+					g.Expect(sc).To(Equal(lc))
 				}
 			}).Should(Succeed())
 			cancel()

@@ -152,11 +152,13 @@ func SetupWithManager(ctx context.Context, mgr manager.Manager, opts Options) er
 	}
 	rec := mgr.GetEventRecorder(fieldManager)
 	kvs := NewKubervisorServiceReconciler(mgr.GetClient(), mgr.GetAPIReader(), rec, opts)
-	store, err := podStoreOf(ctx, mgr.GetCache())
-	if err != nil {
+	var err error
+	if kvs.podStore, err = storeOf(ctx, mgr.GetCache(), &corev1.Pod{}); err != nil {
 		return err
 	}
-	kvs.podStore = store
+	if kvs.kvsStore, err = storeOf(ctx, mgr.GetCache(), &kvv1.KubervisorService{}); err != nil {
+		return err
+	}
 	if err := kvs.SetupWithManager(mgr, opts.MaxConcurrentEvaluations); err != nil {
 		return fmt.Errorf("setting up the KubervisorService controller: %w", err)
 	}

@@ -28,8 +28,8 @@ func fill(t *testing.T, v reflect.Value) {
 	case reflect.Int, reflect.Int32, reflect.Int64:
 		v.SetInt(1)
 	case reflect.Struct:
-		for i := range v.NumField() {
-			fill(t, v.Field(i))
+		for _, f := range v.Fields() {
+			fill(t, f)
 		}
 	case reflect.Slice:
 		v.Set(reflect.MakeSlice(v.Type(), 1, 1))
@@ -67,8 +67,8 @@ func change(v reflect.Value, n *int) bool {
 			return true
 		}
 	case reflect.Struct:
-		for i := range v.NumField() {
-			if change(v.Field(i), n) {
+		for _, f := range v.Fields() {
+			if change(f, n) {
 				return true
 			}
 		}

@@ -76,8 +76,8 @@ type KubervisorServiceReconciler struct {
 //  6. Requeue at the next due breaker.
 func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	// NOTE: read only, without a deep copy (make bench-scale: the copy was 5 % of the steady CPU): kvs shares
-	// its slices and maps with the cache's object. Every write goes to a DeepCopy (writable); a write's
-	// answer is decoded into the object sent, which must never share a map with the cache.
+	// its slices and maps with the cache's object. Every write goes to a DeepCopy: a write's answer is
+	// decoded into the object sent, which must never share a map with the cache.
 	kvs := &kvv1.KubervisorService{}
 	if err := r.Get(ctx, req.NamespacedName, kvs, client.UnsafeDisableDeepCopy); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -97,7 +97,7 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	}
 	if !controllerutil.ContainsFinalizer(kvs, kvv1.Finalizer) {
 		orig := kvs
-		kvs = writable(kvs)
+		kvs = kvs.DeepCopy()
 		controllerutil.AddFinalizer(kvs, kvv1.Finalizer)
 		if err := r.Patch(ctx, kvs, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 			return requeueOnConflict(ctx, fmt.Errorf("adding finalizer to KubervisorService %s: %w", req, err))
@@ -158,7 +158,7 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	r.noteNotReady(kvs, status)
 	if !sameStatus(&kvs.Status, &status) {
 		from := kvs.ResourceVersion
-		kvs = writable(kvs)
+		kvs = kvs.DeepCopy()
 		kvs.Status = status
 		if err := r.Status().Update(ctx, kvs); err != nil {
 			if apierrors.IsConflict(err) {
@@ -174,10 +174,6 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	}
 	return ctrl.Result{RequeueAfter: requeue}, nil
 }
-
-// writable returns a copy of kvs a write may send and decode its answer into: kvs may be the cache's own
-// object (Reconcile reads it without a deep copy).
-func writable(kvs *kvv1.KubervisorService) *kvv1.KubervisorService { return kvs.DeepCopy() }
 
 // noteNotReady records a Warning event when Ready turns False, or changes its message, for a reason the
 // user must act on (an unusable spec, pods that cannot be adopted): the condition says it, the event makes

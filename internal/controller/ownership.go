@@ -50,14 +50,24 @@ func claimsOfSelector(ctx context.Context, c client.Reader, svc *corev1.Service,
 		client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing the KubervisorServices of Service %s/%s: %w", svc.Namespace, svc.Name, err)
 	}
-	out := make([]claim, 0, len(list.Items))
+	kvss := make([]*kvv1.KubervisorService, len(list.Items))
 	for i := range list.Items {
-		if list.Items[i].DeletionTimestamp.IsZero() {
-			out = append(out, claim{kvs: &list.Items[i], svc: svc, selector: sel})
+		kvss[i] = &list.Items[i]
+	}
+	return claimsFrom(kvss, svc, sel), nil
+}
+
+// claimsFrom returns the claims of the KubervisorServices kvss naming svc, those being deleted apart, oldest
+// first.
+func claimsFrom(kvss []*kvv1.KubervisorService, svc *corev1.Service, sel labels.Selector) []claim {
+	out := make([]claim, 0, len(kvss))
+	for _, k := range kvss {
+		if k.DeletionTimestamp.IsZero() {
+			out = append(out, claim{kvs: k, svc: svc, selector: sel})
 		}
 	}
 	sortClaims(out)
-	return out, nil
+	return out
 }
 
 // claimsFor returns the claims that decide a pod's owner. A pod whose owner still selects it keeps it

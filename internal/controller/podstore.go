@@ -95,14 +95,13 @@ func (r *KubervisorServiceReconciler) cachedClaims(ctx context.Context, svc *cor
 	if err != nil {
 		return nil, fmt.Errorf("listing the KubervisorServices of Service %s/%s: %w", svc.Namespace, svc.Name, err)
 	}
-	out := make([]claim, 0, len(objs))
+	kvss := make([]*kvv1.KubervisorService, 0, len(objs))
 	for _, o := range objs {
-		if k, ok := o.(*kvv1.KubervisorService); ok && k.DeletionTimestamp.IsZero() {
-			out = append(out, claim{kvs: k, svc: svc, selector: sel})
+		if k, ok := o.(*kvv1.KubervisorService); ok {
+			kvss = append(kvss, k)
 		}
 	}
-	sortClaims(out)
-	return out, nil
+	return claimsFrom(kvss, svc, sel), nil
 }
 
 // pointersTo returns pointers to the elements of pods.

@@ -63,6 +63,14 @@ type Config struct {
 	// (first) manager over the steady window are written (from its --pprof-bind-address; read them with
 	// `go tool pprof bin/manager FILE`).
 	CPUProfile, AllocProfile string
+	// HeapProfile, when set, is where a heap profile of the (first) manager is written at the end of the
+	// steady window, after a garbage collection (what it holds, by allocation site).
+	HeapProfile string
+	// AdoptionCPUProfile, when set, is where a CPU profile of the (first) manager over adoption is
+	// written (from the creation of the KubervisorServices, for the adoption time of an earlier run:
+	// AdoptionProfileSeconds).
+	AdoptionCPUProfile     string
+	AdoptionProfileSeconds int
 	// KeepWorkDir keeps the work directory (audit log, manager log, kubeconfigs).
 	KeepWorkDir bool
 	// Log receives progress lines; default none.
@@ -137,19 +145,21 @@ type SteadyResult struct {
 	Seconds  float64     `json:"seconds"`
 	Requests auditCounts `json:"requests"`
 	// RESTPerMin is the manager's rest_client_requests_total by method, per minute (leases included).
-	RESTPerMin   map[string]float64 `json:"restPerMin"`
-	CPUPerMin    float64            `json:"cpuSecondsPerMin"`
-	RSSMiBMax    float64            `json:"rssMiBMax"`
-	RSSMiBEnd    float64            `json:"rssMiBEnd"`
-	Interval     quantiles          `json:"intervalSeconds"`
-	Lateness     quantiles          `json:"latenessSeconds"`
-	LateShare    float64            `json:"lateShare"`
-	Calls        int                `json:"calls"`
-	CallsPerSec  float64            `json:"callsPerSec"`
-	ExpectedRate float64            `json:"expectedCallsPerSec"`
-	Breakers     int                `json:"breakersCalled"`
-	BadCalls     int                `json:"badCalls"`
-	Load         loadAvg            `json:"load"`
+	RESTPerMin map[string]float64 `json:"restPerMin"`
+	CPUPerMin  float64            `json:"cpuSecondsPerMin"`
+	RSSMiBMax  float64            `json:"rssMiBMax"`
+	RSSMiBEnd  float64            `json:"rssMiBEnd"`
+	// RSSAnonMiBEnd is the anonymous part of RSSMiBEnd (heap, stacks, runtime), the rest being file pages.
+	RSSAnonMiBEnd float64   `json:"rssAnonMiBEnd"`
+	Interval      quantiles `json:"intervalSeconds"`
+	Lateness      quantiles `json:"latenessSeconds"`
+	LateShare     float64   `json:"lateShare"`
+	Calls         int       `json:"calls"`
+	CallsPerSec   float64   `json:"callsPerSec"`
+	ExpectedRate  float64   `json:"expectedCallsPerSec"`
+	Breakers      int       `json:"breakersCalled"`
+	BadCalls      int       `json:"badCalls"`
+	Load          loadAvg   `json:"load"`
 }
 
 type bench struct {
@@ -405,7 +415,7 @@ func (b *bench) startManager(ctx context.Context, i int, shard string, extra []s
 	if b.cfg.Workers > 0 {
 		args = append(args, "--max-concurrent-reconciles="+strconv.Itoa(b.cfg.Workers))
 	}
-	if (b.cfg.CPUProfile != "" || b.cfg.AllocProfile != "") && i == 0 {
+	if b.profiling() && i == 0 {
 		var err error
 		if b.pprof, err = cluster.FreeAddr(); err != nil {
 			return nil, err
@@ -472,6 +482,19 @@ func (b *bench) kvs(g int) *kvv1.KubervisorService {
 func (b *bench) adopt(ctx context.Context) error {
 	cpu0, _ := b.managersCPU()
 	start := time.Now()
+	profiled := make(chan error, 1)
+	if b.cfg.AdoptionCPUProfile != "" {
+		go func() {
+			profiled <- b.profile(ctx, fmt.Sprintf("profile?seconds=%d", b.cfg.AdoptionProfileSeconds), b.cfg.AdoptionCPUProfile, "adoption")
+		}()
+	} else {
+		profiled <- nil
+	}
+	defer func() {
+		if err := <-profiled; err != nil {
+			b.warnf("profile: %v", err)
+		}
+	}()
 	b.logf("creating %d KubervisorServices", b.cfg.KVS)
 	if err := parallel(ctx, 16, b.cfg.KVS, func(ctx context.Context, g int) error { return b.c.Create(ctx, b.kvs(g)) }); err != nil {
 		return err
@@ -570,12 +593,17 @@ func (b *bench) steady(ctx context.Context) error {
 			profiled <- nil
 			continue
 		}
-		go func() { profiled <- b.profile(ctx, p.kind, p.file, b.cfg.Steady) }()
+		go func() {
+			profiled <- b.profile(ctx, fmt.Sprintf("%s?seconds=%d", p.kind, int(b.cfg.Steady.Seconds())), p.file, "the steady window")
+		}()
 	}
 	for now := time.Now(); now.Before(end); now = time.Now() {
 		if rss, err := b.managersRSS(); err == nil {
 			s.RSSMiBMax = max(s.RSSMiBMax, rss)
 			s.RSSMiBEnd = rss
+		}
+		if anon, err := b.managersRSSAnon(); err == nil {
+			s.RSSAnonMiBEnd = anon
 		}
 		if err := b.exited(); err != nil {
 			return err
@@ -591,6 +619,11 @@ func (b *bench) steady(ctx context.Context) error {
 	}
 	for range 2 {
 		if err := <-profiled; err != nil {
+			b.warnf("profile: %v", err)
+		}
+	}
+	if b.cfg.HeapProfile != "" {
+		if err := b.profile(ctx, "heap?gc=1", b.cfg.HeapProfile, "the end of the steady window"); err != nil {
 			b.warnf("profile: %v", err)
 		}
 	}
@@ -715,9 +748,15 @@ func logTail(log string) string {
 	return log
 }
 
-// profile fetches the manager's pprof profile kind (profile: CPU, allocs: allocations) over d into file.
-func (b *bench) profile(ctx context.Context, kind, file string, d time.Duration) error {
-	url := fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", b.pprof, kind, int(d.Seconds()))
+// profiling reports whether a profile of the first manager is asked for (it then serves pprof).
+func (b *bench) profiling() bool {
+	return b.cfg.CPUProfile != "" || b.cfg.AllocProfile != "" || b.cfg.HeapProfile != "" || b.cfg.AdoptionCPUProfile != ""
+}
+
+// profile fetches the manager's pprof profile at path (e.g. "profile?seconds=60", "heap?gc=1") into file;
+// what names the window it covers, for the log.
+func (b *bench) profile(ctx context.Context, path, file, what string) error {
+	url := fmt.Sprintf("http://%s/debug/pprof/%s", b.pprof, path)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
@@ -738,7 +777,7 @@ func (b *bench) profile(ctx context.Context, kind, file string, d time.Duration)
 		_ = f.Close() // the copy's error is the one to report
 		return err
 	}
-	b.logf("%s profile of the steady window in %s", kind, file)
+	b.logf("%s profile of %s in %s", path, what, file)
 	return f.Close()
 }
 

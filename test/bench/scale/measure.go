@@ -233,21 +233,28 @@ func cpuSeconds(pid int) (float64, error) {
 }
 
 // rssMiB is pid's resident set size (VmRSS) in MiB.
-func rssMiB(pid int) (float64, error) {
+func rssMiB(pid int) (float64, error) { return statusMiB(pid, "VmRSS") }
+
+// rssAnonMiB is the anonymous part of pid's resident set (RssAnon: heap, stacks, the Go runtime's own),
+// the part that grows with what the manager holds; the rest is mostly the binary's pages (RssFile).
+func rssAnonMiB(pid int) (float64, error) { return statusMiB(pid, "RssAnon") }
+
+// statusMiB is field of /proc/<pid>/status, given there in kB, in MiB.
+func statusMiB(pid int, field string) (float64, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
 	for line := range strings.SplitSeq(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
 			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
 			if err != nil {
-				return 0, fmt.Errorf("/proc/%d/status: VmRSS %q", pid, rest)
+				return 0, fmt.Errorf("/proc/%d/status: %s %q", pid, field, rest)
 			}
 			return kb / 1024, nil
 		}
 	}
-	return 0, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
+	return 0, fmt.Errorf("/proc/%d/status: no %s", pid, field)
 }
 
 // loadAvg is the machine's load average (1, 5 and 15 minutes) as /proc/loadavg gives it.

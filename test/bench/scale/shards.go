@@ -63,6 +63,9 @@ func (b *bench) managersCPU() (float64, error) { return b.sumOverManagers(cpuSec
 // managersRSS is the resident memory of every manager of the run, summed.
 func (b *bench) managersRSS() (float64, error) { return b.sumOverManagers(rssMiB) }
 
+// managersRSSAnon is the anonymous resident memory of every manager of the run, summed.
+func (b *bench) managersRSSAnon() (float64, error) { return b.sumOverManagers(rssAnonMiB) }
+
 // sumOverManagers sums a /proc figure of every manager process.
 func (b *bench) sumOverManagers(figure func(pid int) (float64, error)) (float64, error) {
 	var sum float64

@@ -17,12 +17,12 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 	"github.com/kubervisor/kubervisor/internal/controller"
 	"github.com/kubervisor/kubervisor/internal/logging"
+	"github.com/kubervisor/kubervisor/internal/metricsauth"
 	// +kubebuilder:scaffold:imports
 )
 
@@ -94,7 +94,7 @@ func main() {
 	}
 	if secureMetrics {
 		// Metrics are served behind authentication (TokenReview) and authorization (SubjectAccessReview).
-		metricsServerOptions.FilterProvider = filters.WithAuthenticationAndAuthorization
+		metricsServerOptions.FilterProvider = metricsauth.FilterProvider
 	}
 
 	cfg := ctrl.GetConfigOrDie()

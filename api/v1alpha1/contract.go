@@ -12,6 +12,9 @@ import (
 
 // The pod contract (SPEC §3). Every key Kubervisor reads or writes on a pod is listed here and nowhere else.
 const (
+	// KeyPrefix begins every pod label and annotation key of the contract: a pod with none of them (and
+	// without the ConditionInTraffic gate) is one Kubervisor has no part in.
+	KeyPrefix = "kubervisor/"
 	// LabelTraffic says whether a pod should receive traffic: TrafficYes, TrafficNo or TrafficPause.
 	LabelTraffic = "kubervisor/traffic"
 	// LabelName names the KubervisorService that supervises the pod.
@@ -73,6 +76,9 @@ const (
 
 // OwnedLabels are the pod labels a KubervisorService owns (removed when it lets go of a pod).
 var OwnedLabels = []string{LabelName, LabelStrategy}
+
+// PodKeys are every pod label and annotation key of the contract.
+var PodKeys = slices.Concat([]string{LabelTraffic}, OwnedLabels, OwnedAnnotations, RequestAnnotations, []string{AnnotationRequestOutcome})
 
 // OwnedAnnotations are the pod annotations a KubervisorService owns (removed when it lets go of a pod).
 var OwnedAnnotations = []string{AnnotationBreakAt, AnnotationRetryCount, AnnotationRestoredAt, AnnotationActivator,

@@ -1,6 +1,12 @@
 package v1alpha1
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,5 +68,44 @@ func TestFloorAndDryRun(t *testing.T) {
 	b.DryRun, spec.DryRun = false, true
 	if !spec.IsDryRun(b) {
 		t.Error("spec dryRun ignored")
+	}
+}
+
+// TestPodKeysHaveThePrefix reads the Label* and Annotation* constants of contract.go and checks that each is
+// in PodKeys and begins with KeyPrefix: the pod cache keeps in full only pods with such a key (TrimPod), so
+// a key without the prefix would leave a pod that carries only it as a stub.
+func TestPodKeysHaveThePrefix(t *testing.T) {
+	f, err := parser.ParseFile(token.NewFileSet(), "contract.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, d := range f.Decls {
+		g, ok := d.(*ast.GenDecl)
+		if !ok || g.Tok != token.CONST {
+			continue
+		}
+		for _, spec := range g.Specs {
+			for i, name := range spec.(*ast.ValueSpec).Names {
+				if !strings.HasPrefix(name.Name, "Label") && !strings.HasPrefix(name.Name, "Annotation") {
+					continue
+				}
+				lit, ok := spec.(*ast.ValueSpec).Values[i].(*ast.BasicLit)
+				if !ok {
+					t.Fatalf("%s is not a string literal", name.Name)
+				}
+				key, _ := strconv.Unquote(lit.Value)
+				n++
+				if !strings.HasPrefix(key, KeyPrefix) {
+					t.Errorf("%s = %q does not begin with %q", name.Name, key, KeyPrefix)
+				}
+				if !slices.Contains(PodKeys, key) {
+					t.Errorf("%s = %q is not in PodKeys", name.Name, key)
+				}
+			}
+		}
+	}
+	if n != len(PodKeys) {
+		t.Errorf("contract.go declares %d pod keys, PodKeys holds %d", n, len(PodKeys))
 	}
 }

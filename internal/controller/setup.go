@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
@@ -219,10 +221,16 @@ func CacheOptions(namespace string, kvsSelector labels.Selector) cache.Options {
 // patched from these trimmed copies with a patch computed against a trimmed original (a merge patch of
 // the metadata; a strategic merge patch of the status, whose conditions merge by type), so the dropped
 // fields are never part of a write.
+//
+// A pod Kubervisor has no part in (no kubervisor/ label or annotation, no kubervisor.io/in-traffic gate
+// or condition: most pods of a cluster) is kept as a stub (stubPod): what deciding to adopt it reads.
 func TrimPod(obj any) (any, error) {
 	pod, ok := obj.(*corev1.Pod)
 	if !ok {
 		return obj, nil
+	}
+	if !kubervisorsPod(pod) {
+		return stubPod(pod), nil
 	}
 	trimmed := &corev1.Pod{TypeMeta: pod.TypeMeta, ObjectMeta: pod.ObjectMeta}
 	trimmed.ManagedFields = nil
@@ -236,4 +244,45 @@ func TrimPod(obj any) (any, error) {
 		}
 	}
 	return trimmed, nil
+}
+
+// stubPod is what the cache keeps of a pod Kubervisor has no part in: its identity, resourceVersion (the
+// optimistic lock of the adoption patch), labels (whether a supervised Service selects it), deletion
+// timestamp (a terminating pod is not adopted) and phase. NOTE: what the reconcilers do with such a pod is
+// adopt it or leave it alone; adoption is a merge patch of labels computed against this stub, and the watch
+// event it causes brings the whole pod (now labelled) back through TrimPod. So memory grows with the pods
+// Kubervisor supervises, plus a few hundred bytes for each other pod of the cluster (docs/scaling.md).
+func stubPod(pod *corev1.Pod) *corev1.Pod {
+	return &corev1.Pod{
+		TypeMeta: pod.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID, ResourceVersion: pod.ResourceVersion,
+			Labels: pod.Labels, DeletionTimestamp: pod.DeletionTimestamp,
+		},
+		Status: corev1.PodStatus{Phase: pod.Status.Phase},
+	}
+}
+
+// kubervisorsPod reports whether Kubervisor has a part in the pod: a kubervisor/ label or annotation (it
+// supervises or supervised it, or someone asks it to act on it), or the kubervisor.io/in-traffic readiness
+// gate or condition (the pod waits for Kubervisor to become Ready, SPEC §11).
+func kubervisorsPod(pod *corev1.Pod) bool {
+	for _, m := range []map[string]string{pod.Labels, pod.Annotations} {
+		for k := range m {
+			if strings.HasPrefix(k, kvv1.KeyPrefix) {
+				return true
+			}
+		}
+	}
+	for _, g := range pod.Spec.ReadinessGates {
+		if g.ConditionType == kvv1.ConditionInTraffic {
+			return true
+		}
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Type == kvv1.ConditionInTraffic {
+			return true
+		}
+	}
+	return false
 }

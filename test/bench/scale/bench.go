@@ -784,7 +784,10 @@ func (b *bench) profile(ctx context.Context, path, file, what string) error {
 // otherNamespace holds the unsupervised pods.
 const otherNamespace = "bench-other"
 
-// createUnsupervised creates Config.Unsupervised bare pods that no Service selects, in otherNamespace.
+// createUnsupervised creates Config.Unsupervised pods that no Service selects, in otherNamespace, shaped
+// like a ReplicaSet's pods in a real cluster: an owner reference, the annotations a mesh and a rollout
+// restart leave, and a status with conditions and IPs (written by the benchmark: no kubelet serves this
+// namespace).
 func (b *bench) createUnsupervised(ctx context.Context) error {
 	if b.cfg.Unsupervised <= 0 {
 		return nil
@@ -793,16 +796,37 @@ func (b *bench) createUnsupervised(ctx context.Context) error {
 	if err := b.c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: otherNamespace}}); err != nil {
 		return err
 	}
+	now := metav1.Now()
 	return parallel(ctx, 48, b.cfg.Unsupervised, func(ctx context.Context, i int) error {
-		return b.c.Create(ctx, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Namespace: otherNamespace, Name: fmt.Sprintf("other-%05d", i), Labels: map[string]string{
-				appLabel: "other", "pod-template-hash": "5d8c7f9b6d",
-			}},
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: otherNamespace, Name: fmt.Sprintf("other-5d8c7f9b6d-%05d", i), Labels: map[string]string{
+				appLabel: "other", "pod-template-hash": "5d8c7f9b6d", "app.kubernetes.io/part-of": "shop",
+			}, Annotations: map[string]string{
+				"kubectl.kubernetes.io/restartedAt": "2026-11-30T10:00:00Z",
+				"sidecar.istio.io/status": `{"initContainers":["istio-init"],"containers":["istio-proxy"],` +
+					`"volumes":["workload-socket","credential-socket","workload-certs","istio-envoy","istio-data","istio-podinfo","istio-token","istiod-ca-cert"],` +
+					`"imagePullSecrets":null,"revision":"default"}`,
+				"prometheus.io/scrape": "true", "prometheus.io/port": "15020", "prometheus.io/path": "/stats/prometheus",
+			}, OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "other-5d8c7f9b6d",
+				UID: "6f1c2b8e-3d4a-4f5b-9c6d-7e8f9a0b1c2d", Controller: new(true), BlockOwnerDeletion: new(true)}}},
 			Spec: corev1.PodSpec{
 				NodeName:                      b.cl.NodeName(),
 				Containers:                    []corev1.Container{{Name: "app", Image: "registry.example/other:1.0"}},
 				TerminationGracePeriodSeconds: new(int64),
 			},
-		})
+		}
+		if err := b.c.Create(ctx, pod); err != nil {
+			return err
+		}
+		pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.1.0.1", PodIPs: []corev1.PodIP{{IP: "10.1.0.1"}},
+			HostIP: "10.0.0.1", StartTime: &now, QOSClass: corev1.PodQOSBestEffort}
+		for _, t := range []corev1.PodConditionType{"PodReadyToStartContainers", corev1.PodInitialized, corev1.PodReady, corev1.ContainersReady, corev1.PodScheduled} {
+			pod.Status.Conditions = append(pod.Status.Conditions, corev1.PodCondition{Type: t, Status: corev1.ConditionTrue, LastTransitionTime: now})
+		}
+		pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "app", Ready: true, Started: new(true), Image: "registry.example/other:1.0",
+			ImageID: "registry.example/other@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+			ContainerID: "containerd://0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}}}
+		return b.c.Status().Update(ctx, pod)
 	})
 }

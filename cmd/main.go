@@ -41,7 +41,7 @@ func main() {
 	var metricsAddr, probeAddr, pprofAddr, watchNamespace, leaderElectionNamespace, leaderElectionID string
 	var enableLeaderElection, secureMetrics, enableHTTP2 bool
 	var workers, evaluations int
-	var kvsSelector string
+	var kvsSelector, podSelector string
 	var qps float64
 	var burst int
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. "+
@@ -68,6 +68,10 @@ func main() {
 	flag.StringVar(&kvsSelector, "kubervisorservice-selector", "",
 		"A label selector: this manager supervises only the KubervisorServices it selects (a shard; run one manager per shard, "+
 			"each with its own --leader-election-id). Empty supervises all.")
+	flag.StringVar(&podSelector, "pod-selector", "",
+		"A label selector: the manager caches, and so sees and supervises, only the pods it selects (e.g. kubervisor/traffic, "+
+			"which every supervised pod carries once adopted, when the pod templates carry it too). Memory then grows with these "+
+			"pods only; pods outside it are never adopted. Empty caches every pod (the others as small stubs).")
 	flag.StringVar(&leaderElectionID, "leader-election-id", "kubervisor.breaker.kubervisor.io",
 		"Name of the leader election Lease; give each shard its own.")
 	opts := zap.Options{Development: false}
@@ -79,6 +83,11 @@ func main() {
 	shardSelector, err := labels.Parse(kvsSelector)
 	if err != nil {
 		setupLog.Error(err, "Invalid --kubervisorservice-selector", "selector", kvsSelector)
+		os.Exit(1)
+	}
+	pods, err := labels.Parse(podSelector)
+	if err != nil {
+		setupLog.Error(err, "Invalid --pod-selector", "selector", podSelector)
 		os.Exit(1)
 	}
 
@@ -109,7 +118,7 @@ func main() {
 		LeaderElectionNamespace: leaderElectionNamespace,
 		// The manager exits at once when it loses the lease, so the next leader starts clean.
 		LeaderElectionReleaseOnCancel: true,
-		Cache:                         controller.CacheOptions(watchNamespace, shardSelector),
+		Cache:                         controller.CacheOptions(watchNamespace, shardSelector, pods),
 	})
 	if err != nil {
 		setupLog.Error(err, "Unable to create manager")
@@ -133,7 +142,7 @@ func main() {
 		os.Exit(1)
 	}
 
-	setupLog.Info("Starting manager", "watchNamespace", watchNamespace)
+	setupLog.Info("Starting manager", "watchNamespace", watchNamespace, "podSelector", podSelector)
 	if err := mgr.Start(ctx); err != nil {
 		setupLog.Error(err, "Problem running manager")
 		os.Exit(1)

@@ -6,6 +6,8 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -44,7 +46,7 @@ var _ = Describe("The pass's pod store", func() {
 			hasStore  bool
 		}{{"", true}, {ns, false}} {
 			cctx, cancel := context.WithCancel(ctx)
-			opts := controller.CacheOptions(tc.namespace, nil)
+			opts := controller.CacheOptions(tc.namespace, nil, nil)
 			opts.Scheme = scheme
 			c, err := cache.New(cfg, opts)
 			Expect(err).NotTo(HaveOccurred())
@@ -68,6 +70,56 @@ var _ = Describe("The pass's pod store", func() {
 				if tc.hasStore {
 					g.Expect(sc).To(Equal(lc))
 				}
+			}).Should(Succeed())
+			cancel()
+		}
+	})
+})
+
+// What the pod cache holds, through a real informer: every pod, those Kubervisor has no part in as stubs
+// (TrimPod); with a pod selector (--pod-selector), only the pods it selects.
+var _ = Describe("The pod cache", func() {
+	ctx := context.Background()
+
+	It("stubs the pods Kubervisor has no part in, and holds only the selected pods under --pod-selector", func() {
+		ns := newNamespace()
+		annotated := func(name string, labels map[string]string) {
+			pod := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels,
+					Annotations: map[string]string{"sidecar.example/status": "injected"}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app:1"}}},
+			}
+			Expect(k8sClient.Create(ctx, pod)).To(Succeed())
+		}
+		annotated("plain", map[string]string{"app": "other"})
+		annotated("labelled", map[string]string{"app": "other", kvv1.LabelTraffic: kvv1.TrafficYes})
+
+		for _, tc := range []struct {
+			selector string
+			want     map[string]bool // pod -> kept in full (its annotations)
+		}{
+			{"", map[string]bool{"plain": false, "labelled": true}},
+			{kvv1.LabelTraffic, map[string]bool{"labelled": true}},
+		} {
+			cctx, cancel := context.WithCancel(ctx)
+			sel, err := labels.Parse(tc.selector)
+			Expect(err).NotTo(HaveOccurred())
+			opts := controller.CacheOptions("", nil, sel)
+			opts.Scheme = scheme
+			c, err := cache.New(cfg, opts)
+			Expect(err).NotTo(HaveOccurred())
+			go func() { defer GinkgoRecover(); Expect(c.Start(cctx)).To(Succeed()) }()
+			Expect(c.WaitForCacheSync(cctx)).To(BeTrue())
+			Eventually(func(g Gomega) {
+				var list corev1.PodList
+				g.Expect(c.List(cctx, &list, client.InNamespace(ns))).To(Succeed())
+				got := map[string]bool{}
+				for _, p := range list.Items {
+					got[p.Name] = len(p.Annotations) > 0
+					g.Expect(p.Labels).To(HaveKeyWithValue("app", "other"), "a stub keeps the labels that decide adoption")
+					g.Expect(p.ResourceVersion).NotTo(BeEmpty(), "a stub keeps the resourceVersion of the adoption patch")
+				}
+				g.Expect(got).To(Equal(tc.want), "selector %q", tc.selector)
 			}).Should(Succeed())
 			cancel()
 		}

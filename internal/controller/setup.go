@@ -199,13 +199,19 @@ func NewPodReconciler(c client.Client, apiReader client.Reader, rec events.Event
 }
 
 // CacheOptions trims the cache to what the reconcilers read (SPEC §9): pods keep their metadata, phase,
-// readiness gates and the Ready, ContainersReady and kubervisor.io/in-traffic conditions only;
-// managedFields are dropped everywhere. A non-empty namespace restricts the cache
-// (namespaced install). Both cmd/main.go and the tests use it so that tests run what production runs.
-func CacheOptions(namespace string, kvsSelector labels.Selector) cache.Options {
+// readiness gates and the Ready, ContainersReady and kubervisor.io/in-traffic conditions only, and pods
+// Kubervisor has no part in are stubs (TrimPod); managedFields are dropped everywhere. A non-empty namespace
+// restricts the cache (namespaced install); kvsSelector restricts the KubervisorServices (a shard) and
+// podSelector the pods (--pod-selector: pods outside it are neither seen nor supervised). Both cmd/main.go
+// and the tests use it so that tests run what production runs.
+func CacheOptions(namespace string, kvsSelector, podSelector labels.Selector) cache.Options {
+	pods := cache.ByObject{Transform: TrimPod}
+	if podSelector != nil && !podSelector.Empty() {
+		pods.Label = podSelector
+	}
 	o := cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
-		ByObject:         map[client.Object]cache.ByObject{&corev1.Pod{}: {Transform: TrimPod}},
+		ByObject:         map[client.Object]cache.ByObject{&corev1.Pod{}: pods},
 	}
 	if kvsSelector != nil && !kvsSelector.Empty() {
 		o.ByObject[&kvv1.KubervisorService{}] = cache.ByObject{Label: kvsSelector}

@@ -96,7 +96,7 @@ func startManager() {
 	mgr, err := ctrl.NewManager(mcfg, ctrl.Options{
 		Scheme:  scheme,
 		Metrics: metricsserver.Options{BindAddress: metricsAddr},
-		Cache:   controller.CacheOptions("", nil),
+		Cache:   controller.CacheOptions("", nil, nil),
 		// Tests restart the manager in one process: controller names are registered again.
 		Controller: ctrlConfigSkipNameValidation(),
 	})

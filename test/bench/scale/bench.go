@@ -824,9 +824,9 @@ func (b *bench) createUnsupervised(ctx context.Context) error {
 			pod.Status.Conditions = append(pod.Status.Conditions, corev1.PodCondition{Type: t, Status: corev1.ConditionTrue, LastTransitionTime: now})
 		}
 		pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "app", Ready: true, Started: new(true), Image: "registry.example/other:1.0",
-			ImageID: "registry.example/other@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+			ImageID:     "registry.example/other@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
 			ContainerID: "containerd://0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}}}
+			State:       corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}}}
 		return b.c.Status().Update(ctx, pod)
 	})
 }

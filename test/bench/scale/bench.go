@@ -811,7 +811,7 @@ func (b *bench) createUnsupervised(ctx context.Context) error {
 				UID: "6f1c2b8e-3d4a-4f5b-9c6d-7e8f9a0b1c2d", Controller: new(true), BlockOwnerDeletion: new(true)}}},
 			Spec: corev1.PodSpec{
 				NodeName:                      b.cl.NodeName(),
-				Containers:                    []corev1.Container{{Name: "app", Image: "registry.example/other:1.0"}},
+				Containers:                    []corev1.Container{{Name: "main", Image: "registry.example/other:1.0"}},
 				TerminationGracePeriodSeconds: new(int64),
 			},
 		}
@@ -820,10 +820,11 @@ func (b *bench) createUnsupervised(ctx context.Context) error {
 		}
 		pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.1.0.1", PodIPs: []corev1.PodIP{{IP: "10.1.0.1"}},
 			HostIP: "10.0.0.1", StartTime: &now, QOSClass: corev1.PodQOSBestEffort}
-		for _, t := range []corev1.PodConditionType{"PodReadyToStartContainers", corev1.PodInitialized, corev1.PodReady, corev1.ContainersReady, corev1.PodScheduled} {
+		conds := []corev1.PodConditionType{"PodReadyToStartContainers", corev1.PodInitialized, corev1.PodReady, corev1.ContainersReady, corev1.PodScheduled}
+		for _, t := range conds {
 			pod.Status.Conditions = append(pod.Status.Conditions, corev1.PodCondition{Type: t, Status: corev1.ConditionTrue, LastTransitionTime: now})
 		}
-		pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "app", Ready: true, Started: new(true), Image: "registry.example/other:1.0",
+		pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "main", Ready: true, Started: new(true), Image: "registry.example/other:1.0",
 			ImageID:     "registry.example/other@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
 			ContainerID: "containerd://0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
 			State:       corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}}}

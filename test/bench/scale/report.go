@@ -43,7 +43,8 @@ func (r *Result) Table() string {
 	}
 	row("steady rest_client_requests_total/min by method (leases included)", orNone(strings.Join(methods, ", ")), "", s.Load)
 	row("manager CPU in steady state", fmt.Sprintf("%.2f CPU s/min", s.CPUPerMin), "<= 6 CPU s/min", s.Load)
-	row("manager RSS in steady state", fmt.Sprintf("%.0f MiB (max %.0f MiB; %.0f MiB anonymous)", s.RSSMiBEnd, s.RSSMiBMax, s.RSSAnonMiBEnd), "<= 200 MiB", s.Load)
+	rss := fmt.Sprintf("%.0f MiB (max %.0f MiB; %.0f MiB anonymous)", s.RSSMiBEnd, s.RSSMiBMax, s.RSSAnonMiBEnd)
+	row("manager RSS in steady state", rss, "<= 200 MiB", s.Load)
 	row(fmt.Sprintf("interval between evaluations, p50/p99/max (period %s)", r.Period),
 		fmt.Sprintf("%.2f / %.2f / %.2f s (%d intervals)", s.Interval.P50, s.Interval.P99, s.Interval.Max, s.Interval.N),
 		"p99 <= 1.05 x period", s.Load)

@@ -200,7 +200,8 @@ func NewPodReconciler(c client.Client, apiReader client.Reader, rec events.Event
 
 // CacheOptions trims the cache to what the reconcilers read (SPEC §9): pods keep their metadata, phase,
 // readiness gates and the Ready, ContainersReady and kubervisor.io/in-traffic conditions only, and pods
-// Kubervisor has no part in are stubs (TrimPod); managedFields are dropped everywhere. A non-empty namespace
+// Kubervisor has no part in are stubs (TrimPod); Services keep their metadata without annotations and their
+// selector (TrimService); managedFields are dropped everywhere. A non-empty namespace
 // restricts the cache (namespaced install); kvsSelector restricts the KubervisorServices (a shard) and
 // podSelector the pods (--pod-selector: pods outside it are neither seen nor supervised). Both cmd/main.go
 // and the tests use it so that tests run what production runs.
@@ -211,7 +212,7 @@ func CacheOptions(namespace string, kvsSelector, podSelector labels.Selector) ca
 	}
 	o := cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
-		ByObject:         map[client.Object]cache.ByObject{&corev1.Pod{}: pods},
+		ByObject:         map[client.Object]cache.ByObject{&corev1.Pod{}: pods, &corev1.Service{}: {Transform: TrimService}},
 	}
 	if kvsSelector != nil && !kvsSelector.Empty() {
 		o.ByObject[&kvv1.KubervisorService{}] = cache.ByObject{Label: kvsSelector}
@@ -249,6 +250,21 @@ func TrimPod(obj any) (any, error) {
 			trimmed.Status.Conditions = append(trimmed.Status.Conditions, c)
 		}
 	}
+	return trimmed, nil
+}
+
+// TrimService keeps what the reconcilers read of a Service: its metadata without annotations (a Service
+// applied with kubectl carries a copy of itself in kubectl.kubernetes.io/last-applied-configuration) and
+// its selector. NOTE: the manager never writes a Service (RBAC: get, list, watch), so nothing is ever
+// computed from a trimmed one but decisions.
+func TrimService(obj any) (any, error) {
+	svc, ok := obj.(*corev1.Service)
+	if !ok {
+		return obj, nil
+	}
+	trimmed := &corev1.Service{TypeMeta: svc.TypeMeta, ObjectMeta: svc.ObjectMeta}
+	trimmed.ManagedFields, trimmed.Annotations = nil, nil
+	trimmed.Spec.Selector = svc.Spec.Selector
 	return trimmed, nil
 }
 

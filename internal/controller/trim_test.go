@@ -96,3 +96,30 @@ func TestTrimPodStubsPodsKubervisorHasNoPartIn(t *testing.T) {
 		t.Errorf("TrimPod(Service) = %v, want the Service itself", out)
 	}
 }
+
+// TestTrimServiceKeepsMetadataAndSelector checks what the Service cache keeps: metadata without annotations
+// or managedFields, and the selector; the rest of the spec and the status go.
+func TestTrimServiceKeepsMetadataAndSelector(t *testing.T) {
+	in := &corev1.Service{
+		TypeMeta: metav1.TypeMeta{Kind: "Service", APIVersion: "v1"},
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", UID: "u", ResourceVersion: "7", Labels: map[string]string{"team": "a"},
+			Annotations:   map[string]string{"kubectl.kubernetes.io/last-applied-configuration": `{"kind":"Service"}`},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web", kvv1.LabelTraffic: kvv1.TrafficYes},
+			Ports: []corev1.ServicePort{{Port: 80}}, ClusterIP: "10.96.0.10", ClusterIPs: []string{"10.96.0.10"}},
+		Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: []corev1.LoadBalancerIngress{{IP: "1.2.3.4"}}}},
+	}
+	want := &corev1.Service{TypeMeta: in.TypeMeta, ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", UID: "u",
+		ResourceVersion: "7", Labels: map[string]string{"team": "a"}}, Spec: corev1.ServiceSpec{Selector: in.Spec.Selector}}
+	out, err := TrimService(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !equality.Semantic.DeepEqual(out, want) {
+		t.Errorf("TrimService kept\n%+v\nwant\n%+v", out, want)
+	}
+	pod := &corev1.Pod{}
+	if out, _ := TrimService(pod); out != pod {
+		t.Errorf("TrimService(Pod) = %v, want the pod itself", out)
+	}
+}

@@ -77,9 +77,6 @@ const (
 // OwnedLabels are the pod labels a KubervisorService owns (removed when it lets go of a pod).
 var OwnedLabels = []string{LabelName, LabelStrategy}
 
-// PodKeys are every pod label and annotation key of the contract.
-var PodKeys = slices.Concat([]string{LabelTraffic}, OwnedLabels, OwnedAnnotations, RequestAnnotations, []string{AnnotationRequestOutcome})
-
 // OwnedAnnotations are the pod annotations a KubervisorService owns (removed when it lets go of a pod).
 var OwnedAnnotations = []string{AnnotationBreakAt, AnnotationRetryCount, AnnotationRestoredAt, AnnotationActivator,
 	AnnotationManualBy, AnnotationManualReason, AnnotationManualUntil}

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
@@ -71,6 +73,9 @@ type Config struct {
 	// AdoptionProfileSeconds).
 	AdoptionCPUProfile     string
 	AdoptionProfileSeconds int
+	// APIServerAdoptionCPUProfile, when set, is where a CPU profile of kube-apiserver over adoption is
+	// written (as long as AdoptionProfileSeconds): where the writes of adoption spend the control plane.
+	APIServerAdoptionCPUProfile string
 	// KeepWorkDir keeps the work directory (audit log, manager log, kubeconfigs).
 	KeepWorkDir bool
 	// Log receives progress lines; default none.
@@ -122,13 +127,16 @@ type Result struct {
 // AdoptionResult is the time from the creation of the KubervisorServices until every pod carries
 // kubervisor/name and every KubervisorService was Ready=True.
 type AdoptionResult struct {
-	Seconds       float64     `json:"seconds"`
-	CreateSeconds float64     `json:"createSeconds"`
-	PodsNamed     int         `json:"podsNamed"`
-	KVSReady      int         `json:"kvsReady"`
-	CPUSeconds    float64     `json:"cpuSeconds"`
-	Requests      auditCounts `json:"requests"`
-	Load          loadAvg     `json:"load"`
+	Seconds       float64 `json:"seconds"`
+	CreateSeconds float64 `json:"createSeconds"`
+	PodsNamed     int     `json:"podsNamed"`
+	KVSReady      int     `json:"kvsReady"`
+	CPUSeconds    float64 `json:"cpuSeconds"`
+	// ProcessCPU is the CPU seconds of each process of the run over the adoption (by command name; the
+	// harness is this process: tracker, fake kubelet, clients).
+	ProcessCPU map[string]float64 `json:"processCPUSeconds"`
+	Requests   auditCounts        `json:"requests"`
+	Load       loadAvg            `json:"load"`
 }
 
 // ReactionResult is the time from the detector's first answer naming a pod until a watch saw the
@@ -481,18 +489,25 @@ func (b *bench) kvs(g int) *kvv1.KubervisorService {
 // KubervisorService was Ready.
 func (b *bench) adopt(ctx context.Context) error {
 	cpu0, _ := b.managersCPU()
+	procs0 := processCPU()
 	start := time.Now()
-	profiled := make(chan error, 1)
+	profiled := make(chan error, 2)
+	path := fmt.Sprintf("profile?seconds=%d", b.cfg.AdoptionProfileSeconds)
 	if b.cfg.AdoptionCPUProfile != "" {
-		go func() {
-			profiled <- b.profile(ctx, fmt.Sprintf("profile?seconds=%d", b.cfg.AdoptionProfileSeconds), b.cfg.AdoptionCPUProfile, "adoption")
-		}()
+		go func() { profiled <- b.profile(ctx, path, b.cfg.AdoptionCPUProfile, "adoption") }()
+	} else {
+		profiled <- nil
+	}
+	if b.cfg.APIServerAdoptionCPUProfile != "" {
+		go func() { profiled <- b.apiServerProfile(ctx, path, b.cfg.APIServerAdoptionCPUProfile, "adoption") }()
 	} else {
 		profiled <- nil
 	}
 	defer func() {
-		if err := <-profiled; err != nil {
-			b.warnf("profile: %v", err)
+		for range 2 {
+			if err := <-profiled; err != nil {
+				b.warnf("profile: %v", err)
+			}
 		}
 	}()
 	b.logf("creating %d KubervisorServices", b.cfg.KVS)
@@ -507,6 +522,7 @@ func (b *bench) adopt(ctx context.Context) error {
 			fmt.Sprintf("%d/%d pods named, %d/%d KubervisorServices Ready", c.named, b.cfg.Pods, c.kvsReady, b.cfg.KVS)
 	}, true)
 	cpu1, _ := b.managersCPU()
+	a.ProcessCPU = cpuSince(procs0, processCPU())
 	a.Load = readLoadAvg()
 	c := b.trk.counts()
 	a.PodsNamed, a.KVSReady = c.named, c.kvsReady
@@ -756,12 +772,25 @@ func (b *bench) profiling() bool {
 // profile fetches the manager's pprof profile at path (e.g. "profile?seconds=60", "heap?gc=1") into file;
 // what names the window it covers, for the log.
 func (b *bench) profile(ctx context.Context, path, file, what string) error {
-	url := fmt.Sprintf("http://%s/debug/pprof/%s", b.pprof, path)
+	return b.fetchProfile(ctx, http.DefaultClient, fmt.Sprintf("http://%s/debug/pprof/%s", b.pprof, path), file, what)
+}
+
+// apiServerProfile fetches kube-apiserver's pprof profile at path (as the administrator) into file.
+func (b *bench) apiServerProfile(ctx context.Context, path, file, what string) error {
+	cfg := b.cl.Config()
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return err
+	}
+	return b.fetchProfile(ctx, hc, strings.TrimSuffix(cfg.Host, "/")+"/debug/pprof/"+path, file, "kube-apiserver, "+what)
+}
+
+func (b *bench) fetchProfile(ctx context.Context, hc *http.Client, url, file, what string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return err
 	}
@@ -777,7 +806,7 @@ func (b *bench) profile(ctx context.Context, path, file, what string) error {
 		_ = f.Close() // the copy's error is the one to report
 		return err
 	}
-	b.logf("%s profile of %s in %s", path, what, file)
+	b.logf("profile of %s in %s", what, file)
 	return f.Close()
 }
 

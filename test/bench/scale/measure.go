@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kubervisor/kubervisor/test/cluster"
 )
 
 // auditPolicy logs every request of the manager's identity at level Metadata (no bodies), nothing else.
@@ -295,4 +297,37 @@ func quantilesOf(v []float64) quantiles {
 		return s[max(0, min(i, len(s)-1))]
 	}
 	return quantiles{N: len(s), P50: rank(0.50), P99: rank(0.99), Max: s[len(s)-1]}
+}
+
+// processCPU is the CPU time used so far by this process (the harness: tracker, fake kubelet, clients)
+// and by each of its live children (kube-apiserver, etcd, kube-controller-manager, managers), by
+// command name, summed over processes of the same name. It shows where a window's CPU went, and so
+// which process bounds it.
+func processCPU() map[string]float64 {
+	out := map[string]float64{}
+	self := os.Getpid()
+	for _, pid := range append([]int{self}, cluster.LiveChildren(self)...) {
+		name := "harness"
+		if pid != self {
+			comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+			if err != nil {
+				continue // gone since the scan
+			}
+			name = strings.TrimSpace(string(comm))
+		}
+		if s, err := cpuSeconds(pid); err == nil {
+			out[name] += s
+		}
+	}
+	return out
+}
+
+// cpuSince is the CPU each process of now used since before (processes that started in between count
+// from zero).
+func cpuSince(before, now map[string]float64) map[string]float64 {
+	out := make(map[string]float64, len(now))
+	for name, s := range now {
+		out[name] = s - before[name]
+	}
+	return out
 }

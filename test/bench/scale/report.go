@@ -28,6 +28,11 @@ func (r *Result) Table() string {
 		fmt.Sprintf("%.1f s (%d/%d pods named, %d/%d KVS Ready; KVS created in %.1f s), %.1f CPU s, %d writes",
 			a.Seconds, a.PodsNamed, r.Pods, a.KVSReady, r.KVS, a.CreateSeconds, a.CPUSeconds, a.Requests.Writes),
 		"<= 30 s", a.Load)
+	procs := make([]string, 0, len(a.ProcessCPU))
+	for _, name := range slices.Sorted(maps.Keys(a.ProcessCPU)) {
+		procs = append(procs, fmt.Sprintf("%s %.1f", name, a.ProcessCPU[name]))
+	}
+	row("  adoption: CPU s by process", orNone(strings.Join(procs, ", ")), "", a.Load)
 	for _, q := range top(a.Requests.Requests, 6) {
 		row("  adoption: "+q.Verb+" "+q.Resource, fmt.Sprintf("%d", q.Count), "", a.Load)
 	}

@@ -33,6 +33,11 @@ var _ = Describe("make bench-scale at 500 pods / 50 KubervisorServices", func() 
 		Expect(res.Adoption.KVSReady).To(Equal(50), "every KubervisorService Ready=True")
 		Expect(res.Reaction.Ejected).To(Equal(res.Reaction.Expected), "every flagged pod out of traffic")
 		Expect(res.Steady.Calls).To(BeNumerically(">", 0), "the breakers kept asking the detector")
+		for _, proc := range []string{"kube-apiserver", "etcd", "manager", "harness"} {
+			Expect(res.Adoption.ProcessCPU).To(HaveKeyWithValue(proc, BeNumerically(">", 0)), "the CPU %s used during adoption", proc)
+		}
+		Expect(res.Adoption.ProcessCPU["manager"]).To(BeNumerically("~", res.Adoption.CPUSeconds, 0.5),
+			"the manager's share is the manager's CPU")
 
 		var writes []requestCount
 		for _, r := range res.Steady.Requests.Requests {

@@ -284,7 +284,13 @@ func (c *Cluster) startControlPlane() error {
 		return fmt.Errorf("starting the control plane: %w; end of its log:\n%s", err, logTail(c.LogPath("control-plane")))
 	}
 	c.cfg.QPS, c.cfg.Burst = 1000, 2000
-	if c.clientset, err = kubernetes.NewForConfig(c.cfg); err != nil {
+	// NOTE: the clientset (the fake kubelet's watch and status writes among others) speaks protobuf, as
+	// a real kubelet and kube-controller-manager do; JSON would cost the API server a second encoding of
+	// every pod event and this process a slower decoding, which a benchmark would charge to the cluster.
+	pb := rest.CopyConfig(c.cfg)
+	pb.ContentType = runtime.ContentTypeProtobuf
+	pb.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	if c.clientset, err = kubernetes.NewForConfig(pb); err != nil {
 		return err
 	}
 	if c.client, err = client.New(c.cfg, client.Options{Scheme: opts.Scheme}); err != nil {

@@ -60,7 +60,8 @@ func main() {
 	flag.StringVar(&cfg.AllocProfile, "allocprofile", "", "write an allocation profile of the manager over the steady window to this file")
 	flag.StringVar(&cfg.HeapProfile, "heapprofile", "", "write a heap profile of the manager at the end of the steady window (after a GC) to this file")
 	flag.StringVar(&cfg.AdoptionCPUProfile, "adoption-cpuprofile", "", "write a CPU profile of the manager over adoption to this file")
-	flag.StringVar(&cfg.APIServerAdoptionCPUProfile, "apiserver-adoption-cpuprofile", "", "write a CPU profile of kube-apiserver over adoption to this file")
+	flag.StringVar(&cfg.APIServerAdoptionCPUProfile, "apiserver-adoption-cpuprofile", "",
+		"write a CPU profile of kube-apiserver over adoption to this file")
 	flag.IntVar(&cfg.AdoptionProfileSeconds, "adoption-profile-seconds", 60, "how long the adoption CPU profile lasts")
 	flag.BoolVar(&cfg.KeepWorkDir, "keep", false, "keep the work directory (audit log, manager log)")
 	flag.BoolVar(&asJSON, "json", false, "print the results as JSON too")

@@ -491,25 +491,11 @@ func (b *bench) adopt(ctx context.Context) error {
 	cpu0, _ := b.managersCPU()
 	procs0 := processCPU()
 	start := time.Now()
-	profiled := make(chan error, 2)
 	path := fmt.Sprintf("profile?seconds=%d", b.cfg.AdoptionProfileSeconds)
-	if b.cfg.AdoptionCPUProfile != "" {
-		go func() { profiled <- b.profile(ctx, path, b.cfg.AdoptionCPUProfile, "adoption") }()
-	} else {
-		profiled <- nil
-	}
-	if b.cfg.APIServerAdoptionCPUProfile != "" {
-		go func() { profiled <- b.apiServerProfile(ctx, path, b.cfg.APIServerAdoptionCPUProfile, "adoption") }()
-	} else {
-		profiled <- nil
-	}
-	defer func() {
-		for range 2 {
-			if err := <-profiled; err != nil {
-				b.warnf("profile: %v", err)
-			}
-		}
-	}()
+	defer b.startProfiles(
+		profileJob{b.cfg.AdoptionCPUProfile, func(file string) error { return b.profile(ctx, path, file, "adoption") }},
+		profileJob{b.cfg.APIServerAdoptionCPUProfile, func(file string) error { return b.apiServerProfile(ctx, path, file, "adoption") }},
+	)()
 	b.logf("creating %d KubervisorServices", b.cfg.KVS)
 	if err := parallel(ctx, 16, b.cfg.KVS, func(ctx context.Context, g int) error { return b.c.Create(ctx, b.kvs(g)) }); err != nil {
 		return err
@@ -603,23 +589,15 @@ func (b *bench) steady(ctx context.Context) error {
 	start := time.Now()
 	end := start.Add(b.cfg.Steady)
 	b.logf("measuring the steady state for %s", b.cfg.Steady)
-	profiled := make(chan error, 2)
-	for _, p := range []struct{ kind, file string }{{"profile", b.cfg.CPUProfile}, {"allocs", b.cfg.AllocProfile}} {
-		if p.file == "" {
-			profiled <- nil
-			continue
-		}
-		go func() {
-			profiled <- b.profile(ctx, fmt.Sprintf("%s?seconds=%d", p.kind, int(b.cfg.Steady.Seconds())), p.file, "the steady window")
-		}()
+	steadyProfile := func(kind string) func(file string) error {
+		path := fmt.Sprintf("%s?seconds=%d", kind, int(b.cfg.Steady.Seconds()))
+		return func(file string) error { return b.profile(ctx, path, file, "the steady window") }
 	}
+	waitProfiles := b.startProfiles(profileJob{b.cfg.CPUProfile, steadyProfile("profile")}, profileJob{b.cfg.AllocProfile, steadyProfile("allocs")})
 	for now := time.Now(); now.Before(end); now = time.Now() {
-		if rss, err := b.managersRSS(); err == nil {
+		if rss, anon, err := b.managersRSS(); err == nil {
 			s.RSSMiBMax = max(s.RSSMiBMax, rss)
-			s.RSSMiBEnd = rss
-		}
-		if anon, err := b.managersRSSAnon(); err == nil {
-			s.RSSAnonMiBEnd = anon
+			s.RSSMiBEnd, s.RSSAnonMiBEnd = rss, anon
 		}
 		if err := b.exited(); err != nil {
 			return err
@@ -633,11 +611,7 @@ func (b *bench) steady(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for range 2 {
-		if err := <-profiled; err != nil {
-			b.warnf("profile: %v", err)
-		}
-	}
+	waitProfiles()
 	if b.cfg.HeapProfile != "" {
 		if err := b.profile(ctx, "heap?gc=1", b.cfg.HeapProfile, "the end of the steady window"); err != nil {
 			b.warnf("profile: %v", err)
@@ -783,6 +757,32 @@ func (b *bench) apiServerProfile(ctx context.Context, path, file, what string) e
 		return err
 	}
 	return b.fetchProfile(ctx, hc, strings.TrimSuffix(cfg.Host, "/")+"/debug/pprof/"+path, file, "kube-apiserver, "+what)
+}
+
+// profileJob is a profile to fetch in the background into file (none when file is empty).
+type profileJob struct {
+	file  string
+	fetch func(file string) error
+}
+
+// startProfiles fetches the jobs' profiles in the background; the function it returns waits for them
+// and warns of those that failed.
+func (b *bench) startProfiles(jobs ...profileJob) (wait func()) {
+	done := make(chan error, len(jobs))
+	for _, j := range jobs {
+		if j.file == "" {
+			done <- nil
+			continue
+		}
+		go func() { done <- j.fetch(j.file) }()
+	}
+	return func() {
+		for range jobs {
+			if err := <-done; err != nil {
+				b.warnf("profile: %v", err)
+			}
+		}
+	}
 }
 
 func (b *bench) fetchProfile(ctx context.Context, hc *http.Client, url, file, what string) error {

@@ -234,20 +234,24 @@ func cpuSeconds(pid int) (float64, error) {
 	return (utime + stime) / clockTicks, nil
 }
 
-// rssMiB is pid's resident set size (VmRSS) in MiB.
-func rssMiB(pid int) (float64, error) { return statusMiB(pid, "VmRSS") }
-
-// rssAnonMiB is the anonymous part of pid's resident set (RssAnon: heap, stacks, the Go runtime's own),
-// the part that grows with what the manager holds; the rest is mostly the binary's pages (RssFile).
-func rssAnonMiB(pid int) (float64, error) { return statusMiB(pid, "RssAnon") }
-
-// statusMiB is field of /proc/<pid>/status, given there in kB, in MiB.
-func statusMiB(pid int, field string) (float64, error) {
+// rssMiB is pid's resident set size (VmRSS) and its anonymous part (RssAnon: heap, stacks, the Go
+// runtime's own; the part that grows with what the manager holds, the rest being mostly the binary's
+// pages), in MiB, from one read of /proc/<pid>/status.
+func rssMiB(pid int) (rss, anon float64, err error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	for line := range strings.SplitSeq(string(data), "\n") {
+	if rss, err = statusMiB(pid, string(data), "VmRSS"); err != nil {
+		return 0, 0, err
+	}
+	anon, err = statusMiB(pid, string(data), "RssAnon")
+	return rss, anon, err
+}
+
+// statusMiB is field of pid's /proc/<pid>/status text, given there in kB, in MiB.
+func statusMiB(pid int, status, field string) (float64, error) {
+	for line := range strings.SplitSeq(status, "\n") {
 		if rest, ok := strings.CutPrefix(line, field+":"); ok {
 			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
 			if err != nil {

@@ -60,11 +60,17 @@ func (b *bench) startManagers(ctx context.Context) error {
 // managersCPU is the CPU seconds every manager of the run used so far.
 func (b *bench) managersCPU() (float64, error) { return b.sumOverManagers(cpuSeconds) }
 
-// managersRSS is the resident memory of every manager of the run, summed.
-func (b *bench) managersRSS() (float64, error) { return b.sumOverManagers(rssMiB) }
-
-// managersRSSAnon is the anonymous resident memory of every manager of the run, summed.
-func (b *bench) managersRSSAnon() (float64, error) { return b.sumOverManagers(rssAnonMiB) }
+// managersRSS is the resident memory of every manager of the run and its anonymous part, summed.
+func (b *bench) managersRSS() (rss, anon float64, err error) {
+	for _, m := range b.managers {
+		r, a, err := rssMiB(m.proc.Pid())
+		if err != nil {
+			return 0, 0, err
+		}
+		rss, anon = rss+r, anon+a
+	}
+	return rss, anon, nil
+}
 
 // sumOverManagers sums a /proc figure of every manager process.
 func (b *bench) sumOverManagers(figure func(pid int) (float64, error)) (float64, error) {

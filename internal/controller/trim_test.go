@@ -90,11 +90,6 @@ func TestTrimPodStubsPodsKubervisorHasNoPartIn(t *testing.T) {
 			}
 		})
 	}
-	// Not a pod: handed back as it is.
-	svc := &corev1.Service{}
-	if out, _ := TrimPod(svc); out != svc {
-		t.Errorf("TrimPod(Service) = %v, want the Service itself", out)
-	}
 }
 
 // TestTrimServiceKeepsMetadataAndSelector checks what the Service cache keeps: metadata without annotations
@@ -118,8 +113,19 @@ func TestTrimServiceKeepsMetadataAndSelector(t *testing.T) {
 	if !equality.Semantic.DeepEqual(out, want) {
 		t.Errorf("TrimService kept\n%+v\nwant\n%+v", out, want)
 	}
-	pod := &corev1.Pod{}
-	if out, _ := TrimService(pod); out != pod {
-		t.Errorf("TrimService(Pod) = %v, want the pod itself", out)
+}
+
+// TestTrimHandsBackOtherTypes checks that each transform returns an object of another type as it is.
+func TestTrimHandsBackOtherTypes(t *testing.T) {
+	for name, tc := range map[string]struct {
+		trim  func(any) (any, error)
+		other any
+	}{
+		"TrimPod of a Service": {TrimPod, &corev1.Service{}},
+		"TrimService of a Pod": {TrimService, &corev1.Pod{}},
+	} {
+		if out, err := tc.trim(tc.other); err != nil || out != tc.other {
+			t.Errorf("%s = %v, %v; want the object itself", name, out, err)
+		}
 	}
 }

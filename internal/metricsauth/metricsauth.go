@@ -196,23 +196,24 @@ func (c *ttlCache[K, V]) getOrAsk(now time.Time, k K, ask func() (V, time.Durati
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	prune(c.m, now, func(e ttlEntry[V]) time.Time { return e.expires })
+	c.prune(now)
 	c.m[k] = ttlEntry[V]{v: v, expires: now.Add(ttl)}
 	return v, nil
 }
 
 // prune makes room in a full cache: it drops the expired entries, and everything if none had expired.
-func prune[K comparable, V any](m map[K]V, now time.Time, expires func(V) time.Time) {
-	if len(m) < maxEntries {
+// c.mu is held.
+func (c *ttlCache[K, V]) prune(now time.Time) {
+	if len(c.m) < maxEntries {
 		return
 	}
-	for k, v := range m {
-		if !now.Before(expires(v)) {
-			delete(m, k)
+	for k, e := range c.m {
+		if !now.Before(e.expires) {
+			delete(c.m, k)
 		}
 	}
-	if len(m) >= maxEntries {
-		clear(m)
+	if len(c.m) >= maxEntries {
+		clear(c.m)
 	}
 }
 

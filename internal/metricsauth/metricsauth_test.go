@@ -137,19 +137,19 @@ func TestFilterCachesAnswers(t *testing.T) {
 
 func TestPruneBoundsTheCache(t *testing.T) {
 	now := time.Now()
-	m := map[int]time.Time{}
+	c := newTTLCache[int, int]()
 	for i := range maxEntries {
-		m[i] = now.Add(time.Duration(i%2) * time.Minute) // half expired
+		c.m[i] = ttlEntry[int]{expires: now.Add(time.Duration(i%2) * time.Minute)} // half expired
 	}
-	prune(m, now, func(t time.Time) time.Time { return t })
-	if len(m) != maxEntries/2 {
-		t.Fatalf("%d entries after pruning a full cache, want %d (the expired ones dropped)", len(m), maxEntries/2)
+	c.prune(now)
+	if len(c.m) != maxEntries/2 {
+		t.Fatalf("%d entries after pruning a full cache, want %d (the expired ones dropped)", len(c.m), maxEntries/2)
 	}
 	for i := range maxEntries / 2 {
-		m[maxEntries+i] = now.Add(time.Minute)
+		c.m[maxEntries+i] = ttlEntry[int]{expires: now.Add(time.Minute)}
 	}
-	prune(m, now, func(t time.Time) time.Time { return t })
-	if len(m) != 0 {
-		t.Fatalf("%d entries after pruning a full cache of live entries, want 0", len(m))
+	c.prune(now)
+	if len(c.m) != 0 {
+		t.Fatalf("%d entries after pruning a full cache of live entries, want 0", len(c.m))
 	}
 }

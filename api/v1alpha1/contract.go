@@ -70,6 +70,16 @@ const (
 	// spec.readinessGates: True while kubervisor/traffic is yes, False while it is no or pause.
 	ConditionInTraffic = "kubervisor.io/in-traffic"
 
+	// AnnotationDeletionCost is the Kubernetes annotation a ReplicaSet ranks its pods by when it removes
+	// some (scale-down, rollout): lowest cost first. Kubervisor sets it to DeletionCostOutOfTraffic on the
+	// pods it holds out of traffic (no and pause) and removes it when it puts them back, so that a
+	// ReplicaSet removes pods that serve nothing before serving ones (SPEC §5 step 12). It is not under
+	// KeyPrefix: it belongs to Kubernetes, and Kubervisor owns it only on pods it holds out of traffic.
+	AnnotationDeletionCost = "controller.kubernetes.io/pod-deletion-cost"
+	// DeletionCostOutOfTraffic is the deletion cost of a pod out of traffic: the lowest int32, below any
+	// serving pod (the default cost is 0).
+	DeletionCostOutOfTraffic = "-2147483648"
+
 	// Finalizer is set on every KubervisorService so that its pods are released before it goes away.
 	Finalizer = "breaker.kubervisor.io/finalizer"
 )
@@ -94,7 +104,9 @@ const (
 	ConditionServiceFound = "ServiceFound"
 	// ConditionTrafficControlled is True when the Service selector holds kubervisor/traffic: "yes".
 	ConditionTrafficControlled = "TrafficControlled"
-	// ConditionEjectionAllowed is False (reason FloorReached) while anomalies are withheld by the floor.
+	// ConditionEjectionAllowed is False while no pod may leave traffic: reason BelowFloor while fewer pods
+	// serve than the floor (Kubervisor restores the pods its breakers ejected), FloorReached while anomalies
+	// are withheld by the floor, StormSuspected while a breaker's storm guard holds.
 	ConditionEjectionAllowed = "EjectionAllowed"
 	// ConditionConflict is True when another KubervisorService supervises the same Service or pods.
 	ConditionConflict = "Conflict"
@@ -158,6 +170,9 @@ const (
 	EventLeftPaused        = "LeftPaused"
 	EventStormSuspected    = "StormSuspected"
 	EventOrphanReleased    = "OrphanReleased"
+	// EventFloorRestored is the Warning of a pass that put pods its breakers ejected back in traffic
+	// because fewer pods served than the floor (SPEC §5 step 12).
+	EventFloorRestored     = "FloorRestored"
 	EventPrometheusWarning = "PrometheusWarning"
 	EventManualEject       = "ManualEject"
 	EventManualRestore     = "ManualRestore"
@@ -440,10 +455,27 @@ func (b *BreakerStrategy) Unusable() []string {
 	if _, err := b.ProbationOf(); err != nil {
 		out = append(out, "probation: "+err.Error())
 	}
+	if _, err := b.WarmupOf(); err != nil {
+		out = append(out, "warmup: "+err.Error())
+	}
 	return out
 }
 
 // ProbationOf returns the breaker's probation (0: none).
 func (b *BreakerStrategy) ProbationOf() (time.Duration, error) {
 	return ParseDuration(b.Probation, 0)
+}
+
+// WarmupOf returns the breaker's warm-up (0: none).
+func (b *BreakerStrategy) WarmupOf() (time.Duration, error) {
+	return ParseDuration(b.Warmup, 0)
+}
+
+// FailureThresholdOf returns the breaker's failureThreshold: the consecutive anomalous evaluations before
+// an ejection, at least 1 (a value under 1, refused at admission, counts as 1).
+func (b *BreakerStrategy) FailureThresholdOf() int {
+	if b.FailureThreshold == nil || *b.FailureThreshold < 1 {
+		return 1
+	}
+	return int(*b.FailureThreshold)
 }

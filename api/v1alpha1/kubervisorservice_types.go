@@ -159,6 +159,29 @@ type BreakerStrategy struct {
 	// +kubebuilder:validation:XValidation:rule="type(self) == int ? (self >= 0 && self <= 86400) : (self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') && duration(self) >= duration('0s') && duration(self) <= duration('24h'))",message="must be a number of seconds or a duration string such as \"30s\", at most 24h"
 	Probation *intstr.IntOrString `json:"probation,omitempty"`
 
+	// failureThreshold is how many consecutive evaluations, in traffic, must flag a pod before this breaker
+	// ejects it (a probe's failureThreshold, Envoy's consecutive_5xx): 1 to 100, default 1 (the first
+	// flagging evaluation ejects). An evaluation that does not flag the pod starts its count again; a failed
+	// evaluation (a detector error, a suspected storm) leaves it. Until the count is reached the pod's
+	// decision is Pending. Counts live in the manager's memory: a restart or a spec change starts them
+	// again, which delays an ejection and never hastens one.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	FailureThreshold *int32 `json:"failureThreshold,omitempty"`
+
+	// warmup is how long after a pod became Ready (its Ready condition's lastTransitionTime; in readinessGate
+	// mode ContainersReady's) this breaker judges it without ejecting it (decision WarmingUp, no quota used):
+	// a new pod of a rollout, or a JVM warming its JIT, is not ejected for being new. Unlike probation, which
+	// spares pods the activator restored, warmup spares pods that are new to traffic. A number of seconds or
+	// a duration string, 0 to 24h. Default 0.
+	// +optional
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? (self >= 0 && self <= 86400) : (self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') && duration(self) >= duration('0s') && duration(self) <= duration('24h'))",message="must be a number of seconds or a duration string such as \"30s\", at most 24h"
+	Warmup *intstr.IntOrString `json:"warmup,omitempty"`
+
 	// activator brings back the pods this breaker ejected; unset fields are taken from defaultActivator.
 	// +optional
 	Activator *ActivatorStrategy `json:"activator,omitempty"`
@@ -490,7 +513,7 @@ type BreakerStatus struct {
 }
 
 // Decision is what a breaker decided about one anomalous pod.
-// +kubebuilder:validation:Enum=Ejected;Withheld;WouldEject;Probation;Ignored
+// +kubebuilder:validation:Enum=Ejected;Withheld;WouldEject;Probation;Pending;WarmingUp;Ignored
 type Decision string
 
 const (
@@ -503,6 +526,11 @@ const (
 	DecisionWouldEject Decision = "WouldEject"
 	// DecisionProbation: the pod was restored too recently to be ejected again.
 	DecisionProbation Decision = "Probation"
+	// DecisionPending: the pod is anomalous, but in fewer consecutive evaluations than the breaker's
+	// failureThreshold.
+	DecisionPending Decision = "Pending"
+	// DecisionWarmingUp: the pod became Ready less than the breaker's warmup ago.
+	DecisionWarmingUp Decision = "WarmingUp"
 	// DecisionIgnored: the pod is not in traffic (not Ready, terminating, already out): nothing to decide.
 	DecisionIgnored Decision = "Ignored"
 )
@@ -512,7 +540,7 @@ type PodDecision struct {
 	// pod is the pod's name.
 	// +required
 	Pod string `json:"pod"`
-	// decision is Ejected, Withheld, WouldEject, Probation or Ignored.
+	// decision is Ejected, Withheld, WouldEject, Probation, Pending, WarmingUp or Ignored.
 	// +required
 	Decision Decision `json:"decision"`
 	// reason says why, in the detector's and the breaker's words.

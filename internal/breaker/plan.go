@@ -3,6 +3,8 @@
 package breaker
 
 import (
+	"time"
+
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 )
 
@@ -17,6 +19,12 @@ type Pod struct {
 	// Locked is a serving pod that cannot be taken out of traffic (readinessGate mode, no gate): it counts
 	// in traffic for the floor but is never ejected.
 	Locked bool
+	// Manual is a pod held out of traffic by hand (kubervisor/strategy is the manual strategy): a floor
+	// restoration leaves it out (Restore).
+	Manual bool
+	// BreakAt is when a pod out of traffic was ejected (kubervisor/break-at; zero when unknown): Restore's
+	// last tie-break. Only read for pods with Traffic no.
+	BreakAt time.Time
 }
 
 // Serving reports whether the pod is in traffic: Ready, not terminating, labelled traffic=yes.

@@ -34,14 +34,16 @@ func Adopt(s State, owner string) Patch {
 }
 
 // Eject takes a pod out of traffic for the named breaker (SPEC §5 step 4): traffic=no, strategy, break-at
-// now, the retry count one more than s.RetryCount (an unusable count counts as none; the caller lowers it
+// now, the deletion cost of a pod out of traffic (SPEC §5 step 12: a ReplicaSet removes it before serving
+// pods), the retry count one more than s.RetryCount (an unusable count counts as none; the caller lowers it
 // first for forgiveness) and the fingerprint of the activator now in force ("" writes none).
 func Eject(s State, breaker string, now time.Time, activator string) Patch {
 	p := Patch{
 		Labels: map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficNo, v1alpha1.LabelStrategy: breaker},
 		Annotations: map[string]string{
-			v1alpha1.AnnotationBreakAt:    FormatTime(now),
-			v1alpha1.AnnotationRetryCount: strconv.FormatInt(int64(max(s.RetryCount, 0))+1, 10),
+			v1alpha1.AnnotationBreakAt:      FormatTime(now),
+			v1alpha1.AnnotationRetryCount:   strconv.FormatInt(int64(max(s.RetryCount, 0))+1, 10),
+			v1alpha1.AnnotationDeletionCost: v1alpha1.DeletionCostOutOfTraffic,
 		},
 	}
 	if activator != "" {
@@ -50,17 +52,19 @@ func Eject(s State, breaker string, now time.Time, activator string) Patch {
 	return p
 }
 
-// Restore puts an ejected pod back in traffic: traffic=yes and restored-at now. The retry count is kept (it
+// Restore puts an ejected pod back in traffic: traffic=yes and restored-at now, its deletion cost removed. The retry count is kept (it
 // drives the back-off of the next ejection), and so are break-at and strategy, for the record. Any repair
 // the parse found is included.
 func Restore(s State, now time.Time) Patch {
 	p := Repair(s).Merge(Patch{
-		Labels:      map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficYes},
-		Annotations: map[string]string{v1alpha1.AnnotationRestoredAt: FormatTime(now)},
+		Labels:            map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficYes},
+		Annotations:       map[string]string{v1alpha1.AnnotationRestoredAt: FormatTime(now)},
+		RemoveAnnotations: []string{v1alpha1.AnnotationDeletionCost},
 	})
 	if s.Manual != nil {
 		// The hold is over; the strategy label stays, for the record.
-		p.RemoveAnnotations = []string{v1alpha1.AnnotationManualBy, v1alpha1.AnnotationManualReason, v1alpha1.AnnotationManualUntil}
+		p.RemoveAnnotations = append(p.RemoveAnnotations, v1alpha1.AnnotationManualBy, v1alpha1.AnnotationManualReason,
+			v1alpha1.AnnotationManualUntil)
 	}
 	return p
 }
@@ -72,7 +76,7 @@ func EjectByHand(by, reason string, until, now time.Time) Patch {
 	p := Patch{
 		Labels: map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficNo, v1alpha1.LabelStrategy: v1alpha1.ManualStrategy},
 		Annotations: map[string]string{v1alpha1.AnnotationBreakAt: FormatTime(now), v1alpha1.AnnotationManualBy: by,
-			v1alpha1.AnnotationManualReason: reason},
+			v1alpha1.AnnotationManualReason: reason, v1alpha1.AnnotationDeletionCost: v1alpha1.DeletionCostOutOfTraffic},
 	}
 	if until.IsZero() {
 		p.RemoveAnnotations = []string{v1alpha1.AnnotationManualUntil}
@@ -89,8 +93,12 @@ func Answer(requestAt, outcome string) Patch {
 }
 
 // Pause keeps an ejected pod out of traffic for good, for investigation: traffic=pause, with any repair.
+// NOTE: a paused pod keeps the deletion cost of a pod out of traffic: it serves nothing, so a ReplicaSet
+// that must remove a pod removes it before a serving one (to keep it through a rollout, take it out of its
+// ReplicaSet by removing the label the ReplicaSet selects).
 func Pause(s State) Patch {
-	return Repair(s).Merge(Patch{Labels: map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficPause}})
+	return Repair(s).Merge(Patch{Labels: map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficPause},
+		Annotations: map[string]string{v1alpha1.AnnotationDeletionCost: v1alpha1.DeletionCostOutOfTraffic}})
 }
 
 // Repair persists the defaults Parse chose for unusable annotations of an ejected pod, so that the
@@ -101,11 +109,13 @@ func Repair(s State) Patch {
 
 // Release lets go of a pod: Kubervisor's ownership labels and annotations are removed and an ejected pod is
 // back in traffic, so that nothing stays out of traffic because Kubervisor stopped supervising it. A
-// paused pod stays paused: the user asked to keep it for investigation.
+// paused pod stays paused, with its deletion cost: the user asked to keep it for investigation. An
+// ejected pod loses its deletion cost with the rest.
 func Release(s State) Patch {
 	p := Patch{RemoveLabels: slices.Clone(v1alpha1.OwnedLabels), RemoveAnnotations: slices.Clone(v1alpha1.OwnedAnnotations)}
 	if s.Traffic == v1alpha1.TrafficNo {
 		p.Labels = map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficYes}
+		p.RemoveAnnotations = append(p.RemoveAnnotations, v1alpha1.AnnotationDeletionCost)
 	}
 	return p
 }

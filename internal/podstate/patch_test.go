@@ -31,22 +31,25 @@ func TestConstructors(t *testing.T) {
 		"eject: traffic no, strategy, break-at in UTC with nanoseconds, retry count + 1": {
 			got: podstate.Eject(podstate.State{Traffic: v1alpha1.TrafficYes, RetryCount: 2}, "latency", later.In(time.FixedZone("CEST", 7200)), ""),
 			want: podstate.Patch{
-				Labels:      map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficNo, v1alpha1.LabelStrategy: "latency"},
-				Annotations: map[string]string{v1alpha1.AnnotationBreakAt: laterText, v1alpha1.AnnotationRetryCount: "3"},
+				Labels: map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficNo, v1alpha1.LabelStrategy: "latency"},
+				Annotations: map[string]string{v1alpha1.AnnotationBreakAt: laterText, v1alpha1.AnnotationRetryCount: "3",
+					v1alpha1.AnnotationDeletionCost: v1alpha1.DeletionCostOutOfTraffic},
 			},
 		},
 		"eject a pod never ejected: retry count 1": {
 			got: podstate.Eject(podstate.State{Traffic: v1alpha1.TrafficYes}, "latency", now, ""),
 			want: podstate.Patch{
-				Labels:      map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficNo, v1alpha1.LabelStrategy: "latency"},
-				Annotations: map[string]string{v1alpha1.AnnotationBreakAt: nowText, v1alpha1.AnnotationRetryCount: "1"},
+				Labels: map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficNo, v1alpha1.LabelStrategy: "latency"},
+				Annotations: map[string]string{v1alpha1.AnnotationBreakAt: nowText, v1alpha1.AnnotationRetryCount: "1",
+					v1alpha1.AnnotationDeletionCost: v1alpha1.DeletionCostOutOfTraffic},
 			},
 		},
-		"restore: traffic yes and restored-at, retry count kept": {
+		"restore: traffic yes and restored-at, retry count kept, deletion cost removed": {
 			got: podstate.Restore(ejected, later),
 			want: podstate.Patch{
-				Labels:      map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficYes},
-				Annotations: map[string]string{v1alpha1.AnnotationRestoredAt: laterText},
+				Labels:            map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficYes},
+				Annotations:       map[string]string{v1alpha1.AnnotationRestoredAt: laterText},
+				RemoveAnnotations: []string{v1alpha1.AnnotationDeletionCost},
 			},
 		},
 		"restore with repair": {
@@ -56,23 +59,27 @@ func TestConstructors(t *testing.T) {
 				Annotations: map[string]string{
 					v1alpha1.AnnotationRestoredAt: laterText, v1alpha1.AnnotationBreakAt: nowText, v1alpha1.AnnotationRetryCount: "1",
 				},
+				RemoveAnnotations: []string{v1alpha1.AnnotationDeletionCost},
 			},
 		},
-		"pause with repair": {
-			got:  podstate.Pause(broken),
-			want: podstate.Patch{Labels: map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficPause}, Annotations: repair},
+		"pause with repair, and the deletion cost of a pod out of traffic": {
+			got: podstate.Pause(broken),
+			want: podstate.Patch{Labels: map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficPause},
+				Annotations: map[string]string{v1alpha1.AnnotationBreakAt: repair[v1alpha1.AnnotationBreakAt],
+					v1alpha1.AnnotationRetryCount: repair[v1alpha1.AnnotationRetryCount], v1alpha1.AnnotationDeletionCost: v1alpha1.DeletionCostOutOfTraffic}},
 		},
 		"repair of a clean pod is empty": {got: podstate.Repair(ejected), want: podstate.Patch{}},
-		"release an ejected pod: back in traffic, ownership removed": {
+		"release an ejected pod: back in traffic, ownership and deletion cost removed": {
 			got: podstate.Release(ejected),
 			want: podstate.Patch{
 				Labels:       map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficYes},
 				RemoveLabels: []string{v1alpha1.LabelName, v1alpha1.LabelStrategy},
 				RemoveAnnotations: []string{v1alpha1.AnnotationBreakAt, v1alpha1.AnnotationRetryCount, v1alpha1.AnnotationRestoredAt,
-					v1alpha1.AnnotationActivator, v1alpha1.AnnotationManualBy, v1alpha1.AnnotationManualReason, v1alpha1.AnnotationManualUntil},
+					v1alpha1.AnnotationActivator, v1alpha1.AnnotationManualBy, v1alpha1.AnnotationManualReason, v1alpha1.AnnotationManualUntil,
+					v1alpha1.AnnotationDeletionCost},
 			},
 		},
-		"release a paused pod: it stays paused": {
+		"release a paused pod: it stays paused, with its deletion cost": {
 			got: podstate.Release(podstate.State{Traffic: v1alpha1.TrafficPause}),
 			want: podstate.Patch{
 				RemoveLabels: []string{v1alpha1.LabelName, v1alpha1.LabelStrategy},

@@ -2,6 +2,7 @@ package podstate
 
 import (
 	"slices"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -46,6 +47,23 @@ func ServingReady(pod *corev1.Pod, gateMode bool) bool {
 		return ContainersReady(pod)
 	}
 	return Ready(pod)
+}
+
+// ReadySince returns when the pod last became ready in ServingReady's sense (Ready; ContainersReady in
+// readinessGate mode): the condition's lastTransitionTime. Zero when the pod is not ready or the time is
+// unset (a pod with no known start of readiness counts as warm: warm-up never keeps a pod in traffic on a
+// guess).
+func ReadySince(pod *corev1.Pod, gateMode bool) time.Time {
+	t := corev1.PodReady
+	if gateMode {
+		t = corev1.ContainersReady
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Type == t && c.Status == corev1.ConditionTrue {
+			return c.LastTransitionTime.Time
+		}
+	}
+	return time.Time{}
 }
 
 // HasGate reports whether the pod declares the readiness gate kubervisor.io/in-traffic.

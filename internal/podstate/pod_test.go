@@ -146,3 +146,37 @@ func TestLabelReadersAgreeWithParse(t *testing.T) {
 		}
 	}
 }
+
+func TestReadySince(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	cond := func(typ corev1.PodConditionType, s corev1.ConditionStatus, at time.Time) corev1.PodCondition {
+		return corev1.PodCondition{Type: typ, Status: s, LastTransitionTime: metav1.NewTime(at)}
+	}
+	pod := func(cs ...corev1.PodCondition) *corev1.Pod {
+		return &corev1.Pod{Status: corev1.PodStatus{Conditions: cs}}
+	}
+	cases := map[string]struct {
+		pod      *corev1.Pod
+		gateMode bool
+		want     time.Time
+	}{
+		"Ready since t0":     {pod: pod(cond(corev1.PodReady, corev1.ConditionTrue, t0)), want: t0},
+		"not Ready: zero":    {pod: pod(cond(corev1.PodReady, corev1.ConditionFalse, t0))},
+		"no condition: zero": {pod: pod()},
+		"gate mode reads ContainersReady": {
+			pod:      pod(cond(corev1.PodReady, corev1.ConditionFalse, t0), cond(corev1.ContainersReady, corev1.ConditionTrue, t0.Add(time.Minute))),
+			gateMode: true, want: t0.Add(time.Minute),
+		},
+		"selector mode ignores ContainersReady": {
+			pod:  pod(cond(corev1.PodReady, corev1.ConditionTrue, t0), cond(corev1.ContainersReady, corev1.ConditionTrue, t0.Add(time.Minute))),
+			want: t0,
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := podstate.ReadySince(tc.pod, tc.gateMode); !got.Equal(tc.want) {
+				t.Errorf("ReadySince = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -48,7 +48,7 @@ type Input struct {
 	// Hold, when set, says why the breaker ejects nobody in this pass (a guard: storm suspected): its
 	// anomalies in traffic are withheld without using the quota.
 	Hold string
-	// Spared are the pods this breaker judges but does not eject (probation: restored too recently), with
+	// Spared are the pods this breaker judges but does not eject (warming up, on probation, pending), with
 	// why; they use no quota.
 	Spared map[string]string
 }

@@ -157,7 +157,7 @@ func decisionsOf(o *breaker.Outcome, pods map[string]*corev1.Pod, ejected []stri
 		kind[a.Pod] = kvv1.DecisionWithheld
 	}
 	for _, a := range o.Spared {
-		kind[a.Pod] = kvv1.DecisionProbation
+		kind[a.Pod] = be.spared[a.Pod].decision
 	}
 	for _, p := range ejected {
 		kind[p] = kvv1.DecisionEjected
@@ -182,8 +182,8 @@ func decisionsOf(o *breaker.Outcome, pods map[string]*corev1.Pod, ejected []stri
 			default:
 				d.Reason += fmt.Sprintf("; withheld: the floor keeps %d pods in traffic", floor)
 			}
-		case kvv1.DecisionProbation:
-			d.Reason += "; " + be.spared[a.Pod]
+		case kvv1.DecisionProbation, kvv1.DecisionPending, kvv1.DecisionWarmingUp:
+			d.Reason += "; " + be.spared[a.Pod].why
 		case kvv1.DecisionEjected:
 		default:
 			d.Decision, d.Reason = notServing(pods[a.Pod], a.Reason, be.gateMode)

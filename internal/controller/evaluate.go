@@ -35,8 +35,13 @@ type breakerEval struct {
 	// (storm or fleet too small); stormStarted is true on the evaluation that entered a storm.
 	hold, why    string
 	stormStarted bool
-	// spared are the anomalous pods on probation (SPEC §6), with why.
-	spared map[string]string
+	// spared are the anomalous pods the breaker judges but does not eject, with the decision and why:
+	// warming up (§5.14), on probation (§6), pending (§5.13).
+	spared map[string]spare
+	// streaks are the breaker's counts of consecutive flagging evaluations after this one (failureThreshold);
+	// kept only when keepStreaks is set (a failed evaluation or a storm leaves the counts as they were).
+	streaks     map[string]int
+	keepStreaks bool
 	// gateMode is the KubervisorService's readinessGate mode (readiness is ContainersReady).
 	gateMode bool
 	// ignored and warnings are the detector's (samples about pods not managed or in another namespace;
@@ -50,10 +55,28 @@ func (ev *evaluation) inputs() []breaker.Input {
 	in := make([]breaker.Input, 0, len(ev.breakers))
 	for _, b := range ev.breakers {
 		if !b.kind.failed() {
-			in = append(in, breaker.Input{Name: b.name, DryRun: b.dryRun, Anomalies: b.anomalies, Hold: b.hold, Spared: b.spared})
+			in = append(in, breaker.Input{Name: b.name, DryRun: b.dryRun, Anomalies: b.anomalies, Hold: b.hold, Spared: b.sparedSet()})
 		}
 	}
 	return in
+}
+
+// spare is why a breaker judges an anomalous pod in traffic without ejecting it.
+type spare struct {
+	decision kvv1.Decision
+	why      string
+}
+
+// sparedSet is the set of spared pods, as the plan reads it.
+func (b *breakerEval) sparedSet() map[string]string {
+	if len(b.spared) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(b.spared))
+	for pod, s := range b.spared {
+		out[pod] = s.why
+	}
+	return out
 }
 
 // evaluate queries the detector of every breaker due at now (SPEC §5 step 1) and schedules its next
@@ -116,36 +139,59 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 				be.anomalies = append(be.anomalies, breaker.Anomaly{Pod: a.Pod, Reason: a.Reason})
 			}
 			guardOn(&be, guards, pods, mem, now)
-			be.spared = onProbation(b, be.anomalies, obs.pods, now)
+			if be.kind != outcomeStorm {
+				// NOTE: a suspected storm is a detector not trusted: like a failed evaluation, it leaves the
+				// counts of failureThreshold as they were.
+				be.streaks, be.keepStreaks = breaker.Sustain(mem.streaks[b.Name], pods, be.anomalies), true
+			}
+			be.spared = spareOf(b, be.anomalies, obs.pods, be.streaks, kvs.Spec.GateMode(), now)
 		}
 		ev.breakers = append(ev.breakers, be)
 	}
 	return ev
 }
 
-// onProbation returns the anomalous pods the breaker restored less than its probation ago, with why.
-func onProbation(b *kvv1.BreakerStrategy, anomalies []breaker.Anomaly, pods []*corev1.Pod, now time.Time) map[string]string {
+// spareOf returns the anomalous pods the breaker judges but does not eject, with the decision and why, the
+// first that applies: a pod Ready for less than the breaker's warmup (WarmingUp, SPEC §5.14), restored
+// less than its probation ago (Probation, §6), flagged in fewer consecutive evaluations than its
+// failureThreshold (Pending, §5.13; streaks are the counts after this evaluation, nil for none).
+func spareOf(b *kvv1.BreakerStrategy, anomalies []breaker.Anomaly, pods []*corev1.Pod, streaks map[string]int, gateMode bool,
+	now time.Time) map[string]spare {
 	probation, _ := b.ProbationOf()
-	if probation <= 0 || len(anomalies) == 0 {
+	warmup, _ := b.WarmupOf()
+	threshold := b.FailureThresholdOf()
+	if len(anomalies) == 0 || (probation <= 0 && warmup <= 0 && threshold <= 1) {
 		return nil
 	}
 	flagged := make(map[string]bool, len(anomalies))
 	for _, a := range anomalies {
 		flagged[a.Pod] = true
 	}
-	var out map[string]string
+	var out map[string]spare
+	add := func(pod string, d kvv1.Decision, why string) {
+		if out == nil {
+			out = map[string]spare{}
+		}
+		out[pod] = spare{decision: d, why: why}
+	}
 	for _, p := range pods {
 		if !flagged[p.Name] {
 			continue
 		}
-		restored := podstate.Of(p, now).RestoredAt
-		if restored.IsZero() || now.Sub(restored) >= probation {
+		if since := podstate.ReadySince(p, gateMode); warmup > 0 && !since.IsZero() && now.Sub(since) < warmup {
+			add(p.Name, kvv1.DecisionWarmingUp, fmt.Sprintf("warming up: Ready for %s, warmup %s", now.Sub(since).Truncate(time.Second), warmup))
 			continue
 		}
-		if out == nil {
-			out = map[string]string{}
+		if probation > 0 {
+			if restored := podstate.Of(p, now).RestoredAt; !restored.IsZero() && now.Sub(restored) < probation {
+				add(p.Name, kvv1.DecisionProbation, fmt.Sprintf("on probation: restored %s ago, probation %s",
+					now.Sub(restored).Truncate(time.Second), probation))
+				continue
+			}
 		}
-		out[p.Name] = fmt.Sprintf("on probation: restored %s ago, probation %s", now.Sub(restored).Truncate(time.Second), probation)
+		if n := streaks[p.Name]; n > 0 && n < threshold {
+			add(p.Name, kvv1.DecisionPending, fmt.Sprintf("pending: anomalous in %d of %d consecutive evaluations", n, threshold))
+		}
 	}
 	return out
 }
@@ -204,6 +250,11 @@ func planPods(pods []*corev1.Pod, gateMode bool) []breaker.Pod {
 	for i, p := range pods {
 		out[i] = breaker.Pod{Name: p.Name, Ready: podstate.ServingReady(p, gateMode), Terminating: !p.DeletionTimestamp.IsZero(),
 			Traffic: podstate.TrafficOf(p), Locked: gateMode && !podstate.HasGate(p)}
+		if out[i].Traffic == kvv1.TrafficNo {
+			// Only pods out of traffic are ever restored: read who ejected them and when for those alone.
+			out[i].Manual = p.Labels[kvv1.LabelStrategy] == kvv1.ManualStrategy
+			out[i].BreakAt = podstate.BreakAtOf(p)
+		}
 	}
 	return out
 }

@@ -70,7 +70,8 @@ type KubervisorServiceReconciler struct {
 //
 //  1. A KubervisorService being deleted releases its pods, then its finalizer.
 //  2. Observe (cache): the Service, conflicts with other KubervisorServices, the managed pods.
-//  3. Evaluate: query the detectors of the breakers that are due.
+//  3. Fail-open: under the floor, put back pods the breakers ejected (restore.go), in every pass.
+//     Then evaluate: query the detectors of the breakers that are due.
 //  4. Act: plan with one shared quota, patch the ejected pods, events, metrics; remember the outcomes.
 //  5. desiredStatus from the observation and the remembered outcomes; write it once, only if it differs.
 //  6. Requeue at the next due breaker.
@@ -115,7 +116,7 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	adopting := false
 	switch {
 	case obs.evaluable():
-		actErr = r.carryOutRequests(ctx, kvs, obs, now)
+		actErr = errors.Join(r.restoreFloor(ctx, kvs, obs, mem, now), r.carryOutRequests(ctx, kvs, obs, now))
 		start := now
 		ev := r.evaluate(ctx, kvs, obs, mem, now)
 		if len(ev.breakers) > 0 {
@@ -123,6 +124,11 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 			actErr = errors.Join(actErr, err)
 			for name, o := range outcomes {
 				mem.record(name, o, now)
+			}
+			for _, b := range ev.breakers {
+				if b.keepStreaks {
+					mem.streaks[b.name] = b.streaks
+				}
 			}
 			if actErr != nil {
 				// NOTE: a pod the plan ejects was not ejected (a lost race, an unreachable API server): the
@@ -138,6 +144,8 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		// Adoption labels the pods within moments and each label change requeues this KubervisorService; the
 		// fallback requeue covers a lost event.
 		logf.FromContext(ctx).V(1).Info("Waiting for pods to be adopted before evaluating", "unadopted", len(obs.unadopted))
+		// Fail-open does not wait for adoption: the pods adopted so far are restored if the floor needs them.
+		actErr = r.restoreFloor(ctx, kvs, obs, mem, now)
 		obs.stall = stallOf(kvs.Spec.Service, r.adoptions.of(kvs.Namespace, obs.unadopted))
 		requeue = adoptionWait
 		adopting = true
@@ -147,7 +155,7 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		mem = &kvsMemory{}
 	}
 
-	status := desiredStatus(kvs, obs, mem.outcomes, now)
+	status := desiredStatus(kvs, obs, mem.outcomes, mem.breach, now)
 	recordPodMetrics(kvs, status.Pods, mem)
 	if adopting {
 		// NOTE: the pod counts are written once adoption completes, not as each pod is adopted: that is one

@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/breaker"
 	"github.com/kubervisor/kubervisor/internal/detector"
 )
 
@@ -44,6 +45,25 @@ type kvsMemory struct {
 	wroteFrom map[string]bool
 	// podMetrics holds the pod counts last set in the kubervisor_pods series (recordPodMetrics).
 	podMetrics *kvv1.PodCounts
+	// streaks holds, per breaker, the consecutive evaluations that flagged each pod in traffic
+	// (failureThreshold, SPEC §5 step 13). NOTE: in memory only: a restart or a spec change starts the counts
+	// again, which delays an ejection and never hastens one.
+	streaks map[string]map[string]int
+	// breach is the message of the last floor restoration while the fleet stays at or under the floor
+	// (EjectionAllowed=False/BelowFloor); "" once more pods serve than the floor.
+	breach string
+}
+
+// standings ranks the pods by the latest answers of the KubervisorService's breakers, for the order of a
+// floor restoration (breaker.Restore).
+func (e *kvsMemory) standings(kvs *kvv1.KubervisorService) map[string]breaker.Standing {
+	rankings := make([][]string, 0, len(kvs.Spec.Breakers))
+	for i := range kvs.Spec.Breakers {
+		if o, ok := e.outcomes[kvs.Spec.Breakers[i].Name]; ok {
+			rankings = append(rankings, o.anomalous)
+		}
+	}
+	return breaker.Standings(rankings...)
 }
 
 // wrote remembers a write of ours computed from resourceVersion from.
@@ -153,7 +173,7 @@ func (m *memory) of(kvs *kvv1.KubervisorService) *kvsMemory {
 	e, ok := m.entries[key]
 	if !ok || e.generation != kvs.Generation {
 		e = &kvsMemory{generation: kvs.Generation, next: map[string]time.Time{}, detectors: map[string]detector.Detector{},
-			outcomes: map[string]breakerOutcome{}, storms: map[string]time.Time{},
+			outcomes: map[string]breakerOutcome{}, storms: map[string]time.Time{}, streaks: map[string]map[string]int{},
 			spread: ok || len(kvs.Status.Breakers) > 0, uid: string(kvs.UID)}
 		m.entries[key] = e
 	}

@@ -348,7 +348,7 @@ func conditionsOf(k *kvv1.KubervisorService) []string {
 // the given previous retry count.
 func ejectPatch(name, rv string, retries int) string {
 	fp := kvv1.ResolvedActivator{Mode: kvv1.ActivatorModePeriodic, MaxRetryCount: kvv1.DefaultMaxRetryCount}.Fingerprint()
-	return fmt.Sprintf(`%s: {"metadata":{"annotations":{"kubervisor/activator":"%s","kubervisor/break-at":"2026-03-14T15:09:26.54Z","kubervisor/retry-count":"%d"},`+
+	return fmt.Sprintf(`%s: {"metadata":{"annotations":{"controller.kubernetes.io/pod-deletion-cost":"-2147483648","kubervisor/activator":"%s","kubervisor/break-at":"2026-03-14T15:09:26.54Z","kubervisor/retry-count":"%d"},`+
 		`"labels":{"kubervisor/strategy":"b","kubervisor/traffic":"no"},"resourceVersion":"%s"}}`, name, fp, retries+1, rv)
 }
 
@@ -883,7 +883,7 @@ func TestActivatorPass(t *testing.T) {
 		"restores when due, keeping the retry count and recording restored-at": {
 			objs:        []client.Object{testService(true), activatorKVS(periodic10s), ejectedPod("e", 4, t0.Add(-10*time.Second))},
 			wantTraffic: "yes",
-			wantPatches: []string{`e: {"metadata":{"annotations":{"kubervisor/restored-at":"2026-03-14T15:09:26.54Z"},` +
+			wantPatches: []string{`e: {"metadata":{"annotations":{"controller.kubernetes.io/pod-deletion-cost":null,"kubervisor/restored-at":"2026-03-14T15:09:26.54Z"},` +
 				`"labels":{"kubervisor/traffic":"yes"},"resourceVersion":"999"}}`},
 			wantEvents: []string{
 				"Normal Restored Restore KubervisorService/kvs: Pod e back in traffic: retry 4 (periodic): back in traffic after 10s",
@@ -956,7 +956,7 @@ func TestActivatorPass(t *testing.T) {
 				k.Spec.DefaultActivator = new(kill("10s"))
 			}, "b"), ejectedPod("e", 4, t0)},
 			wantTraffic: "yes",
-			wantPatches: []string{`e: {"metadata":{"annotations":{"kubervisor/restored-at":"2026-03-14T15:09:26.54Z"},` +
+			wantPatches: []string{`e: {"metadata":{"annotations":{"controller.kubernetes.io/pod-deletion-cost":null,"kubervisor/restored-at":"2026-03-14T15:09:26.54Z"},` +
 				`"labels":{"kubervisor/traffic":"yes"},"resourceVersion":"999"}}`},
 			wantEvents: []string{
 				"Normal Restored Restore KubervisorService/kvs: Pod e back in traffic: retry 4 exceeds maxRetryCount 3 (retryAndKill): " +
@@ -989,7 +989,7 @@ func TestActivatorPass(t *testing.T) {
 		"the selector lacks the traffic key: a pod past its retries is restored, not paused": {
 			objs:        []client.Object{testService(false), activatorKVS(pauseOne), ejectedPod("e", 2, t0)},
 			wantTraffic: "yes",
-			wantPatches: []string{`e: {"metadata":{"annotations":{"kubervisor/restored-at":"2026-03-14T15:09:26.54Z"},` +
+			wantPatches: []string{`e: {"metadata":{"annotations":{"controller.kubernetes.io/pod-deletion-cost":null,"kubervisor/restored-at":"2026-03-14T15:09:26.54Z"},` +
 				`"labels":{"kubervisor/traffic":"yes"},"resourceVersion":"999"}}`},
 			wantEvents: []string{
 				"Normal Restored Restore KubervisorService/kvs: Pod e back in traffic: retry 2 exceeds maxRetryCount 1 (retryAndPause): " +

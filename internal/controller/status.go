@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/breaker"
 	"github.com/kubervisor/kubervisor/internal/metrics"
 	"github.com/kubervisor/kubervisor/internal/podstate"
 )
@@ -27,7 +28,10 @@ import (
 // A breaker of the spec with no remembered outcome (not evaluated since the controller started: the Service
 // is missing, or adoption is under way) keeps its entry from kvs.Status, if any; conditions count it as not
 // evaluated yet.
-func desiredStatus(kvs *kvv1.KubervisorService, obs *observation, outcomes map[string]breakerOutcome, now time.Time) kvv1.KubervisorServiceStatus {
+//
+// breach is the message of the last floor restoration while the fleet stays at the floor ("" for none).
+func desiredStatus(kvs *kvv1.KubervisorService, obs *observation, outcomes map[string]breakerOutcome, breach string,
+	now time.Time) kvv1.KubervisorServiceStatus {
 	status := kvv1.KubervisorServiceStatus{ObservedGeneration: kvs.Generation, Pods: countPods(obs.pods, kvs.Spec.GateMode())}
 	old := map[string]*kvv1.BreakerStatus{}
 	for i := range kvs.Status.Breakers {
@@ -55,7 +59,7 @@ func desiredStatus(kvs *kvv1.KubervisorService, obs *observation, outcomes map[s
 		status.Breakers = append(status.Breakers, entry)
 	}
 	status.Manual = manualHolds(obs.pods, now)
-	status.Conditions = conditions(kvs, obs, outcomes, now)
+	status.Conditions = conditions(kvs, obs, outcomes, breach, now)
 	return status
 }
 
@@ -134,7 +138,8 @@ func recordPodMetrics(kvs *kvv1.KubervisorService, c kvv1.PodCounts, mem *kvsMem
 
 // conditions returns every condition, in a fixed order, from what the pass observed and the breakers'
 // typed outcomes. Messages are deterministic so that an unchanged cluster gives an unchanged status.
-func conditions(kvs *kvv1.KubervisorService, obs *observation, outcomes map[string]breakerOutcome, now time.Time) []metav1.Condition {
+func conditions(kvs *kvv1.KubervisorService, obs *observation, outcomes map[string]breakerOutcome, breach string,
+	now time.Time) []metav1.Condition {
 	var out []metav1.Condition
 	set := func(t string, ok bool, reason, msg string) {
 		c := metav1.Condition{Type: t, Status: metav1.ConditionFalse, Reason: reason, Message: msg,
@@ -208,7 +213,9 @@ func conditions(kvs *kvv1.KubervisorService, obs *observation, outcomes map[stri
 			withheld = append(withheld, fmt.Sprintf("%s withheld %s", b.Name, strings.Join(capNames(o.withheld), ", ")))
 		}
 	}
-	if len(storms) > 0 {
+	if below := belowFloor(kvs, obs, breach); below != "" {
+		set(kvv1.ConditionEjectionAllowed, false, kvv1.ReasonBelowFloor, below)
+	} else if len(storms) > 0 {
 		set(kvv1.ConditionEjectionAllowed, false, kvv1.ReasonStormSuspected, strings.Join(storms, "; "))
 	} else if len(withheld) > 0 {
 		set(kvv1.ConditionEjectionAllowed, false, kvv1.ReasonFloorReached,
@@ -234,6 +241,24 @@ func conditions(kvs *kvv1.KubervisorService, obs *observation, outcomes map[stri
 		set(kvv1.ConditionReady, true, kvv1.ReasonAllBreakersOK, "Service found and every breaker's last evaluation succeeded")
 	}
 	return out
+}
+
+// belowFloor is the message of EjectionAllowed=False/BelowFloor (SPEC §5 step 12), "" when it does not
+// apply: fewer pods serve than the floor, or the last floor restoration (breach) left the fleet at the
+// floor and no more pods serve since. Only for pods this KubervisorService supervises.
+func belowFloor(kvs *kvv1.KubervisorService, obs *observation, breach string) string {
+	if obs.svc == nil || !obs.owner {
+		return ""
+	}
+	pods := planPods(obs.pods, kvs.Spec.GateMode())
+	plan := breaker.Restore(pods, breaker.FloorOf(&kvs.Spec, breaker.Count(pods).Base), nil)
+	switch {
+	case plan.Below():
+		return belowFloorMessage(plan)
+	case breach != "" && plan.InTraffic <= plan.Floor:
+		return breach
+	}
+	return ""
 }
 
 // podsWithoutGate names, in readinessGate mode, the managed pods lacking the gate, sorted.

@@ -27,6 +27,13 @@ var (
 		Help: "Anomalous pods kept in traffic because ejecting them would break the floor.",
 	}, []string{labelNamespace, labelKVS, labelBreaker})
 
+	// FloorRestorations counts the pods put back in traffic because fewer pods served than the floor (SPEC
+	// §5 step 12).
+	FloorRestorations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kubervisor_floor_restorations_total",
+		Help: "Pods a breaker ejected that were put back in traffic because fewer pods served than the floor.",
+	}, []string{labelNamespace, labelKVS})
+
 	// EvaluationDuration observes one breaker pass of a KubervisorService (queries, plan and pod patches).
 	EvaluationDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "kubervisor_evaluation_duration_seconds",
@@ -95,7 +102,7 @@ var (
 )
 
 func init() {
-	ctrlmetrics.Registry.MustRegister(Ejections, Withheld, EvaluationDuration, EvaluationLateness, QueryDuration, DetectorErrors,
+	ctrlmetrics.Registry.MustRegister(Ejections, Withheld, FloorRestorations, EvaluationDuration, EvaluationLateness, QueryDuration, DetectorErrors,
 		LastEvaluation, Pods, Activations, EvictionsRefused, Storms, IgnoredSamples)
 }
 
@@ -103,8 +110,8 @@ func init() {
 func Forget(namespace, name string) {
 	match := prometheus.Labels{labelNamespace: namespace, labelKVS: name}
 	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
-		Ejections, Withheld, EvaluationDuration, QueryDuration, DetectorErrors, LastEvaluation, Pods, Activations,
-		EvictionsRefused, Storms, IgnoredSamples,
+		Ejections, Withheld, FloorRestorations, EvaluationDuration, QueryDuration, DetectorErrors, LastEvaluation, Pods,
+		Activations, EvictionsRefused, Storms, IgnoredSamples,
 	} {
 		v.DeletePartialMatch(match)
 	}

@@ -21,7 +21,8 @@ import (
 
 // Get prints one KubervisorService: a header, its conditions, the outcome of each breaker, the pods held
 // out by hand (status.manual[]), and a table of the pods labelled kubervisor/name=NAME with what the
-// activator will do to each, or who holds it out by hand (column NEXT).
+// activator will do to each, who holds it out by hand, or which breakers flag it without ejecting it yet
+// (column NEXT).
 func (p *Plugin) Get(ctx context.Context, namespace, name string) error {
 	kvs, err := p.getKVS(ctx, namespace, name)
 	if err != nil {
@@ -144,6 +145,8 @@ func writePods(w *bytes.Buffer, kvs *kvv1.KubervisorService, svc *corev1.Service
 		}
 	}
 
+	held := heldBack(kvs)
+
 	var problems []string
 	row(w, "POD", "READY", "TRAFFIC", "BREAKER", "RETRIES", "BREAK-AT", "NEXT")
 	for i := range pods {
@@ -169,6 +172,8 @@ func writePods(w *bytes.Buffer, kvs *kvv1.KubervisorService, svc *corev1.Service
 			// NOTE: a pod restored from a hold keeps the manual strategy for the record: the traffic label
 			// decides, as for status.manual[].
 			next = manualNext(state.Manual)
+		case state.Traffic == kvv1.TrafficYes && held[pod.Name] != "":
+			next = held[pod.Name]
 		case off.RestoreOnly:
 			next = activator.Describe(activator.Restrain(activator.Next(state, act, paused, now), off.Long))
 		default:
@@ -184,6 +189,53 @@ func writePods(w *bytes.Buffer, kvs *kvv1.KubervisorService, svc *corev1.Service
 			w.WriteString(p + "\n")
 		}
 	}
+}
+
+// heldBack says, per pod, which breakers flag it but do not eject it yet, for the NEXT column of a pod in
+// traffic: "pending (breaker http-errors)" while fewer consecutive evaluations flagged it than the breaker's
+// failureThreshold (SPEC §5 step 13), "warming up (breaker latency)" while it has been Ready for less than
+// the breaker's warmup (step 14); several breakers read "pending (breakers a, b); warming up (breaker c)".
+// It reads status.breakers[].anomalies[] of the breakers in the spec, in spec order: a breaker since
+// removed ejects nobody.
+// NOTE: the entry's reason is not shown: it is rewritten only when the decision changes, so the count of
+// evaluations it holds is the one at which the pod became Pending, not the current one.
+func heldBack(kvs *kvv1.KubervisorService) map[string]string {
+	decisions := map[string][]kvv1.PodDecision{}
+	for i := range kvs.Status.Breakers {
+		decisions[kvs.Status.Breakers[i].Name] = kvs.Status.Breakers[i].Anomalies
+	}
+	pending, warming := map[string][]string{}, map[string][]string{}
+	for i := range kvs.Spec.Breakers {
+		name := kvs.Spec.Breakers[i].Name
+		for _, d := range decisions[name] {
+			switch d.Decision {
+			case kvv1.DecisionPending:
+				pending[d.Pod] = append(pending[d.Pod], name)
+			case kvv1.DecisionWarmingUp:
+				warming[d.Pod] = append(warming[d.Pod], name)
+			}
+		}
+	}
+	out := make(map[string]string, len(pending)+len(warming))
+	for pod, breakers := range pending {
+		out[pod] = breakersCell("pending", breakers)
+	}
+	for pod, breakers := range warming {
+		if cell := out[pod]; cell != "" {
+			out[pod] = cell + "; " + breakersCell("warming up", breakers)
+		} else {
+			out[pod] = breakersCell("warming up", breakers)
+		}
+	}
+	return out
+}
+
+// breakersCell is "what (breaker a)" or "what (breakers a, b)".
+func breakersCell(what string, breakers []string) string {
+	if len(breakers) == 1 {
+		return what + " (breaker " + breakers[0] + ")"
+	}
+	return what + " (breakers " + strings.Join(breakers, ", ") + ")"
 }
 
 // writeManualHolds prints status.manual[]: who ejected which pod by hand, why, since and until when.

@@ -227,6 +227,48 @@ pricer-a   True    yes       <none>        <none>    <none>     <none>
 pricer-b   True    no        http-errors   1         5s         restore in 5s
 `,
 		},
+		"dry run: a pod pending is shown as such, as when the breaker acts": {
+			objs: []client.Object{
+				func() *kvv1.KubervisorService {
+					k := dryRun()
+					k.Status.Breakers[0].Anomalies = []kvv1.PodDecision{{Pod: "pricer-a", Decision: kvv1.DecisionPending,
+						Reason: "pending: anomalous in 1 of 2 consecutive evaluations"}}
+					return k
+				}(),
+				active,
+				pod("shop", "pricer-a", yes, owned(kvv1.TrafficYes, ""), nil),
+			},
+			want: `Name:                pricer
+Namespace:           shop
+Service:             pricer (selector app=pricer,kubervisor/traffic=yes)
+Dry run:             true
+Activator:           restores only, never pauses or kills: dry run
+Default activator:   periodic, period 10s
+Pods:                managed 2, ready 2, in traffic 2, ejected 0, paused 0, unknown 0
+Age:                 10m
+
+Conditions:
+  TYPE                STATUS   REASON                  MESSAGE
+  TrafficControlled   True     SelectorHasTrafficKey   Service pricer selects kubervisor/traffic=yes: ejections take effect
+  Ready               True     BreakersHealthy         Service found and every breaker's last evaluation succeeded
+
+Breakers:
+  http-errors:
+    Activator:          periodic, period 10s
+    Last result:        OK
+    Last evaluation:    2026-03-01T11:59:59Z (1s ago)
+    Anomalous pods:     pricer-a
+    Ejected pods:       <none>
+    Withheld pods:      <none>
+    Would-eject pods:   pricer-a
+
+Manual holds:
+  <none>
+
+POD        READY   TRAFFIC   BREAKER   RETRIES   BREAK-AT   NEXT
+pricer-a   True    yes       <none>    <none>    <none>     pending (breaker http-errors)
+`,
+		},
 		"selector without kubervisor/traffic: the activator restores only": {
 			objs: []client.Object{
 				kvs("shop", "pricer", "pricer", now.Add(-time.Minute)),
@@ -287,6 +329,60 @@ pricer-n   True    no        manual.kubervisor.io   2         2m         manual 
 pricer-o   True    no        http-errors            1         5s         restore in 5s
 pricer-p   True    yes       manual.kubervisor.io   1         60m        <none>
 pricer-q   True    no        http-errors            1         5s         restore in 5s
+`,
+		},
+		"pods in traffic flagged but not ejected yet: pending (failureThreshold), warming up (warmup)": {
+			objs: append([]client.Object{judging(), active}, judgingPods()...),
+			want: `Name:                pricer
+Namespace:           shop
+Service:             pricer (selector app=pricer,kubervisor/traffic=yes)
+Dry run:             false
+Activator:           active
+Default activator:   periodic, period 10s
+Pods:                managed 9, ready 9, in traffic 7, ejected 1, paused 0, unknown 0
+Age:                 10m
+
+Conditions:
+  <none>
+
+Breakers:
+  http-errors:
+    Activator:          periodic, period 10s
+    Last result:        OK
+    Last evaluation:    2026-03-01T11:59:55Z (5s ago)
+    Anomalous pods:     pricer-a, pricer-c, pricer-d, pricer-e, pricer-f, pricer-g
+    Ejected pods:       <none>
+    Withheld pods:      <none>
+    Would-eject pods:   <none>
+  latency:
+    Activator:          periodic, period 10s
+    Last result:        OK
+    Last evaluation:    2026-03-01T11:59:55Z (5s ago)
+    Anomalous pods:     pricer-b, pricer-c, pricer-d, pricer-h
+    Ejected pods:       <none>
+    Withheld pods:      <none>
+    Would-eject pods:   <none>
+  old-breaker (no longer in spec):
+    Last result:        OK
+    Last evaluation:    2026-03-01T11:00:00Z (60m ago)
+    Anomalous pods:     pricer-i
+    Ejected pods:       <none>
+    Withheld pods:      <none>
+    Would-eject pods:   <none>
+
+Manual holds:
+  <none>
+
+POD        READY   TRAFFIC   BREAKER       RETRIES   BREAK-AT   NEXT
+pricer-a   True    yes       <none>        <none>    <none>     pending (breaker http-errors)
+pricer-b   True    yes       <none>        <none>    <none>     warming up (breaker latency)
+pricer-c   True    yes       http-errors   1         60m        pending (breakers http-errors, latency)
+pricer-d   True    yes       <none>        <none>    <none>     pending (breaker http-errors); warming up (breaker latency)
+pricer-e   True    no        http-errors   1         5s         restore in 5s
+pricer-f   True    yes       <none>        <none>    <none>     terminating
+pricer-g   True    yes       http-errors   1         60s        <none>
+pricer-h   True    yes       <none>        <none>    <none>     <none>
+pricer-i   True    yes       <none>        <none>    <none>     <none>
 `,
 		},
 		"Service not found, no pod": {
@@ -393,5 +489,68 @@ func manualPods() []client.Object {
 		// Restored from a hold: the strategy stays for the record, the activator has nothing to do.
 		pod("shop", "pricer-p", yes, owned(kvv1.TrafficYes, kvv1.ManualStrategy), ejection(ago(time.Hour), "1")),
 		pod("shop", "pricer-q", yes, owned(kvv1.TrafficNo, "http-errors"), ejection(ago(5*time.Second), "1")),
+	}
+}
+
+// judging is a KubervisorService whose two breakers flag pods they do not eject yet: decisions Pending
+// (failureThreshold not reached) and WarmingUp (Ready for less than warmup), beside decisions that hold
+// nobody back, and a breaker since removed from the spec that still has entries in status.
+func judging() *kvv1.KubervisorService {
+	decision := func(pod string, d kvv1.Decision, reason string) kvv1.PodDecision {
+		return kvv1.PodDecision{Pod: pod, Decision: d, Reason: reason, Since: metav1.NewTime(now.Add(-5 * time.Second))}
+	}
+	return kvs("shop", "pricer", "pricer", now.Add(-10*time.Minute), func(k *kvv1.KubervisorService) {
+		k.Spec.Breakers = append(k.Spec.Breakers, kvv1.BreakerStrategy{
+			Name: "latency", CustomService: &kvv1.CustomService{URL: "detector:8080/latency"}})
+		k.Status.Pods = kvv1.PodCounts{Managed: 9, Ready: 9, InTraffic: 7, Ejected: 1}
+		k.Status.Breakers = []kvv1.BreakerStatus{
+			{
+				Name: "http-errors", LastResult: "OK", LastEvaluationTime: new(metav1.NewTime(now.Add(-5 * time.Second))),
+				AnomalousPods: []string{"pricer-a", "pricer-c", "pricer-d", "pricer-e", "pricer-f", "pricer-g"},
+				Anomalies: []kvv1.PodDecision{
+					decision("pricer-a", kvv1.DecisionPending, "bad ratio 0.40 > tolerance 0.05 over 100 events; pending: anomalous in 1 of 3 consecutive evaluations"),
+					decision("pricer-c", kvv1.DecisionPending, "bad ratio 0.30 > tolerance 0.05 over 100 events; pending: anomalous in 2 of 3 consecutive evaluations"),
+					decision("pricer-d", kvv1.DecisionPending, "bad ratio 0.20 > tolerance 0.05 over 100 events; pending: anomalous in 1 of 3 consecutive evaluations"),
+					// Out of traffic since that entry was written: the traffic label decides.
+					decision("pricer-e", kvv1.DecisionPending, "bad ratio 0.10 > tolerance 0.05 over 100 events; pending: anomalous in 2 of 3 consecutive evaluations"),
+					decision("pricer-f", kvv1.DecisionPending, "bad ratio 0.10 > tolerance 0.05 over 100 events; pending: anomalous in 1 of 3 consecutive evaluations"),
+					decision("pricer-g", kvv1.DecisionProbation, "bad ratio 0.10 > tolerance 0.05 over 100 events; on probation: restored 10s ago, probation 1m0s"),
+				},
+			},
+			{
+				Name: "latency", LastResult: "OK", LastEvaluationTime: new(metav1.NewTime(now.Add(-5 * time.Second))),
+				AnomalousPods: []string{"pricer-b", "pricer-c", "pricer-d", "pricer-h"},
+				Anomalies: []kvv1.PodDecision{
+					decision("pricer-b", kvv1.DecisionWarmingUp, "robust z-score 4.1 > threshold 3; warming up: Ready for 10s, warmup 30s"),
+					decision("pricer-c", kvv1.DecisionPending, "robust z-score 3.5 > threshold 3; pending: anomalous in 1 of 2 consecutive evaluations"),
+					decision("pricer-d", kvv1.DecisionWarmingUp, "robust z-score 3.2 > threshold 3; warming up: Ready for 10s, warmup 30s"),
+					decision("pricer-h", kvv1.DecisionWithheld, "robust z-score 3.1 > threshold 3; withheld: the floor keeps 6 pods in traffic"),
+				},
+			},
+			{
+				Name: "old-breaker", LastResult: "OK", LastEvaluationTime: new(metav1.NewTime(now.Add(-time.Hour))),
+				AnomalousPods: []string{"pricer-i"},
+				Anomalies:     []kvv1.PodDecision{decision("pricer-i", kvv1.DecisionPending, "pending: anomalous in 1 of 2 consecutive evaluations")},
+			},
+		}
+	})
+}
+
+// judgingPods are the pods of judging.
+func judgingPods() []client.Object {
+	terminating := pod("shop", "pricer-f", yes, owned(kvv1.TrafficYes, ""), nil)
+	terminating.DeletionTimestamp = new(metav1.NewTime(now.Add(-time.Second)))
+	terminating.Finalizers = []string{"example.com/hold"}
+	return []client.Object{
+		pod("shop", "pricer-a", yes, owned(kvv1.TrafficYes, ""), nil),
+		pod("shop", "pricer-b", yes, owned(kvv1.TrafficYes, ""), nil),
+		// Back from an old ejection: the breaker it names is history, the decisions in status apply.
+		pod("shop", "pricer-c", yes, owned(kvv1.TrafficYes, "http-errors"), ejection(ago(time.Hour), "1")),
+		pod("shop", "pricer-d", yes, owned(kvv1.TrafficYes, ""), nil),
+		pod("shop", "pricer-e", yes, owned(kvv1.TrafficNo, "http-errors"), ejection(ago(5*time.Second), "1")),
+		terminating,
+		pod("shop", "pricer-g", yes, owned(kvv1.TrafficYes, "http-errors"), ejection(ago(time.Minute), "1")),
+		pod("shop", "pricer-h", yes, owned(kvv1.TrafficYes, ""), nil),
+		pod("shop", "pricer-i", yes, owned(kvv1.TrafficYes, ""), nil),
 	}
 }

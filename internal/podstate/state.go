@@ -163,6 +163,16 @@ func Of(pod *corev1.Pod, now time.Time) State {
 // traffic label (every pod of every pass).
 func TrafficOf(pod *corev1.Pod) string { return pod.Labels[v1alpha1.LabelTraffic] }
 
+// BreakAtOf is the pod's kubervisor/break-at as written (zero when missing or malformed), without the
+// checks and defaults of Parse: an order among pods out of traffic, not a schedule.
+func BreakAtOf(pod *corev1.Pod) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, pod.Annotations[v1alpha1.AnnotationBreakAt])
+	if err != nil {
+		return time.Time{}
+	}
+	return t.UTC()
+}
+
 // OwnerOf is Of(pod, now).Owner without parsing the annotations: the KubervisorService named by the
 // kubervisor/name label, "" for none.
 func OwnerOf(pod *corev1.Pod) string { return pod.Labels[v1alpha1.LabelName] }

@@ -1,0 +1,123 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/klog/v2"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/breaker"
+	"github.com/kubervisor/kubervisor/internal/metrics"
+	"github.com/kubervisor/kubervisor/internal/podstate"
+)
+
+// restoreFloor is the pass's fail-open step (SPEC §5 step 12), run before any evaluation in every pass
+// that supervises the pods, whatever the mode (dry run, inactive selector, readinessGate): when fewer
+// managed pods serve than the floor, it puts back in traffic the pods the breakers ejected, in
+// breaker.Restore's order, until the floor is met. A pod event (NotReady, terminating, deleted) wakes the
+// pass, so this happens as soon as the cache shows the breach, not at the next evaluation.
+//
+//	decide   breaker.Restore on the cache's pods, ranked by the breakers' latest answers (memory)
+//	write    podstate.Restore on each chosen pod (restored-at, retry count kept, deletion cost removed),
+//	         and its readiness gate in readinessGate mode; obs.pods then holds the written copies
+//	record   one Warning event naming the pods restored and those left out (manual holds, paused), a
+//	         Normal event and a log line per pod, the counter, and the BelowFloor message in memory
+//
+// NOTE: the cache may lag; a restoration decided on a stale view restores at worst a pod too many (the
+// quota takes it out again when the fleet allows), never too few for long: every write and every pod
+// event brings another pass. A pod whose patch fails (a conflict) is left to that next pass.
+func (r *KubervisorServiceReconciler) restoreFloor(ctx context.Context, kvs *kvv1.KubervisorService, obs *observation,
+	mem *kvsMemory, now time.Time) error {
+	gateMode := kvs.Spec.GateMode()
+	pods := planPods(obs.pods, gateMode)
+	floor := breaker.FloorOf(&kvs.Spec, breaker.Count(pods).Base)
+	plan := breaker.Restore(pods, floor, mem.standings(kvs))
+	if !plan.Below() {
+		if plan.InTraffic > floor {
+			// The fleet has recovered: the BelowFloor of the last restoration is over.
+			mem.breach = ""
+		}
+		return nil
+	}
+	if len(plan.Restore) == 0 {
+		return nil
+	}
+	index := make(map[string]int, len(obs.pods))
+	for i, p := range obs.pods {
+		index[p.Name] = i
+	}
+	log := logf.FromContext(ctx)
+	var restored []string
+	var errs error
+	for _, name := range plan.Restore {
+		i := index[name]
+		// obs.pods may be the cache's own objects: write on a copy, and keep it for the rest of the pass.
+		pod := obs.pods[i].DeepCopy()
+		state := podstate.Of(pod, now)
+		if err := patchPod(ctx, r.Client, pod, podstate.Restore(state, now)); err != nil {
+			errs = errors.Join(errs, err)
+			continue
+		}
+		if err := syncGate(ctx, r.Client, pod, gateMode, now); err != nil {
+			errs = errors.Join(errs, err)
+		}
+		obs.pods[i] = pod
+		restored = append(restored, name)
+		log.Info("Restored pod to hold the floor", "Pod", klog.KObj(pod), "breaker", state.Strategy, "retryCount", state.RetryCount)
+		r.Recorder.Eventf(pod, kvs, corev1.EventTypeNormal, kvv1.EventRestored, kvv1.ActionRestore,
+			"Pod %s back in traffic: %d pods served, under the floor of %d (breaker %s ejected it)", name, plan.InTraffic, floor,
+			orNone(state.Strategy))
+	}
+	if len(restored) == 0 {
+		return errs
+	}
+	metrics.FloorRestorations.WithLabelValues(kvs.Namespace, kvs.Name).Add(float64(len(restored)))
+	msg := restorationMessage(plan, restored)
+	mem.breach = msg
+	log.Info("Restored pods to hold the floor", "inTraffic", plan.InTraffic, "floor", floor, "restored", len(restored),
+		"held", len(plan.Held), "paused", len(plan.Paused))
+	r.Recorder.Eventf(kvs, nil, corev1.EventTypeWarning, kvv1.EventFloorRestored, kvv1.ActionRestore, "%s", msg)
+	return errs
+}
+
+// restorationMessage says what a restoring pass did, with the numbers: the message of its Warning event and
+// of EjectionAllowed=False/BelowFloor while the fleet stays at the floor.
+func restorationMessage(plan breaker.Restoration, restored []string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d pods in traffic, under the floor of %d: restored %d pods the breakers ejected: %s", plan.InTraffic, plan.Floor,
+		len(restored), strings.Join(capNames(restored), ", "))
+	b.WriteString(leftOut(plan))
+	return b.String()
+}
+
+// belowFloorMessage says why the fleet is under the floor after the pass: pods still to restore (their
+// patches failed and are retried), or none that a breaker ejected and could serve.
+func belowFloorMessage(plan breaker.Restoration) string {
+	if len(plan.Restore) > 0 {
+		return fmt.Sprintf("%d pods in traffic, under the floor of %d: restoring %s", plan.InTraffic, plan.Floor,
+			strings.Join(capNames(plan.Restore), ", ")) + leftOut(plan)
+	}
+	return fmt.Sprintf("%d pods in traffic, under the floor of %d, and no pod a breaker ejected can serve to make up for it",
+		plan.InTraffic, plan.Floor) + leftOut(plan)
+}
+
+// leftOut names the pods a floor restoration never puts back, for a message ("" when none).
+func leftOut(plan breaker.Restoration) string {
+	var parts []string
+	if len(plan.Held) > 0 {
+		parts = append(parts, "held by hand: "+strings.Join(capNames(plan.Held), ", "))
+	}
+	if len(plan.Paused) > 0 {
+		parts = append(parts, "paused: "+strings.Join(capNames(plan.Paused), ", "))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "; left out of traffic (" + strings.Join(parts, "; ") + ")"
+}

@@ -374,7 +374,7 @@ func TestWarmup(t *testing.T) {
 		}, "b"))
 	runSteps(t, h, []step{
 		{
-			name: "p1 Ready 10s ago is warming up; p2 Ready a minute ago is ejected (the floor of 3 would allow only one)",
+			name:   "p1 Ready 10s ago is warming up; p2 Ready a minute ago is ejected (the floor of 3 would allow only one)",
 			answer: []string{"p1", "p2"}, wantCalls: 1, wantTraffic: map[string]string{"p1": "yes", "p2": "no"},
 			wantPatches: []string{ejectPatch("p2", "999", 0)},
 			wantEvents: []string{

@@ -185,6 +185,16 @@ func (in *BreakerStrategy) DeepCopyInto(out *BreakerStrategy) {
 		*out = new(intstr.IntOrString)
 		**out = **in
 	}
+	if in.FailureThreshold != nil {
+		in, out := &in.FailureThreshold, &out.FailureThreshold
+		*out = new(int32)
+		**out = **in
+	}
+	if in.Warmup != nil {
+		in, out := &in.Warmup, &out.Warmup
+		*out = new(intstr.IntOrString)
+		**out = **in
+	}
 	if in.Activator != nil {
 		in, out := &in.Activator, &out.Activator
 		*out = new(ActivatorStrategy)

@@ -124,6 +124,14 @@ var _ = Describe("Admission", func() {
 			"spec.breakers[0].minPodsToJudge", "greater than or equal to 0"}),
 		Entry("stormCooldown 25h", invalid{func(s map[string]any) { breaker0(s)["stormCooldown"] = "25h" },
 			"spec.breakers[0].stormCooldown", "at most 24h"}),
+		Entry("failureThreshold 0", invalid{func(s map[string]any) { breaker0(s)["failureThreshold"] = 0 },
+			"spec.breakers[0].failureThreshold", "greater than or equal to 1"}),
+		Entry("failureThreshold 101", invalid{func(s map[string]any) { breaker0(s)["failureThreshold"] = 101 },
+			"spec.breakers[0].failureThreshold", "less than or equal to 100"}),
+		Entry("warmup 25h", invalid{func(s map[string]any) { breaker0(s)["warmup"] = "25h" },
+			"spec.breakers[0].warmup", "at most 24h"}),
+		Entry("warmup not a duration", invalid{func(s map[string]any) { breaker0(s)["warmup"] = "a while" },
+			"spec.breakers[0].warmup", "duration string"}),
 		Entry("peerOutlier threshold 0", invalid{func(s map[string]any) {
 			s["breakers"] = []any{peerBreaker("p", func(p map[string]any) { p["threshold"] = "0" })}
 		}, "spec.breakers[0].peerOutlier.threshold", "more than 0"}),
@@ -212,6 +220,9 @@ var _ = Describe("Admission", func() {
 		Expect(*b.MinPodsAvailableCount).To(Equal(int32(1)))
 		Expect(*b.DiscreteValueOutOfList.Tolerance).To(Equal(int32(50)))
 		Expect(*b.DiscreteValueOutOfList.MinActivity).To(Equal(int32(2)))
+		Expect(b.FailureThreshold).NotTo(BeNil())
+		Expect(*b.FailureThreshold).To(Equal(int32(1)), "failureThreshold defaults to 1: the first flagging evaluation ejects, as before")
+		Expect(b.Warmup).To(BeNil(), "no warm-up unless asked")
 		Expect(kvs.Spec.DefaultActivator).NotTo(BeNil())
 		Expect(kvs.Spec.DefaultActivator.Mode).To(Equal(kvv1.ActivatorModePeriodic))
 		Expect(kvs.Spec.DefaultActivator.Period.String()).To(Equal("10"))

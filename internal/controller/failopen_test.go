@@ -393,3 +393,18 @@ func TestWarmup(t *testing.T) {
 		},
 	})
 }
+
+// TestMarkOutOfTraffic: pods out of traffic without the deletion cost of one (taken out by an older
+// version) get it once, ejected and paused alike; serving pods never do.
+func TestMarkOutOfTraffic(t *testing.T) {
+	old := testPod("p1", kvv1.TrafficNo, map[string]string{kvv1.AnnotationBreakAt: podstate.FormatTime(t0.Add(-time.Second)),
+		kvv1.AnnotationRetryCount: "1"})
+	old.Labels[kvv1.LabelStrategy] = "b"
+	paused := testPod("p2", kvv1.TrafficPause, nil)
+	h := newHarness(t, testService(true), testPod("p0", "yes", nil), old, paused, testPod("p3", "yes", nil), testKVS(nil, "b"))
+	cost := `{"metadata":{"annotations":{"controller.kubernetes.io/pod-deletion-cost":"-2147483648"},"resourceVersion":"999"}}`
+	runSteps(t, h, []step{
+		{name: "first pass: both marked", wantPatches: []string{"p1: " + cost, "p2: " + cost}, wantStatusWrites: 1, wantCalls: 1},
+		{name: "next pass: nothing", mutate: func(h *harness) { h.clock.Step(time.Second) }},
+	})
+}

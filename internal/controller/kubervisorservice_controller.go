@@ -116,7 +116,7 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	adopting := false
 	switch {
 	case obs.evaluable():
-		actErr = errors.Join(r.restoreFloor(ctx, kvs, obs, mem, now), r.carryOutRequests(ctx, kvs, obs, now))
+		actErr = errors.Join(r.restoreFloor(ctx, kvs, obs, mem, now), r.markOutOfTraffic(ctx, obs), r.carryOutRequests(ctx, kvs, obs, now))
 		start := now
 		ev := r.evaluate(ctx, kvs, obs, mem, now)
 		if len(ev.breakers) > 0 {
@@ -145,7 +145,7 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		// fallback requeue covers a lost event.
 		logf.FromContext(ctx).V(1).Info("Waiting for pods to be adopted before evaluating", "unadopted", len(obs.unadopted))
 		// Fail-open does not wait for adoption: the pods adopted so far are restored if the floor needs them.
-		actErr = r.restoreFloor(ctx, kvs, obs, mem, now)
+		actErr = errors.Join(r.restoreFloor(ctx, kvs, obs, mem, now), r.markOutOfTraffic(ctx, obs))
 		obs.stall = stallOf(kvs.Spec.Service, r.adoptions.of(kvs.Namespace, obs.unadopted))
 		requeue = adoptionWait
 		adopting = true

@@ -86,6 +86,31 @@ func (r *KubervisorServiceReconciler) restoreFloor(ctx context.Context, kvs *kvv
 	return errs
 }
 
+// markOutOfTraffic gives every pod out of traffic (no or pause, not terminating) the deletion cost of one
+// when it lacks it (podstate.MarkOut): pods taken out by a version without it, so that a rollout right
+// after an upgrade removes them before serving pods. NOTE: one write per such pod, once; the pass only
+// reads an annotation of the pods out of traffic, a few of the fleet.
+func (r *KubervisorServiceReconciler) markOutOfTraffic(ctx context.Context, obs *observation) error {
+	var errs error
+	for i, p := range obs.pods {
+		if t := podstate.TrafficOf(p); (t != kvv1.TrafficNo && t != kvv1.TrafficPause) || !p.DeletionTimestamp.IsZero() {
+			continue
+		}
+		patch := podstate.MarkOut(p.Annotations)
+		if patch.IsEmpty() {
+			continue
+		}
+		pod := p.DeepCopy()
+		if err := patchPod(ctx, r.Client, pod, patch); err != nil {
+			errs = errors.Join(errs, err)
+			continue
+		}
+		obs.pods[i] = pod
+		logf.FromContext(ctx).Info("Marked pod out of traffic with the lowest deletion cost", "Pod", klog.KObj(pod))
+	}
+	return errs
+}
+
 // restorationMessage says what a restoring pass did, with the numbers: the message of its Warning event and
 // of EjectionAllowed=False/BelowFloor while the fleet stays at the floor.
 func restorationMessage(plan breaker.Restoration, restored []string) string {

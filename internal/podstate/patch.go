@@ -101,6 +101,15 @@ func Pause(s State) Patch {
 		Annotations: map[string]string{v1alpha1.AnnotationDeletionCost: v1alpha1.DeletionCostOutOfTraffic}})
 }
 
+// MarkOut gives a pod out of traffic (no or pause) the deletion cost of one, when it lacks it: a pod taken
+// out by an older version, or whose cost someone changed. Empty when the pod carries it already.
+func MarkOut(annotations map[string]string) Patch {
+	if annotations[v1alpha1.AnnotationDeletionCost] == v1alpha1.DeletionCostOutOfTraffic {
+		return Patch{}
+	}
+	return Patch{Annotations: map[string]string{v1alpha1.AnnotationDeletionCost: v1alpha1.DeletionCostOutOfTraffic}}
+}
+
 // Repair persists the defaults Parse chose for unusable annotations of an ejected pod, so that the
 // schedule converges instead of restarting at every reconcile; empty when nothing needs repairing.
 func Repair(s State) Patch {

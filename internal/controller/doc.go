@@ -12,13 +12,17 @@
 //	                                        (ownership sync when a pod leaves the selector, the finalizer)
 //	pod label kubervisor/traffic            "yes" when missing: podstate.Adopt; "no": podstate.Eject
 //	                                        (breaker, KubervisorService reconciler); "yes"/"pause":
-//	                                        podstate.Restore/Pause (activator, Pod reconciler);
-//	                                        "no"->"yes": podstate.Release
+//	                                        podstate.Restore/Pause (activator, Pod reconciler); "no"->"yes":
+//	                                        podstate.Restore (floor restoration, KubervisorService
+//	                                        reconciler, restore.go) and podstate.Release
 //	pod label kubervisor/strategy           podstate.Eject; removed by podstate.Release
 //	annotations break-at, retry-count       podstate.Eject; podstate.Repair (activator) only for a pod set
 //	                                        to "no" by hand or with unusable values (treated as just
 //	                                        ejected, retry count 1); removed by podstate.Release
 //	annotation restored-at                  podstate.Restore; removed by podstate.Release
+//	annotation controller.kubernetes.io/    the lowest cost by podstate.Eject, EjectByHand, Pause, and
+//	pod-deletion-cost                       MarkOut (a pod out without it, KubervisorService reconciler);
+//	                                        removed by podstate.Restore and Release (not of a paused pod)
 //	annotation activator                    podstate.Eject (the fingerprint of the activator in force)
 //	annotations manual-by/-reason/-until    podstate.EjectByHand (KubervisorService reconciler, carrying
 //	                                        out a request); removed by podstate.Restore and Release
@@ -35,11 +39,14 @@
 // model):
 //
 //	observe  (observe.go)   cache reads -> observation; the conflict logic is the pure conflictOf
+//	fail-open (restore.go)  under the floor, pods the breakers ejected back in traffic (breaker.Restore),
+//	                        in every pass, before any evaluation
 //	requests (manual.go)    manual eject/restore requests carried out inside the floor (live read first)
 //	evaluate (evaluate.go)  detector queries of the due breakers -> evaluation (typed OK | NoData | Error)
 //	act      (act.go)       plan on the cache; live read and plan again only if it ejects; patches,
 //	                        events, metrics, logs -> one breakerOutcome per evaluated breaker
-//	remember (memory.go)    outcomes and due times, in memory; an outcome's time moves only when it changes
+//	remember (memory.go)    outcomes, due times and failureThreshold counts, in memory; an outcome's time
+//	                        moves only when it changes
 //	status   (status.go)    pure desiredStatus(kvs, observation, outcomes, now), times as the API server
 //	                        stores them -> compared with the object, written once if it differs
 //

@@ -408,3 +408,44 @@ func TestMarkOutOfTraffic(t *testing.T) {
 		{name: "next pass: nothing", mutate: func(h *harness) { h.clock.Step(time.Second) }},
 	})
 }
+
+// TestFloorRestorationReadinessGate: in readinessGate mode, serving is ContainersReady and the gate; a pod
+// whose containers stop being ready breaks the floor, and the restored pod's gate goes back to True in the
+// same pass (its label alone would leave it NotReady for every Service).
+func TestFloorRestorationReadinessGate(t *testing.T) {
+	out := gatedPod("p2", "yes", corev1.ConditionFalse, true, false)
+	podstate.Eject(podstate.State{}, "b", t0.Add(-time.Minute), "").ApplyTo(&out.ObjectMeta)
+	h := newHarness(t, testService(false), gatedPod("p0", "yes", corev1.ConditionTrue, true, true),
+		gatedPod("p1", "yes", corev1.ConditionTrue, true, true), out,
+		testKVS(func(k *kvv1.KubervisorService) { gateMode(k); k.Spec.Breakers[0].MinPodsAvailableCount = new(int32(2)) }, "b"))
+	runSteps(t, h, []step{
+		{name: "first pass", wantStatusWrites: 1, wantCalls: 1},
+		{
+			name: "p1's containers are no longer ready",
+			mutate: func(h *harness) {
+				p := &corev1.Pod{}
+				if err := h.client.Get(context.Background(), client.ObjectKey{Namespace: testNS, Name: "p1"}, p); err != nil {
+					h.t.Fatal(err)
+				}
+				p.Status.Conditions[1].Status = corev1.ConditionFalse
+				if err := h.client.Status().Update(context.Background(), p); err != nil {
+					h.t.Fatal(err)
+				}
+				h.statusPatches = nil
+			},
+			wantTraffic: map[string]string{"p2": "yes"},
+			wantPatches: []string{restorePatch("p2", t0)},
+			wantEvents: []string{
+				"Normal Restored Restore Pod/p2: Pod p2 back in traffic: 1 pods served, under the floor of 2 (breaker b ejected it)",
+				"Warning FloorRestored Restore KubervisorService/kvs: 1 pods in traffic, under the floor of 2: restored 1 pods the breakers ejected: p2",
+			},
+			wantStatusWrites: 1, wantRestorations: 1,
+		},
+	})
+	if d := cmp.Diff([]string{"p0=True", "p1=True", "p2=True"}, h.gates("p0", "p1", "p2")); d != "" {
+		t.Errorf("gates mismatch (-want +got):\n%s", d)
+	}
+	if len(h.statusPatches) != 1 || !strings.HasPrefix(h.statusPatches[0], "p2/status") {
+		t.Errorf("status patches %v, want one of p2's gate", h.statusPatches)
+	}
+}

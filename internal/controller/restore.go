@@ -36,15 +36,17 @@ func (r *KubervisorServiceReconciler) restoreFloor(ctx context.Context, kvs *kvv
 	mem *kvsMemory, now time.Time) error {
 	gateMode := kvs.Spec.GateMode()
 	pods := planPods(obs.pods, gateMode)
-	floor := breaker.FloorOf(&kvs.Spec, breaker.Count(pods).Base)
-	plan := breaker.Restore(pods, floor, mem.standings(kvs))
-	if !plan.Below() {
-		if plan.InTraffic > floor {
+	fleet := breaker.Count(pods)
+	floor := breaker.FloorOf(&kvs.Spec, fleet.Base)
+	if fleet.InTraffic >= floor {
+		if fleet.InTraffic > floor {
 			// The fleet has recovered: the BelowFloor of the last restoration is over.
 			mem.breach = ""
 		}
 		return nil
 	}
+	// NOTE: the rankings are read only under the floor (a map per pass otherwise, for nothing).
+	plan := breaker.Restore(pods, floor, mem.standings(kvs))
 	if len(plan.Restore) == 0 {
 		return nil
 	}

@@ -162,8 +162,8 @@ type BreakerStrategy struct {
 	// failureThreshold is how many consecutive evaluations, in traffic, must flag a pod before this breaker
 	// ejects it (a probe's failureThreshold, Envoy's consecutive_5xx): 1 to 100, default 1 (the first
 	// flagging evaluation ejects). An evaluation that does not flag the pod starts its count again; a failed
-	// evaluation (a detector error, a suspected storm) leaves it. Until the count is reached the pod's
-	// decision is Pending. Counts live in the manager's memory: a restart or a spec change starts them
+	// evaluation (a detector error, a suspected storm) leaves it; evaluations while the pod warms up or is on
+	// probation do not count. Until the count is reached the pod's decision is Pending. Counts live in the manager's memory: a restart or a spec change starts them
 	// again, which delays an ejection and never hastens one.
 	// +optional
 	// +kubebuilder:default=1

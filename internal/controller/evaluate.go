@@ -145,6 +145,13 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 				be.streaks, be.keepStreaks = breaker.Sustain(mem.streaks[b.Name], pods, be.anomalies), true
 			}
 			be.spared = spareOf(b, be.anomalies, obs.pods, be.streaks, kvs.Spec.GateMode(), now)
+			for pod, s := range be.spared {
+				// NOTE: evaluations of a pod warming up or on probation do not count towards failureThreshold:
+				// they judge it on being new, or on failures from before its ejection.
+				if s.decision != kvv1.DecisionPending {
+					delete(be.streaks, pod)
+				}
+			}
 		}
 		ev.breakers = append(ev.breakers, be)
 	}

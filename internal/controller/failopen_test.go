@@ -449,3 +449,22 @@ func TestFloorRestorationReadinessGate(t *testing.T) {
 		t.Errorf("status patches %v, want one of p2's gate", h.statusPatches)
 	}
 }
+
+// TestWarmupDoesNotCount: evaluations of a pod warming up do not count towards failureThreshold, so a
+// pod flagged for being new needs the whole threshold once warm.
+func TestWarmupDoesNotCount(t *testing.T) {
+	p1 := testPod("p1", "yes", nil)
+	p1.Status.Conditions[0].LastTransitionTime = metav1.NewTime(t0.Add(-10 * time.Second))
+	h := newHarness(t, testService(true), testPod("p0", "yes", nil), p1, testPod("p2", "yes", nil), testPod("p3", "yes", nil),
+		testKVS(func(k *kvv1.KubervisorService) {
+			k.Spec.Breakers[0].Warmup = new(intstr.FromString("30s"))
+			k.Spec.Breakers[0].FailureThreshold = new(int32(2))
+		}, "b"))
+	runSteps(t, h, []step{
+		{name: "warming up", answer: []string{"p1"}, wantCalls: 1, wantStatusWrites: 1,
+			wantDecisions: []string{"b/p1=WarmingUp: flagged; warming up: Ready for 10s, warmup 30s"}},
+		{name: "warm, flagged: 1 of 2, not ejected", mutate: func(h *harness) { h.clock.Step(20 * time.Second) }, wantCalls: 1,
+			wantStatusWrites: 1, wantTraffic: map[string]string{"p1": "yes"},
+			wantDecisions: []string{"b/p1=Pending: flagged; pending: anomalous in 1 of 2 consecutive evaluations"}},
+	})
+}

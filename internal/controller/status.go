@@ -129,6 +129,8 @@ func recordPodMetrics(kvs *kvv1.KubervisorService, c kvv1.PodCounts, mem *kvsMem
 		return
 	}
 	mem.podMetrics = &c
+	// The counter exists from the first pass, at 0: increase() in an alert sees the first restoration.
+	metrics.FloorRestorations.WithLabelValues(kvs.Namespace, kvs.Name)
 	for state, v := range map[string]int32{
 		"managed": c.Managed, "ready": c.Ready, "in_traffic": c.InTraffic, "ejected": c.Ejected, "paused": c.Paused, "unknown": c.Unknown,
 	} {

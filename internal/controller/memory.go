@@ -186,13 +186,13 @@ const MaxFirstEvaluationSpread = 5 * time.Second
 // spreadOffset is where in its period a breaker's first evaluation falls after a restart or a spec change:
 // fixed by the KubervisorService's UID and the breaker's name, so the same object always lands at the same
 // offset and different ones spread evenly.
-func spreadOffset(uid, breaker string, period time.Duration) time.Duration {
+func spreadOffset(uid, breakerName string, period time.Duration) time.Duration {
 	period = min(period, MaxFirstEvaluationSpread)
 	if period <= 0 {
 		return 0
 	}
 	h := fnv.New64a()
-	_, _ = h.Write([]byte(uid + "/" + breaker)) // a hash.Hash never fails to write
+	_, _ = h.Write([]byte(uid + "/" + breakerName)) // a hash.Hash never fails to write
 	return time.Duration(h.Sum64() % uint64(period))
 }
 
@@ -203,8 +203,8 @@ func (m *memory) forget(key types.NamespacedName) {
 }
 
 // due reports whether the breaker is due at now.
-func (e *kvsMemory) due(breaker string, now time.Time) bool {
-	next, ok := e.next[breaker]
+func (e *kvsMemory) due(breakerName string, now time.Time) bool {
+	next, ok := e.next[breakerName]
 	return !ok || !now.Before(next)
 }
 

@@ -1,6 +1,7 @@
 package controller_test
 
 import (
+	"fmt"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -42,5 +43,35 @@ var _ = Describe("Steady state", func() {
 		Expect(requests.since(mark, ns, isLivePodList)).To(BeEmpty(), "no pod is ejected, so no pod is read live")
 		Expect(detectors.callCount(ns, "kvs", "quiet")).To(BeNumerically(">=", quiet+5), "evaluations went on meanwhile")
 		Expect(detectors.callCount(ns, "kvs", "flagger")).To(BeNumerically(">=", flagger+5), "evaluations went on meanwhile")
+	})
+
+	It("sends no request at all while a pod stays Pending (failureThreshold not reached)", func() {
+		ns := newNamespace()
+		fleetOf(ns, 4, true)
+		detectors.set(ns, "kvs", "flagger", "p1")
+		newKVS(ns, "kvs", "pricer", func(k *kvv1.KubervisorService) {
+			k.Spec.Breakers[0].FailureThreshold = new(int32(100))
+		}, "flagger")
+
+		By("the flagged pod is Pending, in traffic")
+		Eventually(breakerStatus(ns, "kvs", "flagger")).Should(HaveField("Anomalies", ConsistOf(And(
+			HaveField("Pod", "p1"), HaveField("Decision", kvv1.DecisionPending)))))
+		Expect(podLabels(ns, "p1")()).To(HaveKeyWithValue(kvv1.LabelTraffic, kvv1.TrafficYes))
+
+		By("once settled, evaluations that keep it Pending send nothing: no write, no live read")
+		Eventually(func() []string {
+			mark := requests.mark()
+			time.Sleep(time.Second)
+			return requests.since(mark, ns, isWrite)
+		}).Should(BeEmpty())
+		mark := requests.mark()
+		flagger := detectors.callCount(ns, "kvs", "flagger")
+		Consistently(func() []string { return requests.since(mark, ns, isWrite) }, 3*time.Second).Should(BeEmpty())
+		Expect(requests.since(mark, ns, isLivePodList)).To(BeEmpty())
+		Expect(detectors.callCount(ns, "kvs", "flagger")).To(BeNumerically(">=", flagger+5), "evaluations went on meanwhile")
+		Expect(podLabels(ns, "p1")()).To(HaveKeyWithValue(kvv1.LabelTraffic, kvv1.TrafficYes), "still in traffic")
+		AddReportEntry("requests while Pending", fmt.Sprintf("%d writes, %d live pod lists over 3s and %d evaluations",
+			len(requests.since(mark, ns, isWrite)), len(requests.since(mark, ns, isLivePodList)),
+			detectors.callCount(ns, "kvs", "flagger")-flagger))
 	})
 })

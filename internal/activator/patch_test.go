@@ -30,15 +30,17 @@ func TestPatchFor(t *testing.T) {
 		"restore: traffic yes and restored-at, retry count kept": {
 			state: clean, d: activator.Decision{Action: activator.ActionRestore}, now: later,
 			want: podstate.Patch{
-				Labels:      map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficYes},
-				Annotations: map[string]string{v1alpha1.AnnotationRestoredAt: laterText},
+				Labels:            map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficYes},
+				Annotations:       map[string]string{v1alpha1.AnnotationRestoredAt: laterText},
+				RemoveAnnotations: []string{v1alpha1.AnnotationDeletionCost},
 			},
 		},
 		"restore: restored-at written in UTC": {
 			state: clean, d: activator.Decision{Action: activator.ActionRestore}, now: later.In(time.FixedZone("CEST", 2*3600)),
 			want: podstate.Patch{
-				Labels:      map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficYes},
-				Annotations: map[string]string{v1alpha1.AnnotationRestoredAt: laterText},
+				Labels:            map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficYes},
+				Annotations:       map[string]string{v1alpha1.AnnotationRestoredAt: laterText},
+				RemoveAnnotations: []string{v1alpha1.AnnotationDeletionCost},
 			},
 		},
 		"restore with repair": {
@@ -50,17 +52,20 @@ func TestPatchFor(t *testing.T) {
 					v1alpha1.AnnotationBreakAt:    nowText,
 					v1alpha1.AnnotationRetryCount: "1",
 				},
+				RemoveAnnotations: []string{v1alpha1.AnnotationDeletionCost},
 			},
 		},
-		"pause: traffic pause": {
+		"pause: traffic pause, the deletion cost of a pod out of traffic": {
 			state: clean, d: activator.Decision{Action: activator.ActionPause}, now: later,
-			want: podstate.Patch{Labels: map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficPause}},
+			want: podstate.Patch{Labels: map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficPause},
+				Annotations: map[string]string{v1alpha1.AnnotationDeletionCost: v1alpha1.DeletionCostOutOfTraffic}},
 		},
 		"pause with repair": {
 			state: broken, d: activator.Decision{Action: activator.ActionPause}, now: later,
 			want: podstate.Patch{
-				Labels:      map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficPause},
-				Annotations: repair,
+				Labels: map[string]string{v1alpha1.LabelTraffic: v1alpha1.TrafficPause},
+				Annotations: map[string]string{v1alpha1.AnnotationBreakAt: repair[v1alpha1.AnnotationBreakAt],
+					v1alpha1.AnnotationRetryCount: repair[v1alpha1.AnnotationRetryCount], v1alpha1.AnnotationDeletionCost: v1alpha1.DeletionCostOutOfTraffic},
 			},
 		},
 		"kill: nothing, the caller evicts": {

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -467,4 +469,24 @@ func TestWarmupDoesNotCount(t *testing.T) {
 			wantStatusWrites: 1, wantTraffic: map[string]string{"p1": "yes"},
 			wantDecisions: []string{"b/p1=Pending: flagged; pending: anomalous in 1 of 2 consecutive evaluations"}},
 	})
+}
+
+// TestFinalizeReleasesEveryPod: a pod whose release is refused (a webhook) does not keep the others out of
+// traffic; the error is reported, not requeued quietly, and the finalizer stays until all are released.
+func TestFinalizeReleasesEveryPod(t *testing.T) {
+	kvs := testKVS(nil, "b")
+	kvs.DeletionTimestamp = new(metav1.NewTime(t0))
+	h := newHarness(t, testService(true), ejectedPod("p0", 1, t0.Add(-time.Second)), ejectedPod("p1", 1, t0.Add(-time.Second)), kvs)
+	h.refusePods = map[string]bool{"p0": true}
+	h.conflictPods = map[string]bool{}
+	_, err := h.pass(h.kvsReconciler())
+	if !apierrors.IsForbidden(err) {
+		t.Fatalf("Reconcile error = %v, want the webhook's Forbidden", err)
+	}
+	if d := cmp.Diff([]string{"no", "yes"}, h.traffic("p0", "p1")); d != "" {
+		t.Errorf("traffic mismatch (-want +got):\n%s", d)
+	}
+	if !slices.Contains(h.kvs().Finalizers, kvv1.Finalizer) {
+		t.Errorf("the finalizer went while p0 is still out of traffic")
+	}
 }

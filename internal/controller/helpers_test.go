@@ -1,12 +1,17 @@
 package controller
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 	"github.com/kubervisor/kubervisor/internal/podstate"
@@ -101,5 +106,46 @@ func TestCountPods(t *testing.T) {
 	want = kvv1.PodCounts{Managed: 3, Ready: 2, InTraffic: 1, Ejected: 1}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("countPods in readinessGate mode mismatch (-want +got):\n%s", d)
+	}
+}
+
+func TestWithoutConflicts(t *testing.T) {
+	conflict := apierrors.NewConflict(schema.GroupResource{Resource: "pods"}, "p", errors.New("the object has been modified"))
+	forbidden := apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "q", errors.New("denied"))
+	cases := map[string]struct {
+		err            error
+		wantOthers     []error
+		wantConflicted bool
+	}{
+		"nil":                                  {},
+		"a conflict":                           {err: conflict, wantConflicted: true},
+		"a wrapped conflict":                   {err: fmt.Errorf("patching pod p: %w", conflict), wantConflicted: true},
+		"a Forbidden":                          {err: forbidden, wantOthers: []error{forbidden}},
+		"a conflict joined before a Forbidden": {err: errors.Join(conflict, forbidden), wantOthers: []error{forbidden}, wantConflicted: true},
+		"nested joins": {err: errors.Join(errors.Join(conflict), fmt.Errorf("x: %w", forbidden)),
+			wantOthers: []error{forbidden}, wantConflicted: true},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			others, conflicted := withoutConflicts(tc.err)
+			if conflicted != tc.wantConflicted {
+				t.Errorf("conflicted = %t, want %t", conflicted, tc.wantConflicted)
+			}
+			if (others == nil) != (len(tc.wantOthers) == 0) {
+				t.Fatalf("others = %v, want %v", others, tc.wantOthers)
+			}
+			for _, w := range tc.wantOthers {
+				if !errors.Is(others, w) {
+					t.Errorf("others = %v, lost %v", others, w)
+				}
+			}
+			if apierrors.IsConflict(others) {
+				t.Errorf("others %v still holds a conflict", others)
+			}
+		})
+	}
+	// requeueOnConflict returns the Forbidden, not a quiet requeue.
+	if _, err := requeueOnConflict(context.Background(), errors.Join(conflict, forbidden)); !apierrors.IsForbidden(err) {
+		t.Errorf("requeueOnConflict(conflict + Forbidden) = %v, want the Forbidden", err)
 	}
 }

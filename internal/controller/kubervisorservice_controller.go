@@ -89,7 +89,7 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		return ctrl.Result{}, fmt.Errorf("getting KubervisorService %s: %w", req, err)
 	}
 	if !kvs.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, r.finalize(ctx, kvs.DeepCopy())
+		return requeueOnConflict(ctx, r.finalize(ctx, kvs.DeepCopy()))
 	}
 	mem := r.memory.of(kvs)
 	if mem.stale(kvs) {
@@ -213,20 +213,28 @@ func (r *KubervisorServiceReconciler) finalize(ctx context.Context, kvs *kvv1.Ku
 	if err != nil {
 		return err
 	}
+	// NOTE: every pod is tried, whatever failed before it: one pod a webhook refuses must not keep the
+	// others out of traffic. The finalizer stays until all are released.
 	paused := 0
+	var errs error
 	for i := range pods {
-		if pods[i].Labels[kvv1.LabelTraffic] == kvv1.TrafficPause {
+		wasPaused := pods[i].Labels[kvv1.LabelTraffic] == kvv1.TrafficPause
+		if err := releasePod(ctx, r.Client, &pods[i]); err != nil {
+			errs = errors.Join(errs, err)
+			continue
+		}
+		// Released, the pod is in no mode: its readiness gate goes back to True.
+		if err := syncGate(ctx, r.Client, &pods[i], false, r.Clock.Now()); err != nil {
+			errs = errors.Join(errs, err)
+		}
+		if wasPaused {
 			paused++
 			recordPodEvent(r.Recorder, kvs, &pods[i], corev1.EventTypeNormal, kvv1.EventLeftPaused, kvv1.ActionRelease,
 				fmt.Sprintf("KubervisorService %s is being deleted; pod %s stays paused (kubervisor/traffic=pause) for investigation", kvs.Name, pods[i].Name))
 		}
-		if err := releasePod(ctx, r.Client, &pods[i]); err != nil {
-			return err
-		}
-		// Released, the pod is in no mode: its readiness gate goes back to True.
-		if err := syncGate(ctx, r.Client, &pods[i], false, r.Clock.Now()); err != nil {
-			return err
-		}
+	}
+	if errs != nil {
+		return errs
 	}
 	logf.FromContext(ctx).Info("Released pods of deleted KubervisorService", "pods", len(pods), "paused", paused)
 	orig := kvs.DeepCopy()

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -50,15 +51,44 @@ func releasePod(ctx context.Context, c client.Client, pod *corev1.Pod) error {
 	return nil
 }
 
-// requeueOnConflict turns an optimistic-lock conflict into a quiet, short requeue: another reconciler (the
+// requeueOnConflict turns optimistic-lock conflicts into a quiet, short requeue: another reconciler (the
 // Pod reconciler adopting the same new pod, the breaker, the activator) wrote the object first, and the next
-// pass decides again from what it wrote. Any other error is returned.
+// pass decides again from what it wrote. Every other error is returned, also when it was joined with
+// conflicts (withoutConflicts): a Forbidden is never hidden behind a quiet requeue.
 func requeueOnConflict(ctx context.Context, err error) (ctrl.Result, error) {
-	if apierrors.IsConflict(err) {
+	others, conflicted := withoutConflicts(err)
+	if others != nil {
+		return ctrl.Result{}, others
+	}
+	if conflicted {
 		logf.FromContext(ctx).V(1).Info("Object changed meanwhile; retrying", "error", err.Error())
 		return ctrl.Result{RequeueAfter: conflictRetry}, nil
 	}
-	return ctrl.Result{}, err
+	return ctrl.Result{}, nil
+}
+
+// withoutConflicts splits an error, joined (errors.Join) or not, into what is not an optimistic-lock
+// conflict (nil when nothing) and whether it held a conflict. NOTE: apierrors.IsConflict on a joined error
+// answers for the first API status it finds, so a conflict joined before a Forbidden would hide it.
+func withoutConflicts(err error) (others error, conflicted bool) {
+	if err == nil {
+		return nil, false
+	}
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		var rest []error
+		for _, e := range joined.Unwrap() {
+			o, c := withoutConflicts(e)
+			conflicted = conflicted || c
+			if o != nil {
+				rest = append(rest, o)
+			}
+		}
+		return errors.Join(rest...), conflicted
+	}
+	if apierrors.IsConflict(err) {
+		return nil, true
+	}
+	return err, false
 }
 
 // recordPodEvent records an action on a pod twice, on the KubervisorService and on the pod, so that it shows

@@ -503,6 +503,14 @@ type BreakerStatus struct {
 	// +kubebuilder:validation:MaxItems=20
 	Warnings []string `json:"warnings,omitempty"`
 
+	// lastStormTime is the time of the breaker's last suspected storm once it is over (written when the
+	// anomalous share falls back under maxAnomalousPercent, not at every evaluation of a storm), so that
+	// stormCooldown holds across a restart of the manager and an edit of the spec. A manager that starts
+	// while lastResult is StormSuspected counts the cooldown from its own start: a restart delays an
+	// ejection, never hastens one.
+	// +optional
+	LastStormTime *metav1.Time `json:"lastStormTime,omitempty"`
+
 	// anomalies says, per anomalous pod (at most 20, worst first), what the breaker decided and why.
 	// An entry is rewritten only when its pod's decision changes.
 	// +optional

@@ -103,6 +103,10 @@ func (in *BreakerStatus) DeepCopyInto(out *BreakerStatus) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.LastStormTime != nil {
+		in, out := &in.LastStormTime, &out.LastStormTime
+		*out = (*in).DeepCopy()
+	}
 	if in.Anomalies != nil {
 		in, out := &in.Anomalies, &out.Anomalies
 		*out = make([]PodDecision, len(*in))

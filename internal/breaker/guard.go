@@ -61,9 +61,11 @@ func Guard(g kvv1.Guards, pods []Pod, anomalous []Anomaly, lastStorm, now time.T
 				bad, nReady, g.MaxAnomalousPercent)}
 	}
 	if !lastStorm.IsZero() && now.Sub(lastStorm) < g.StormCooldown {
+		// NOTE: the message names fixed times, not the time elapsed: an evaluation during the cooldown says the
+		// same as the one before, so the status is not rewritten at every evaluation.
 		return GuardResult{Verdict: Storm, StormAt: lastStorm,
-			Why: fmt.Sprintf("storm cooldown: %s since the last storm, stormCooldown %s: nobody is ejected yet",
-				now.Sub(lastStorm).Round(time.Millisecond), g.StormCooldown)}
+			Why: fmt.Sprintf("storm cooldown: the last storm was at %s, stormCooldown %s: nobody is ejected before %s",
+				lastStorm.UTC().Format(time.RFC3339), g.StormCooldown, lastStorm.Add(g.StormCooldown).UTC().Format(time.RFC3339))}
 	}
 	return GuardResult{Verdict: Judge, StormAt: lastStorm}
 }

@@ -64,7 +64,7 @@ func TestGuard(t *testing.T) {
 			g: kvv1.Guards{MaxAnomalousPercent: 50, StormCooldown: time.Minute}, pods: fleet(8, 0, 0), anomalous: flag("ra", "rb"),
 			lastStorm: t0, now: t0.Add(59 * time.Second),
 			want: GuardResult{Verdict: Storm, StormAt: t0,
-				Why: "storm cooldown: 59s since the last storm, stormCooldown 1m0s: nobody is ejected yet"},
+				Why: "storm cooldown: the last storm was at 2026-03-14T15:09:26Z, stormCooldown 1m0s: nobody is ejected before 2026-03-14T15:10:26Z"},
 		},
 		"cooldown over: judged again": {
 			g: kvv1.Guards{MaxAnomalousPercent: 50, StormCooldown: time.Minute}, pods: fleet(8, 0, 0), anomalous: flag("ra", "rb"),

@@ -25,7 +25,7 @@ func sameStatus(a, b *kvv1.KubervisorServiceStatus) bool {
 // sameBreaker reports whether two breaker entries are equal as equality.Semantic.DeepEqual says.
 func sameBreaker(a, b kvv1.BreakerStatus) bool {
 	return a.Name == b.Name && a.LastResult == b.LastResult && a.IgnoredSamples == b.IgnoredSamples &&
-		a.LastEvaluationTime.Equal(b.LastEvaluationTime) &&
+		a.LastEvaluationTime.Equal(b.LastEvaluationTime) && a.LastStormTime.Equal(b.LastStormTime) &&
 		slices.Equal(a.AnomalousPods, b.AnomalousPods) && slices.Equal(a.EjectedPods, b.EjectedPods) &&
 		slices.Equal(a.WithheldPods, b.WithheldPods) && slices.Equal(a.WouldEjectPods, b.WouldEjectPods) &&
 		slices.Equal(a.Warnings, b.Warnings) && slices.EqualFunc(a.Anomalies, b.Anomalies, samePodDecision)

@@ -212,6 +212,7 @@ func guardOn(be *breakerEval, g kvv1.Guards, pods []breaker.Pod, mem *kvsMemory,
 	} else {
 		mem.storms[be.name] = gr.StormAt
 	}
+	mem.stormActive[be.name] = gr.Verdict == breaker.Storm && gr.StormAt.Equal(now)
 	switch gr.Verdict {
 	case breaker.FleetTooSmall:
 		be.kind, be.why, be.anomalies = outcomeFleetTooSmall, gr.Why, nil

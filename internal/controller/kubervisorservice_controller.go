@@ -91,7 +91,7 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	if !kvs.DeletionTimestamp.IsZero() {
 		return requeueOnConflict(ctx, r.finalize(ctx, kvs.DeepCopy()))
 	}
-	mem := r.memory.of(kvs)
+	mem := r.memory.of(kvs, r.Clock.Now())
 	if mem.stale(kvs) {
 		logf.FromContext(ctx).V(1).Info("The cache has not seen our last write yet; waiting for it")
 		return ctrl.Result{RequeueAfter: conflictRetry}, nil
@@ -155,7 +155,8 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		mem = &kvsMemory{}
 	}
 
-	status := desiredStatus(kvs, obs, mem.outcomes, mem.breach, now)
+	status := desiredStatus(kvs, obs, recalled{outcomes: mem.outcomes, breach: mem.breach, storms: mem.storms,
+		stormActive: mem.stormActive}, now)
 	recordPodMetrics(kvs, status.Pods, mem)
 	if adopting {
 		// NOTE: the pod counts are written once adoption completes, not as each pod is adopted: that is one

@@ -33,8 +33,11 @@ type kvsMemory struct {
 	next       map[string]time.Time
 	detectors  map[string]detector.Detector
 	outcomes   map[string]breakerOutcome
-	// storms holds, per breaker, the time of its last suspected storm, for stormCooldown.
-	storms map[string]time.Time
+	// storms holds, per breaker, the time of its last suspected storm, for stormCooldown; stormActive the
+	// breakers whose last evaluation was a storm (not its cooldown). Seeded from status (lastStormTime) when
+	// the memory is new, so that a cooldown holds across restarts and edits.
+	storms      map[string]time.Time
+	stormActive map[string]bool
 	// spread is set when the first evaluations of the breakers are spread over their periods; uid is the
 	// KubervisorService's, the seed of the spread.
 	spread bool
@@ -166,18 +169,34 @@ func newMemory() *memory {
 // has its first evaluations spread over their periods, at most MaxFirstEvaluationSpread (spreadOffset):
 // 1,000 KubervisorServices do not all query their detectors in the same second after a restart or a bulk
 // apply, and an edit still takes effect within seconds. A new one is evaluated at once.
-func (m *memory) of(kvs *kvv1.KubervisorService) *kvsMemory {
+func (m *memory) of(kvs *kvv1.KubervisorService, now time.Time) *kvsMemory {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	key := types.NamespacedName{Namespace: kvs.Namespace, Name: kvs.Name}
 	e, ok := m.entries[key]
 	if !ok || e.generation != kvs.Generation {
 		e = &kvsMemory{generation: kvs.Generation, next: map[string]time.Time{}, detectors: map[string]detector.Detector{},
-			outcomes: map[string]breakerOutcome{}, storms: map[string]time.Time{}, streaks: map[string]map[string]int{},
-			spread: ok || len(kvs.Status.Breakers) > 0, uid: string(kvs.UID)}
+			outcomes: map[string]breakerOutcome{}, storms: stormsOf(kvs.Status.Breakers, now), stormActive: map[string]bool{},
+			streaks: map[string]map[string]int{}, spread: ok || len(kvs.Status.Breakers) > 0, uid: string(kvs.UID)}
 		m.entries[key] = e
 	}
 	return e
+}
+
+// stormsOf seeds a new memory's storm times from status: lastStormTime, or now for a breaker whose last
+// result is a storm (under way or in its cooldown: the cooldown then counts from now, which delays an
+// ejection and never hastens one).
+func stormsOf(breakers []kvv1.BreakerStatus, now time.Time) map[string]time.Time {
+	out := map[string]time.Time{}
+	for _, b := range breakers {
+		switch {
+		case b.LastResult == kvv1.ResultStormSuspected:
+			out[b.Name] = now
+		case b.LastStormTime != nil:
+			out[b.Name] = b.LastStormTime.Time
+		}
+	}
+	return out
 }
 
 // MaxFirstEvaluationSpread bounds the spread of first evaluations (spreadOffset).

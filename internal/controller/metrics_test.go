@@ -2,6 +2,7 @@ package controller
 
 import (
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -41,13 +42,13 @@ func TestPodCountsAreSetAgainAfterTheSeriesAreForgotten(t *testing.T) {
 	kvs := &kvv1.KubervisorService{ObjectMeta: metav1.ObjectMeta{Namespace: "metrics-forget", Name: "kvs"}}
 	counts := kvv1.PodCounts{Managed: 4, Ready: 4, InTraffic: 3, Ejected: 1}
 	m := newMemory()
-	recordPodMetrics(kvs, counts, m.of(kvs))
+	recordPodMetrics(kvs, counts, m.of(kvs, time.Time{}))
 	if n := podSeries(t, kvs.Namespace); n != 6 {
 		t.Fatalf("%d series after the first pass, want 6 (one per state)", n)
 	}
 	metrics.Forget(kvs.Namespace, kvs.Name)
 	m.forget(client.ObjectKeyFromObject(kvs))
-	recordPodMetrics(kvs, counts, m.of(kvs))
+	recordPodMetrics(kvs, counts, m.of(kvs, time.Time{}))
 	if n := podSeries(t, kvs.Namespace); n != 6 {
 		t.Fatalf("%d series after forgetting and a pass with the same counts, want 6", n)
 	}

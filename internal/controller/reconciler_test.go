@@ -489,7 +489,7 @@ func TestBreakerPass(t *testing.T) {
 			wantResult:  ctrl.Result{RequeueAfter: 5 * time.Second},
 			wantTraffic: []string{"yes", "yes", "yes", "yes"},
 			wantBreakers: []kvv1.BreakerStatus{{Name: "b", LastResult: "StormSuspected", AnomalousPods: []string{"p1", "p2"},
-				WithheldPods: []string{"p1", "p2"}}},
+				WithheldPods: []string{"p1", "p2"}, LastStormTime: new(apiTime(t0))}},
 			wantDecisions:    []string{"b/p1=Withheld", "b/p2=Withheld"},
 			wantConditions:   append(slices.Clone(healthy), "EjectionAllowed=False/StormSuspected", "Ready=True/BreakersHealthy"),
 			wantStatusWrites: 1, wantCalls: map[string]int{"b": 1},

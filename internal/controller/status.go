@@ -28,10 +28,8 @@ import (
 // A breaker of the spec with no remembered outcome (not evaluated since the controller started: the Service
 // is missing, or adoption is under way) keeps its entry from kvs.Status, if any; conditions count it as not
 // evaluated yet.
-//
-// breach is the message of the last floor restoration while the fleet stays at the floor ("" for none).
-func desiredStatus(kvs *kvv1.KubervisorService, obs *observation, outcomes map[string]breakerOutcome, breach string,
-	now time.Time) kvv1.KubervisorServiceStatus {
+func desiredStatus(kvs *kvv1.KubervisorService, obs *observation, mem recalled, now time.Time) kvv1.KubervisorServiceStatus {
+	outcomes := mem.outcomes
 	status := kvv1.KubervisorServiceStatus{ObservedGeneration: kvs.Generation, Pods: countPods(obs.pods, kvs.Spec.GateMode())}
 	old := map[string]*kvv1.BreakerStatus{}
 	for i := range kvs.Status.Breakers {
@@ -50,6 +48,7 @@ func desiredStatus(kvs *kvv1.KubervisorService, obs *observation, outcomes map[s
 			WithheldPods: capNames(o.withheld), WouldEjectPods: capNames(o.wouldEject), IgnoredSamples: o.ignored,
 			Warnings: capNames(o.warnings), Anomalies: carryDecisions(o.decisions, old[b.Name]),
 		}
+		entry.LastStormTime = mem.lastStormTime(b.Name, old[b.Name])
 		if prev := old[b.Name]; prev != nil && prev.LastEvaluationTime != nil && sameBreakerStatus(*prev, entry) {
 			entry.LastEvaluationTime = prev.LastEvaluationTime.DeepCopy()
 		} else {
@@ -59,8 +58,36 @@ func desiredStatus(kvs *kvv1.KubervisorService, obs *observation, outcomes map[s
 		status.Breakers = append(status.Breakers, entry)
 	}
 	status.Manual = manualHolds(obs.pods, now)
-	status.Conditions = conditions(kvs, obs, outcomes, breach, now)
+	status.Conditions = conditions(kvs, obs, outcomes, mem.breach, now)
 	return status
+}
+
+// recalled is what the breaker loop's memory contributes to a status.
+type recalled struct {
+	outcomes map[string]breakerOutcome
+	// breach is the message of the last floor restoration while the fleet stays at the floor ("" for none).
+	breach string
+	// storms and stormActive are the breakers' last storm times and whether their last evaluation was one.
+	storms      map[string]time.Time
+	stormActive map[string]bool
+}
+
+// lastStormTime is a breaker's status.lastStormTime: during a storm the value already stored (the storm's
+// time moves at every evaluation: writing it would rewrite the status at every evaluation of the storm),
+// otherwise the time of the last storm, nil for none.
+func (m recalled) lastStormTime(name string, prev *kvv1.BreakerStatus) *metav1.Time {
+	if m.stormActive[name] {
+		if prev != nil && prev.LastStormTime != nil {
+			return prev.LastStormTime.DeepCopy()
+		}
+		return nil
+	}
+	at, ok := m.storms[name]
+	if !ok || at.IsZero() {
+		return nil
+	}
+	t := apiTime(at)
+	return &t
 }
 
 // carryDecisions returns the decisions, each replaced by the stored entry of the same pod and decision, so
@@ -199,10 +226,25 @@ func conditions(kvs *kvv1.KubervisorService, obs *observation, outcomes map[stri
 		set(kvv1.ConditionReadinessGateMissing, false, kvv1.ReasonGatesPresent, "Every managed pod declares the readiness gate "+kvv1.ConditionInTraffic)
 	}
 
+	// A breaker not evaluated since the manager started keeps, for Ready, what its stored entry of the same
+	// generation says: a restarted manager does not flap Ready to Pending until its first evaluation.
+	stored := map[string]string{}
+	if kvs.Status.ObservedGeneration == kvs.Generation {
+		for _, b := range kvs.Status.Breakers {
+			stored[b.Name] = b.LastResult
+		}
+	}
 	var withheld, storms, failing, pending []string
+	carriedStorm := false
 	for _, b := range kvs.Spec.Breakers {
 		o, ok := outcomes[b.Name]
+		last, evaluatedBefore := stored[b.Name]
 		switch {
+		case !ok && evaluatedBefore && strings.HasPrefix(last, kvv1.ResultErrorPrefix):
+			failing = append(failing, fmt.Sprintf("breaker %s: %s", b.Name, last))
+		case !ok && evaluatedBefore && last == kvv1.ResultStormSuspected:
+			carriedStorm = true
+		case !ok && evaluatedBefore && last != "":
 		case !ok:
 			pending = append(pending, b.Name)
 		case o.kind == outcomeInvalid:
@@ -217,8 +259,16 @@ func conditions(kvs *kvv1.KubervisorService, obs *observation, outcomes map[stri
 	}
 	if below := belowFloor(kvs, obs, breach); below != "" {
 		set(kvv1.ConditionEjectionAllowed, false, kvv1.ReasonBelowFloor, below)
-	} else if len(storms) > 0 {
-		set(kvv1.ConditionEjectionAllowed, false, kvv1.ReasonStormSuspected, strings.Join(storms, "; "))
+	} else if len(storms) > 0 || carriedStorm {
+		msg := strings.Join(storms, "; ")
+		if prev := meta.FindStatusCondition(kvs.Status.Conditions, kvv1.ConditionEjectionAllowed); len(storms) == 0 && prev != nil &&
+			prev.Reason == kvv1.ReasonStormSuspected {
+			// A storm stored before a restart, not evaluated since: the condition stays as it was.
+			msg = prev.Message
+		} else if len(storms) == 0 {
+			msg = "A breaker suspected a storm in its last evaluation before the manager started"
+		}
+		set(kvv1.ConditionEjectionAllowed, false, kvv1.ReasonStormSuspected, msg)
 	} else if len(withheld) > 0 {
 		set(kvv1.ConditionEjectionAllowed, false, kvv1.ReasonFloorReached,
 			"The floor keeps anomalous pods in traffic: "+strings.Join(withheld, "; "))

@@ -200,7 +200,7 @@ func TestDesiredStatus(t *testing.T) {
 	}
 
 	t.Run("from scratch: every time as the API server stores it", func(t *testing.T) {
-		got := desiredStatus(kvsWith(kvv1.KubervisorServiceStatus{}), obs, outcomes, "", t0)
+		got := desiredStatus(kvsWith(kvv1.KubervisorServiceStatus{}), obs, recalled{outcomes: outcomes}, t0)
 		want := kvv1.KubervisorServiceStatus{
 			ObservedGeneration: 3,
 			Pods:               kvv1.PodCounts{Managed: 3, Ready: 3, InTraffic: 2, Ejected: 1},
@@ -224,30 +224,30 @@ func TestDesiredStatus(t *testing.T) {
 	})
 
 	t.Run("steady state: the status read back is the desired status of a later pass", func(t *testing.T) {
-		first := roundTrip(t, desiredStatus(kvsWith(kvv1.KubervisorServiceStatus{}), obs, outcomes, "", t0))
-		again := desiredStatus(kvsWith(first), obs, outcomes, "", later)
+		first := roundTrip(t, desiredStatus(kvsWith(kvv1.KubervisorServiceStatus{}), obs, recalled{outcomes: outcomes}, t0))
+		again := desiredStatus(kvsWith(first), obs, recalled{outcomes: outcomes}, later)
 		if !equality.Semantic.DeepEqual(first, again) {
 			t.Errorf("a pass that changed nothing wants a write:\n%s", cmp.Diff(first, again))
 		}
 	})
 
 	t.Run("after a restart an unchanged outcome keeps its stored time", func(t *testing.T) {
-		first := roundTrip(t, desiredStatus(kvsWith(kvv1.KubervisorServiceStatus{}), obs, outcomes, "", t0))
+		first := roundTrip(t, desiredStatus(kvsWith(kvv1.KubervisorServiceStatus{}), obs, recalled{outcomes: outcomes}, t0))
 		fresh := map[string]breakerOutcome{}
 		for k, o := range outcomes {
 			o.changedAt = later // the new process evaluated for the first time at later
 			fresh[k] = o
 		}
-		again := desiredStatus(kvsWith(first), obs, fresh, "", later)
+		again := desiredStatus(kvsWith(first), obs, recalled{outcomes: fresh}, later)
 		if !equality.Semantic.DeepEqual(first, again) {
 			t.Errorf("a restart wants a write:\n%s", cmp.Diff(first, again))
 		}
 	})
 
 	t.Run("a changed outcome gets its own time; a condition that flips gets now", func(t *testing.T) {
-		first := roundTrip(t, desiredStatus(kvsWith(kvv1.KubervisorServiceStatus{}), obs, outcomes, "", t0))
+		first := roundTrip(t, desiredStatus(kvsWith(kvv1.KubervisorServiceStatus{}), obs, recalled{outcomes: outcomes}, t0))
 		failing := map[string]breakerOutcome{"a": outcomes["a"], "b": {kind: outcomeError, err: "querying: refused", changedAt: later}}
-		got := desiredStatus(kvsWith(first), obs, failing, "", later)
+		got := desiredStatus(kvsWith(first), obs, recalled{outcomes: failing}, later)
 		laterStored := metav1.NewTime(later.Truncate(time.Second))
 		if b := got.Breakers[1]; b.LastResult != "Error: querying: refused" || !b.LastEvaluationTime.Equal(&laterStored) {
 			t.Errorf("breaker b = %+v, want the error at %s", b, laterStored)
@@ -272,7 +272,7 @@ func TestDesiredStatus(t *testing.T) {
 			{Name: "gone", LastResult: "OK", LastEvaluationTime: &stored},
 			{Name: "b", LastResult: "Error: old", LastEvaluationTime: &stored},
 		}}
-		got := desiredStatus(kvsWith(prev), obs, map[string]breakerOutcome{"a": outcomes["a"]}, "", t0)
+		got := desiredStatus(kvsWith(prev), obs, recalled{outcomes: map[string]breakerOutcome{"a": outcomes["a"]}}, t0)
 		if len(got.Breakers) != 2 || got.Breakers[0].Name != "a" || got.Breakers[1].Name != "b" || got.Breakers[1].LastResult != "Error: old" {
 			t.Errorf("breakers = %+v, want a (evaluated) then b (carried over)", got.Breakers)
 		}

@@ -481,7 +481,8 @@ type BreakerStatus struct {
 	// +optional
 	AnomalousPods []string `json:"anomalousPods,omitempty"`
 
-	// ejectedPods are the pods ejected by the last evaluation.
+	// ejectedPods are the pods this breaker holds out of traffic now (kubervisor/traffic=no, ejected by it),
+	// sorted.
 	// +optional
 	EjectedPods []string `json:"ejectedPods,omitempty"`
 

@@ -44,7 +44,7 @@ func desiredStatus(kvs *kvv1.KubervisorService, obs *observation, mem recalled, 
 			continue
 		}
 		entry := kvv1.BreakerStatus{
-			Name: b.Name, LastResult: o.lastResult(), AnomalousPods: capNames(o.anomalous), EjectedPods: capNames(o.ejected),
+			Name: b.Name, LastResult: o.lastResult(), AnomalousPods: capNames(o.anomalous), EjectedPods: heldOutBy(obs.pods, b.Name),
 			WithheldPods: capNames(o.withheld), WouldEjectPods: capNames(o.wouldEject), IgnoredSamples: o.ignored,
 			Warnings: capNames(o.warnings), Anomalies: carryDecisions(o.decisions, old[b.Name]),
 		}
@@ -60,6 +60,20 @@ func desiredStatus(kvs *kvv1.KubervisorService, obs *observation, mem recalled, 
 	status.Manual = manualHolds(obs.pods, now)
 	status.Conditions = conditions(kvs, obs, outcomes, mem.breach, now)
 	return status
+}
+
+// heldOutBy names the pods the breaker holds out of traffic now (traffic=no, its kubervisor/strategy),
+// sorted and capped: what a user reads status.breakers[].ejectedPods as. It changes only when a pod leaves
+// or comes back, so the steady state writes nothing.
+func heldOutBy(pods []*corev1.Pod, breakerName string) []string {
+	var out []string
+	for _, p := range pods {
+		if podstate.TrafficOf(p) == kvv1.TrafficNo && p.Labels[kvv1.LabelStrategy] == breakerName {
+			out = append(out, p.Name)
+		}
+	}
+	slices.Sort(out)
+	return capNames(out)
 }
 
 // recalled is what the breaker loop's memory contributes to a status.

@@ -178,7 +178,9 @@ func TestDesiredStatus(t *testing.T) {
 		return corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{kvv1.LabelTraffic: traffic}},
 			Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
 	}
-	obs := &observation{svc: svc, pods: pointersTo([]corev1.Pod{readyPod("p0", "yes"), readyPod("p1", "no"), readyPod("p2", "yes")}),
+	ejected := readyPod("p1", "no")
+	ejected.Labels[kvv1.LabelStrategy] = "a"
+	obs := &observation{svc: svc, pods: pointersTo([]corev1.Pod{readyPod("p0", "yes"), ejected, readyPod("p2", "yes")}),
 		conflict: conflict{owner: true}}
 	kvsWith := func(status kvv1.KubervisorServiceStatus) *kvv1.KubervisorService {
 		k := kvsAt("kvs", t0, "svc")

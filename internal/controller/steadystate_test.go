@@ -2,6 +2,7 @@ package controller_test
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -73,5 +74,60 @@ var _ = Describe("Steady state", func() {
 		AddReportEntry("requests while Pending", fmt.Sprintf("%d writes, %d live pod lists over 3s and %d evaluations",
 			len(requests.since(mark, ns, isWrite)), len(requests.since(mark, ns, isLivePodList)),
 			detectors.callCount(ns, "kvs", "flagger")-flagger))
+	})
+
+	// Zero writes (status, pods, events) while a state that the user was told about lasts: the status and the
+	// events say it once, not at every evaluation.
+	DescribeTable("sends nothing while a reported state lasts",
+		func(flagged []string, failCode int, mutate func(*kvv1.KubervisorService), settled func(ns string) func() bool) {
+			ns := newNamespace()
+			fleetOf(ns, 4, true)
+			detectors.set(ns, "kvs", "b", flagged...)
+			if failCode != 0 {
+				detectors.failWith(ns, "kvs", "b", failCode)
+			}
+			newKVS(ns, "kvs", "pricer", mutate)
+			Eventually(settled(ns)).Should(BeTrue())
+			Eventually(func() []string {
+				mark := requests.mark()
+				time.Sleep(time.Second)
+				return requests.since(mark, ns, isWrite)
+			}).Should(BeEmpty())
+			mark := requests.mark()
+			calls := detectors.callCount(ns, "kvs", "b")
+			Consistently(func() []string { return requests.since(mark, ns, isWrite) }, 3*time.Second).Should(BeEmpty())
+			Expect(detectors.callCount(ns, "kvs", "b")).To(BeNumerically(">=", calls+5), "evaluations went on meanwhile")
+		},
+		Entry("anomalies withheld by the floor", []string{"p0"}, 0, func(k *kvv1.KubervisorService) {
+			k.Spec.Breakers[0].MinPodsAvailableCount = new(int32(4))
+		}, func(ns string) func() bool {
+			return func() bool { return len(breakerStatus(ns, "kvs", "b")().WithheldPods) == 1 }
+		}),
+		Entry("a storm", []string{"p0", "p1", "p2"}, 0, nil, func(ns string) func() bool {
+			return func() bool { return breakerStatus(ns, "kvs", "b")().LastResult == kvv1.ResultStormSuspected }
+		}),
+		Entry("a detector failing with the same error", nil, 500, nil, func(ns string) func() bool {
+			return func() bool { return strings.HasPrefix(breakerStatus(ns, "kvs", "b")().LastResult, kvv1.ResultErrorPrefix) }
+		}),
+	)
+
+	It("sends nothing while a storm's cooldown lasts", func() {
+		ns := newNamespace()
+		fleetOf(ns, 4, true)
+		detectors.set(ns, "kvs", "b", "p0", "p1", "p2")
+		newKVS(ns, "kvs", "pricer", func(k *kvv1.KubervisorService) { k.Spec.Breakers[0].StormCooldown = ptrIntOrString("1h") })
+		Eventually(breakerStatus(ns, "kvs", "b")).Should(HaveField("LastResult", kvv1.ResultStormSuspected))
+		detectors.set(ns, "kvs", "b", "p0")
+		Eventually(breakerStatus(ns, "kvs", "b")).Should(And(HaveField("LastStormTime", Not(BeNil())), HaveField("AnomalousPods", []string{"p0"})))
+		Eventually(func() []string {
+			mark := requests.mark()
+			time.Sleep(time.Second)
+			return requests.since(mark, ns, isWrite)
+		}).Should(BeEmpty())
+		mark := requests.mark()
+		calls := detectors.callCount(ns, "kvs", "b")
+		Consistently(func() []string { return requests.since(mark, ns, isWrite) }, 3*time.Second).Should(BeEmpty())
+		Expect(detectors.callCount(ns, "kvs", "b")).To(BeNumerically(">=", calls+5), "evaluations went on meanwhile")
+		Expect(podLabels(ns, "p0")()).To(HaveKeyWithValue(kvv1.LabelTraffic, kvv1.TrafficYes), "no ejection during the cooldown")
 	})
 })

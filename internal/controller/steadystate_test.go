@@ -107,7 +107,9 @@ var _ = Describe("Steady state", func() {
 			return func() bool { return breakerStatus(ns, "kvs", "b")().LastResult == kvv1.ResultStormSuspected }
 		}),
 		Entry("a detector failing with the same error", nil, 500, nil, func(ns string) func() bool {
-			return func() bool { return strings.HasPrefix(breakerStatus(ns, "kvs", "b")().LastResult, kvv1.ResultErrorPrefix) }
+			return func() bool {
+				return strings.HasPrefix(breakerStatus(ns, "kvs", "b")().LastResult, kvv1.ResultErrorPrefix)
+			}
 		}),
 	)
 

@@ -4,14 +4,12 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -29,27 +27,6 @@ const maxEvictionRetry = 30 * time.Second
 
 // +kubebuilder:rbac:groups="",resources=pods/eviction,verbs=create
 // +kubebuilder:rbac:groups="",resources=pods/status,verbs=patch
-
-// pauseLocks serialises pause decisions per KubervisorService, so that two pods decided at once by two
-// workers cannot both take the last pause slot (maxPauseCount).
-type pauseLocks struct {
-	mu    sync.Mutex
-	locks map[types.NamespacedName]*sync.Mutex
-}
-
-func (p *pauseLocks) of(key types.NamespacedName) *sync.Mutex {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.locks == nil {
-		p.locks = map[types.NamespacedName]*sync.Mutex{}
-	}
-	l, ok := p.locks[key]
-	if !ok {
-		l = &sync.Mutex{}
-		p.locks[key] = l
-	}
-	return l
-}
 
 // activate runs the activator for one pod (SPEC §6): it waits until the pod is due, then restores, pauses or
 // evicts it. All of its state is on the pod (labels and annotations), so a restarted controller resumes
@@ -100,9 +77,11 @@ func (r *PodReconciler) activate(ctx context.Context, pod *corev1.Pod, cs []clai
 	d := decide()
 	if d.Action == activator.ActionPause {
 		// Pausing uses a slot of maxPauseCount: count from a live read under a per-KubervisorService lock.
-		lock := r.pauses.of(client.ObjectKeyFromObject(kvs))
-		lock.Lock()
-		defer lock.Unlock()
+		// NOTE: two pods decided at once by two workers must not both take the last slot. The locks are hashed
+		// by key (a fixed set, never growing with the KubervisorServices seen).
+		key := client.ObjectKeyFromObject(kvs).String()
+		r.pauses.LockKey(key)
+		defer func() { _ = r.pauses.UnlockKey(key) }() // UnlockKey of a hashed keymutex never fails
 		if paused, err = r.countPaused(ctx, kvs); err != nil {
 			return ctrl.Result{}, err
 		}

@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/keymutex"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -35,7 +36,8 @@ type PodReconciler struct {
 	// Evictor kills pods through the Eviction API.
 	Evictor Evictor
 
-	pauses    pauseLocks
+	// pauses serialises pause decisions per KubervisorService (maxPauseCount).
+	pauses    keymutex.KeyMutex
 	adoptions *adoptionFailures
 	shard     *shard
 }

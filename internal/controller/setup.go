@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/keymutex"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -195,7 +196,8 @@ func NewKubervisorServiceReconciler(c client.Client, apiReader client.Reader, re
 func NewPodReconciler(c client.Client, apiReader client.Reader, rec events.EventRecorder, evictor Evictor, opts Options) *PodReconciler {
 	opts.defaults()
 	return &PodReconciler{Client: c, APIReader: apiReader, Recorder: rec, Clock: opts.Clock, Evictor: evictor, adoptions: opts.adoptions,
-		shard: newShard(opts.KubervisorServiceSelector, apiReader, opts.Clock)}
+		pauses: keymutex.NewHashed(0),
+		shard:  newShard(opts.KubervisorServiceSelector, apiReader, opts.Clock)}
 }
 
 // CacheOptions trims the cache to what the reconcilers read (SPEC §9): pods keep their metadata, phase,

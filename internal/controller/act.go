@@ -20,15 +20,13 @@ import (
 
 // act carries an evaluation out (SPEC §5 steps 2–6) and returns each evaluated breaker's outcome.
 //
-//  1. Plan on the cache. Only when that plan ejects a pod, read the pods live and plan again: the cache may
-//     lag behind this controller's own writes (a previous pass's ejections, a restart between passes), and
-//     counting from a live read is what keeps the floor (§5.5). A detector that keeps flagging pods already
-//     out of traffic costs no read.
+//  1. Plan on the cache, with this controller's writes the cache has not shown yet counted in
+//     (kvsMemory.overlay): that is what keeps the floor against a lagging cache (§5.5).
 //  2. Patch each ejected pod, with optimistic locking on what the plan saw.
 //  3. Events, metrics and logs for every decision.
 //
-// obs.pods is left as the pods are after the pass's writes, for the status counts. An error (the live read,
-// or a patch) is returned after everything else was done; the pods it concerns were not ejected.
+// obs.pods is left as the pods are after the pass's writes, for the status counts; obs.writes lists them. An
+// error (a patch) is returned after everything else was done; the pods it concerns were not ejected.
 func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.KubervisorService, obs *observation,
 	ev *evaluation, now time.Time) (map[string]breakerOutcome, error) {
 	log := logf.FromContext(ctx)
@@ -48,22 +46,20 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 		log.V(1).Info("Evaluated breaker", "breaker", b.name, "result", kvv1.ResultErrorPrefix+b.err.Error())
 	}
 
+	// NOTE: no live read. obs.pods already counts this controller's own writes that the cache has not shown
+	// yet (kvsMemory.overlay, the ReplicaSet controller's expectations): that is what keeps the floor against
+	// a lagging cache (SPEC §5 step 5), at the cost of one PATCH per ejection whatever the fleet's size.
 	plan, floor := planOn(kvs, obs.pods, ev)
 	var errs error
-	if ejects(plan) {
-		live, err := livePods(ctx, r.APIReader, kvs)
-		if err != nil {
-			// Eject nothing on facts that could not be checked; the outcomes stay as the cache saw them.
-			errs = err
-			plan = withoutEjections(plan)
-		} else {
-			obs.pods = pointersTo(live)
-			plan, floor = planOn(kvs, obs.pods, ev)
-		}
+	index := make(map[string]int, len(obs.pods))
+	for i, p := range obs.pods {
+		index[p.Name] = i
 	}
-	byName := make(map[string]*corev1.Pod, len(obs.pods))
-	for _, p := range obs.pods {
-		byName[p.Name] = p
+	byName := func(name string) *corev1.Pod {
+		if i, ok := index[name]; ok {
+			return obs.pods[i]
+		}
+		return nil
 	}
 	selectorActive := podstate.Effective(kvs, obs.svc)
 	evals := map[string]*breakerEval{}
@@ -90,8 +86,9 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 		o := &plan[i]
 		var ejected []string
 		for _, a := range o.Eject {
-			pod := byName[a.Pod]
-			if err := patchPod(ctx, r.Client, pod, ejection(kvs, pod, o.Name, now)); err != nil {
+			// obs.pods may be the cache's own objects: write on a copy, kept for the rest of the pass.
+			pod := byName(a.Pod).DeepCopy()
+			if err := obs.write(ctx, r.Client, index[a.Pod], pod, ejection(kvs, pod, o.Name, now)); err != nil {
 				errs = errors.Join(errs, err)
 				continue
 			}
@@ -107,7 +104,7 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 		}
 		for _, a := range o.WouldEject {
 			metrics.Ejections.WithLabelValues(kvs.Namespace, kvs.Name, o.Name, "false").Inc()
-			r.Recorder.Eventf(kvs, byName[a.Pod], corev1.EventTypeNormal, kvv1.EventWouldEject, kvv1.ActionEvaluate,
+			r.Recorder.Eventf(kvs, byName(a.Pod), corev1.EventTypeNormal, kvv1.EventWouldEject, kvv1.ActionEvaluate,
 				"Breaker %s would take pod %s out of traffic (%s): %s", o.Name, a.Pod, dryRunCause(kvs, o.Name, selectorActive), a.Reason)
 		}
 		withheld := anomalyNames(o.Withheld)
@@ -142,7 +139,7 @@ func ejection(kvs *kvv1.KubervisorService, pod *corev1.Pod, breakerName string, 
 
 // decisionsOf says, for each anomalous pod of a breaker's plan (worst first, at most MaxPodNamesInStatus),
 // what the pass decided and why (SPEC §5 step 10).
-func decisionsOf(o *breaker.Outcome, pods map[string]*corev1.Pod, ejected []string, be *breakerEval, floor int,
+func decisionsOf(o *breaker.Outcome, pods func(string) *corev1.Pod, ejected []string, be *breakerEval, floor int,
 	dryRunCause string) []kvv1.PodDecision {
 	// Later assignments win: a planned ejection whose patch went through is Ejected, one that failed
 	// stays Withheld.
@@ -186,7 +183,7 @@ func decisionsOf(o *breaker.Outcome, pods map[string]*corev1.Pod, ejected []stri
 			d.Reason += "; " + be.spared[a.Pod].why
 		case kvv1.DecisionEjected:
 		default:
-			d.Decision, d.Reason = notServing(pods[a.Pod], a.Reason, be.gateMode)
+			d.Decision, d.Reason = notServing(pods(a.Pod), a.Reason, be.gateMode)
 		}
 		out = append(out, d)
 	}
@@ -226,14 +223,6 @@ func capAnomalies(as []breaker.Anomaly) []breaker.Anomaly {
 		return as[:kvv1.MaxPodNamesInStatus]
 	}
 	return as
-}
-
-// withoutEjections turns every ejection of a plan into nothing: the pods stay anomalous, in traffic.
-func withoutEjections(plan []breaker.Outcome) []breaker.Outcome {
-	for i := range plan {
-		plan[i].Eject = nil
-	}
-	return plan
 }
 
 func dryRunCause(kvs *kvv1.KubervisorService, breakerName string, selectorActive bool) string {

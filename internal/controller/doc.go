@@ -38,16 +38,18 @@
 // The KubervisorService reconciler's data flows in one direction (Cluster API's MachineHealthCheck is the
 // model):
 //
-//	observe  (observe.go)   cache reads -> observation; the conflict logic is the pure conflictOf
+//	observe  (observe.go)   cache reads -> observation; the conflict logic is the pure conflictOf; the
+//	                        pass's own traffic writes the cache has not shown yet counted in (memory.go,
+//	                        overlay: the expectations that keep the floor against a lagging cache, §5.5)
 //	fail-open (restore.go)  under the floor, pods the breakers ejected back in traffic (breaker.Restore),
 //	                        in every pass, before any evaluation
 //	requests (manual.go)    manual eject/restore requests carried out inside the floor (live read first)
 //	evaluate (evaluate.go)  detector queries of the due breakers -> evaluation (typed OK | NoData | Error)
-//	act      (act.go)       plan on the cache; live read and plan again only if it ejects; patches,
-//	                        events, metrics, logs -> one breakerOutcome per evaluated breaker
-//	remember (memory.go)    outcomes, due times and failureThreshold counts, in memory; an outcome's time
-//	                        moves only when it changes
-//	status   (status.go)    pure desiredStatus(kvs, observation, outcomes, now), times as the API server
+//	act      (act.go)       plan on that view (no live read); patches, events, metrics, logs -> one
+//	                        breakerOutcome per evaluated breaker
+//	remember (memory.go)    outcomes, due times, failureThreshold counts, storm times and the pass's writes,
+//	                        in memory; an outcome's time moves only when it changes
+//	status   (status.go)    pure desiredStatus(kvs, observation, recalled memory, now), times as the API server
 //	                        stores them -> compared with the object, written once if it differs
 //
 // Memory feeds status, never the other way round; conditions come from the typed outcomes.

@@ -45,7 +45,8 @@ const adoptionWait = time.Second
 // finalizer.
 type KubervisorServiceReconciler struct {
 	client.Client
-	// APIReader reads pods live, bypassing the cache, before a pass ejects anything (SPEC §5.5).
+	// APIReader reads pods live, bypassing the cache: before a manual request is carried out and when the
+	// KubervisorService is deleted. (An ejection needs none: the pass counts its own writes, memory.go.)
 	APIReader client.Reader
 	Recorder  events.EventRecorder
 	Clock     clock.Clock
@@ -110,6 +111,9 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	// The pass's own writes the cache has not shown yet count as written (§5.5); this pass's join them.
+	mem.overlay(obs.pods)
+	defer func() { mem.expect(obs.writes) }()
 	now := r.Clock.Now()
 	var requeue time.Duration
 	var actErr error

@@ -101,10 +101,10 @@ func (r *KubervisorServiceReconciler) answer(ctx context.Context, kvs *kvv1.Kube
 	switch rq.kind {
 	case kvv1.RequestRestore:
 		if state.Traffic == kvv1.TrafficYes {
-			return r.done(ctx, kvs, pod, rq, podstate.Patch{}, kvv1.EventManualRestore, "the pod is in traffic already")
+			return r.done(ctx, kvs, obs, pod, rq, podstate.Patch{}, kvv1.EventManualRestore, "the pod is in traffic already")
 		}
 		metrics.Activations.WithLabelValues(kvs.Namespace, kvs.Name, "manual", "restore").Inc()
-		return r.done(ctx, kvs, pod, rq, podstate.Restore(state, now), kvv1.EventManualRestore,
+		return r.done(ctx, kvs, obs, pod, rq, podstate.Restore(state, now), kvv1.EventManualRestore,
 			fmt.Sprintf("back in traffic (it was %s)", state.Traffic))
 	default: // eject
 		if state.Traffic == kvv1.TrafficPause {
@@ -137,15 +137,20 @@ func (r *KubervisorServiceReconciler) answer(ctx context.Context, kvs *kvv1.Kube
 			what += fmt.Sprintf(", forced under the floor of %d", floor)
 		}
 		metrics.Ejections.WithLabelValues(kvs.Namespace, kvs.Name, kvv1.ManualStrategy, "true").Inc()
-		return r.done(ctx, kvs, pod, rq, podstate.EjectByHand(rq.by, rq.reason, until, now), kvv1.EventManualEject, what)
+		return r.done(ctx, kvs, obs, pod, rq, podstate.EjectByHand(rq.by, rq.reason, until, now), kvv1.EventManualEject, what)
 	}
 }
 
 // done writes the action and the outcome in one patch, with events and a log line.
-func (r *KubervisorServiceReconciler) done(ctx context.Context, kvs *kvv1.KubervisorService, pod *corev1.Pod, rq request,
-	action podstate.Patch, reason, what string) error {
+func (r *KubervisorServiceReconciler) done(ctx context.Context, kvs *kvv1.KubervisorService, obs *observation, pod *corev1.Pod,
+	rq request, action podstate.Patch, reason, what string) error {
+	base, traffic := pod.ResourceVersion, podstate.TrafficOf(pod)
 	if err := patchPod(ctx, r.Client, pod, action.Merge(podstate.Answer(rq.at, "Done: "+what))); err != nil {
 		return err
+	}
+	if t := podstate.TrafficOf(pod); t != traffic {
+		// Counted until the cache shows it, as the breakers' writes (kvsMemory.expect).
+		obs.writes = append(obs.writes, podWrite{pod: pod.Name, base: base, traffic: t})
 	}
 	if err := syncGate(ctx, r.Client, pod, kvs.Spec.GateMode(), r.Clock.Now()); err != nil {
 		return err

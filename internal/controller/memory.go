@@ -6,11 +6,14 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 	"github.com/kubervisor/kubervisor/internal/breaker"
 	"github.com/kubervisor/kubervisor/internal/detector"
+	"github.com/kubervisor/kubervisor/internal/podstate"
 )
 
 // memory is what the breaker loop remembers between passes, per KubervisorService: when each breaker is
@@ -52,6 +55,11 @@ type kvsMemory struct {
 	// (failureThreshold, SPEC §5 step 13). NOTE: in memory only: a restart or a spec change starts the counts
 	// again, which delays an ejection and never hastens one.
 	streaks map[string]map[string]int
+	// expected holds, per pod, the traffic label this controller wrote and the resourceVersion it wrote it
+	// on, until the cache shows the pod past that version (expectations, as the ReplicaSet controller's).
+	// NOTE: kept across spec changes (the cache lags no less after an edit); a restart needs none, since a
+	// new manager's cache is listed after every write of the old one.
+	expected map[string]podWrite
 	// breach is the message of the last floor restoration while the fleet stays at or under the floor
 	// (EjectionAllowed=False/BelowFloor); "" once more pods serve than the floor.
 	breach string
@@ -175,12 +183,60 @@ func (m *memory) of(kvs *kvv1.KubervisorService, now time.Time) *kvsMemory {
 	key := types.NamespacedName{Namespace: kvs.Namespace, Name: kvs.Name}
 	e, ok := m.entries[key]
 	if !ok || e.generation != kvs.Generation {
-		e = &kvsMemory{generation: kvs.Generation, next: map[string]time.Time{}, detectors: map[string]detector.Detector{},
+		var expected map[string]podWrite
+		if ok {
+			expected = e.expected
+		}
+		e = &kvsMemory{expected: expected, generation: kvs.Generation, next: map[string]time.Time{}, detectors: map[string]detector.Detector{},
 			outcomes: map[string]breakerOutcome{}, storms: stormsOf(kvs.Status.Breakers, now), stormActive: map[string]bool{},
 			streaks: map[string]map[string]int{}, spread: ok || len(kvs.Status.Breakers) > 0, uid: string(kvs.UID)}
 		m.entries[key] = e
 	}
 	return e
+}
+
+// expect remembers the pass's traffic writes until the cache shows them.
+func (e *kvsMemory) expect(writes []podWrite) {
+	if len(writes) == 0 {
+		return
+	}
+	if e.expected == nil {
+		e.expected = make(map[string]podWrite, len(writes))
+	}
+	for _, w := range writes {
+		e.expected[w.pod] = w
+	}
+}
+
+// overlay counts the remembered writes the cache has not shown yet into pods, in place: a pod the cache
+// still shows at the resourceVersion a write was made on is replaced by a copy carrying the written traffic
+// label. An expectation goes once the cache shows the pod at any other version (the write, or a later
+// change: a pod's resourceVersion never goes back), or no longer shows the pod. NOTE: resourceVersions are
+// compared for equality only; the optimistic lock of the write makes its base the one version that predates it.
+func (e *kvsMemory) overlay(pods []*corev1.Pod) {
+	if len(e.expected) == 0 {
+		return
+	}
+	seen := make(map[string]bool, len(e.expected))
+	for i, p := range pods {
+		w, ok := e.expected[p.Name]
+		if !ok {
+			continue
+		}
+		seen[p.Name] = true
+		if p.ResourceVersion != w.base || podstate.TrafficOf(p) == w.traffic {
+			delete(e.expected, p.Name)
+			continue
+		}
+		c := p.DeepCopy()
+		metav1.SetMetaDataLabel(&c.ObjectMeta, kvv1.LabelTraffic, w.traffic)
+		pods[i] = c
+	}
+	for name := range e.expected {
+		if !seen[name] {
+			delete(e.expected, name)
+		}
+	}
 }
 
 // stormsOf seeds a new memory's storm times from status: lastStormTime, or now for a breaker whose last

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/podstate"
 )
 
 // observation is what a pass knows of the cluster, read from the cache.
@@ -25,6 +26,25 @@ type observation struct {
 	conflict
 	// stall says why adoption keeps the breakers from running (reason empty: it does not, or not yet).
 	stall stall
+	// writes are the traffic changes the pass made, for the memory's expectations (kvsMemory.expect).
+	writes []podWrite
+}
+
+// podWrite is a traffic change the pass made on a pod: the resourceVersion it was made on, and the label.
+type podWrite struct {
+	pod, base, traffic string
+}
+
+// write patches pod (a copy of obs.pods[i], which may be the cache's own object) and, on success, keeps it
+// at obs.pods[i] for the rest of the pass and logs the traffic change in writes.
+func (o *observation) write(ctx context.Context, c client.Client, i int, pod *corev1.Pod, p podstate.Patch) error {
+	base := pod.ResourceVersion
+	if err := patchPod(ctx, c, pod, p); err != nil {
+		return err
+	}
+	o.pods[i] = pod
+	o.writes = append(o.writes, podWrite{pod: pod.Name, base: base, traffic: podstate.TrafficOf(pod)})
+	return nil
 }
 
 // stall is a Ready=False reason and message for adoption that does not complete.

@@ -419,7 +419,7 @@ func TestBreakerPass(t *testing.T) {
 			wantDecisions: []string{"b/p2=Ejected", "b/p1=Withheld"},
 			wantConditions: []string{"ServiceFound=True/ServiceFound", "TrafficControlled=True/SelectorHasTrafficKey",
 				"Conflict=False/NoConflict", "ReadinessGateMissing=False/SelectorMode", "EjectionAllowed=False/FloorReached", "Ready=True/BreakersHealthy"},
-			wantStatusWrites: 1, wantLiveLists: 1, wantCalls: map[string]int{"b": 1},
+			wantStatusWrites: 1, wantCalls: map[string]int{"b": 1},
 		},
 		"a drain: terminating pods do not serve, so the floor withholds both anomalies": {
 			objs:        fleetN(8, "p5", "p6", "p7"),
@@ -462,7 +462,7 @@ func TestBreakerPass(t *testing.T) {
 				EjectedPods: []string{"p0"}, WithheldPods: []string{"p1", "p2"}}},
 			wantDecisions:    []string{"b/p0=Ejected", "b/p1=Withheld", "b/p2=Withheld"},
 			wantConditions:   append(slices.Clone(healthy), "EjectionAllowed=False/FloorReached", "Ready=True/BreakersHealthy"),
-			wantStatusWrites: 1, wantLiveLists: 1, wantCalls: map[string]int{"b": 1},
+			wantStatusWrites: 1, wantCalls: map[string]int{"b": 1},
 		},
 		"a storm: 5 of 8 flagged, nobody ejected, one Warning": {
 			objs: fleetN(8), kvs: testKVS(nil, "b"), answers: map[string][]string{"b": {"p0", "p1", "p2", "p3", "p4"}},
@@ -680,7 +680,7 @@ func TestBreakerPass(t *testing.T) {
 			wantBreakers:     []kvv1.BreakerStatus{{Name: "b", LastResult: "OK", AnomalousPods: []string{"p1"}, EjectedPods: []string{"p1"}}},
 			wantDecisions:    []string{"b/p1=Ejected"},
 			wantConditions:   append(slices.Clone(healthy), "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"),
-			wantStatusWrites: 1, wantLiveLists: 1, wantCalls: map[string]int{"b": 1},
+			wantStatusWrites: 1, wantCalls: map[string]int{"b": 1},
 		},
 		"probation: a pod restored 10s ago is judged, not ejected; one restored 40s ago is ejected": {
 			objs: []client.Object{testService(true), testPod("p0", "yes", nil),
@@ -701,7 +701,7 @@ func TestBreakerPass(t *testing.T) {
 			wantBreakers:     []kvv1.BreakerStatus{{Name: "b", LastResult: "OK", AnomalousPods: []string{"p1", "p2"}, EjectedPods: []string{"p2"}}},
 			wantDecisions:    []string{"b/p1=Probation", "b/p2=Ejected"},
 			wantConditions:   append(slices.Clone(healthy), "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"),
-			wantStatusWrites: 1, wantLiveLists: 1, wantCalls: map[string]int{"b": 1},
+			wantStatusWrites: 1, wantCalls: map[string]int{"b": 1},
 		},
 		"a lost ejection race: the breaker is due again at once": {
 			objs: fleet(), kvs: testKVS(nil, "b"), answers: map[string][]string{"b": {"p0"}},
@@ -716,7 +716,7 @@ func TestBreakerPass(t *testing.T) {
 			wantDecisions: []string{"b/p0=Withheld"},
 			wantConditions: []string{"ServiceFound=True/ServiceFound", "TrafficControlled=True/SelectorHasTrafficKey",
 				"Conflict=False/NoConflict", "ReadinessGateMissing=False/SelectorMode", "EjectionAllowed=True/WithinFloor", "Ready=True/BreakersHealthy"},
-			wantStatusWrites: 1, wantLiveLists: 1, wantCalls: map[string]int{"b": 1},
+			wantStatusWrites: 1, wantCalls: map[string]int{"b": 1},
 		},
 	}
 	for name, tc := range cases {

@@ -2,15 +2,19 @@ package controller
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/podstate"
 )
 
 // A restart of the manager is a new reconciler (its memory empty) on the same API server.
@@ -104,5 +108,35 @@ func TestRestartDoesNotFlapReady(t *testing.T) {
 				t.Errorf("%d status writes by the first pass after the restart, want 0", h.statusWrites)
 			}
 		})
+	}
+}
+
+// TestOverlay: the pass's own traffic writes count until the cache shows the pod past the version they were
+// made on (expectations).
+func TestOverlay(t *testing.T) {
+	pod := func(name, rv, traffic string) *corev1.Pod {
+		p := testPod(name, traffic, nil)
+		p.ResourceVersion = rv
+		return p
+	}
+	mem := &kvsMemory{}
+	mem.expect([]podWrite{{pod: "stale", base: "10", traffic: "no"}, {pod: "caught-up", base: "20", traffic: "no"},
+		{pod: "moved-on", base: "30", traffic: "no"}, {pod: "gone", base: "40", traffic: "yes"}})
+	cached := []*corev1.Pod{pod("stale", "10", "yes"), pod("caught-up", "21", "no"), pod("moved-on", "35", "yes"), pod("other", "1", "yes")}
+	original := cached[0]
+	mem.overlay(cached)
+	got := map[string]string{}
+	for _, p := range cached {
+		got[p.Name] = podstate.TrafficOf(p)
+	}
+	want := map[string]string{"stale": "no", "caught-up": "no", "moved-on": "yes", "other": "yes"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("traffic after the overlay mismatch (-want +got):\n%s", d)
+	}
+	if podstate.TrafficOf(original) != "yes" {
+		t.Errorf("the overlay wrote into the cache's object")
+	}
+	if d := cmp.Diff([]string{"stale"}, slices.Sorted(maps.Keys(mem.expected))); d != "" {
+		t.Errorf("expectations left mismatch (-want +got):\n%s", d)
 	}
 }

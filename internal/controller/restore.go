@@ -62,14 +62,13 @@ func (r *KubervisorServiceReconciler) restoreFloor(ctx context.Context, kvs *kvv
 		// obs.pods may be the cache's own objects: write on a copy, and keep it for the rest of the pass.
 		pod := obs.pods[i].DeepCopy()
 		state := podstate.Of(pod, now)
-		if err := patchPod(ctx, r.Client, pod, podstate.Restore(state, now)); err != nil {
+		if err := obs.write(ctx, r.Client, i, pod, podstate.Restore(state, now)); err != nil {
 			errs = errors.Join(errs, err)
 			continue
 		}
 		if err := syncGate(ctx, r.Client, pod, gateMode, now); err != nil {
 			errs = errors.Join(errs, err)
 		}
-		obs.pods[i] = pod
 		restored = append(restored, name)
 		log.Info("Restored pod to hold the floor", "Pod", klog.KObj(pod), "breaker", state.Strategy, "retryCount", state.RetryCount)
 		r.Recorder.Eventf(pod, kvs, corev1.EventTypeNormal, kvv1.EventRestored, kvv1.ActionRestore,

@@ -266,13 +266,3 @@ func planPods(pods []*corev1.Pod, gateMode bool) []breaker.Pod {
 	}
 	return out
 }
-
-// ejects reports whether a plan takes any pod out of traffic.
-func ejects(outcomes []breaker.Outcome) bool {
-	for i := range outcomes {
-		if len(outcomes[i].Eject) > 0 {
-			return true
-		}
-	}
-	return false
-}

@@ -240,55 +240,9 @@ func conditions(kvs *kvv1.KubervisorService, obs *observation, outcomes map[stri
 		set(kvv1.ConditionReadinessGateMissing, false, kvv1.ReasonGatesPresent, "Every managed pod declares the readiness gate "+kvv1.ConditionInTraffic)
 	}
 
-	// A breaker not evaluated since the manager started keeps, for Ready, what its stored entry of the same
-	// generation says: a restarted manager does not flap Ready to Pending until its first evaluation.
-	stored := map[string]string{}
-	if kvs.Status.ObservedGeneration == kvs.Generation {
-		for _, b := range kvs.Status.Breakers {
-			stored[b.Name] = b.LastResult
-		}
-	}
-	var withheld, storms, failing, pending []string
-	carriedStorm := false
-	for _, b := range kvs.Spec.Breakers {
-		o, ok := outcomes[b.Name]
-		last, evaluatedBefore := stored[b.Name]
-		switch {
-		case !ok && evaluatedBefore && strings.HasPrefix(last, kvv1.ResultErrorPrefix):
-			failing = append(failing, fmt.Sprintf("breaker %s: %s", b.Name, last))
-		case !ok && evaluatedBefore && last == kvv1.ResultStormSuspected:
-			carriedStorm = true
-		case !ok && evaluatedBefore && last != "":
-		case !ok:
-			pending = append(pending, b.Name)
-		case o.kind == outcomeInvalid:
-			// Ready says InvalidSpec, from the spec itself.
-		case o.kind == outcomeError:
-			failing = append(failing, fmt.Sprintf("breaker %s: %s", b.Name, o.lastResult()))
-		case o.kind == outcomeStorm:
-			storms = append(storms, fmt.Sprintf("breaker %s: %s", b.Name, o.why))
-		case len(o.withheld) > 0:
-			withheld = append(withheld, fmt.Sprintf("%s withheld %s", b.Name, strings.Join(capNames(o.withheld), ", ")))
-		}
-	}
-	if below := belowFloor(kvs, obs, breach); below != "" {
-		set(kvv1.ConditionEjectionAllowed, false, kvv1.ReasonBelowFloor, below)
-	} else if len(storms) > 0 || carriedStorm {
-		msg := strings.Join(storms, "; ")
-		if prev := meta.FindStatusCondition(kvs.Status.Conditions, kvv1.ConditionEjectionAllowed); len(storms) == 0 && prev != nil &&
-			prev.Reason == kvv1.ReasonStormSuspected {
-			// A storm stored before a restart, not evaluated since: the condition stays as it was.
-			msg = prev.Message
-		} else if len(storms) == 0 {
-			msg = "A breaker suspected a storm in its last evaluation before the manager started"
-		}
-		set(kvv1.ConditionEjectionAllowed, false, kvv1.ReasonStormSuspected, msg)
-	} else if len(withheld) > 0 {
-		set(kvv1.ConditionEjectionAllowed, false, kvv1.ReasonFloorReached,
-			"The floor keeps anomalous pods in traffic: "+strings.Join(withheld, "; "))
-	} else {
-		set(kvv1.ConditionEjectionAllowed, true, kvv1.ReasonWithinFloor, "No anomalous pod is withheld by the floor")
-	}
+	sum := summarise(kvs, outcomes)
+	ok, reason, msg := ejectionAllowed(kvs, obs, breach, sum)
+	set(kvv1.ConditionEjectionAllowed, ok, reason, msg)
 
 	switch problems := kvs.Spec.SpecProblems(); {
 	case len(problems) > 0:
@@ -299,14 +253,79 @@ func conditions(kvs *kvv1.KubervisorService, obs *observation, outcomes map[stri
 		set(kvv1.ConditionReady, false, obs.stall.reason, obs.stall.message)
 	case !obs.owner:
 		set(kvv1.ConditionReady, false, kvv1.ReasonServiceClaimed, obs.message)
-	case len(failing) > 0:
-		set(kvv1.ConditionReady, false, kvv1.ReasonDetectorError, strings.Join(failing, "; "))
-	case len(pending) > 0:
-		set(kvv1.ConditionReady, false, kvv1.ReasonPending, "Waiting for the first evaluation of breakers "+strings.Join(pending, ", "))
+	case len(sum.failing) > 0:
+		set(kvv1.ConditionReady, false, kvv1.ReasonDetectorError, strings.Join(sum.failing, "; "))
+	case len(sum.pending) > 0:
+		set(kvv1.ConditionReady, false, kvv1.ReasonPending, "Waiting for the first evaluation of breakers "+strings.Join(sum.pending, ", "))
 	default:
 		set(kvv1.ConditionReady, true, kvv1.ReasonAllBreakersOK, "Service found and every breaker's last evaluation succeeded")
 	}
 	return out
+}
+
+// breakerSummary is what the breakers' outcomes say to the conditions, breaker by breaker ("name: …").
+type breakerSummary struct {
+	withheld, storms, failing, pending []string
+	// carriedStorm is a breaker not evaluated since the manager started whose stored result is a storm.
+	carriedStorm bool
+}
+
+// summarise reads the breakers' outcomes for the conditions. A breaker not evaluated since the manager
+// started keeps what its stored entry of the same generation says: a restarted manager does not flap Ready
+// to Pending until its first evaluation.
+func summarise(kvs *kvv1.KubervisorService, outcomes map[string]breakerOutcome) breakerSummary {
+	stored := map[string]string{}
+	if kvs.Status.ObservedGeneration == kvs.Generation {
+		for _, b := range kvs.Status.Breakers {
+			stored[b.Name] = b.LastResult
+		}
+	}
+	var sum breakerSummary
+	for _, b := range kvs.Spec.Breakers {
+		o, ok := outcomes[b.Name]
+		last, evaluatedBefore := stored[b.Name]
+		switch {
+		case !ok && evaluatedBefore && strings.HasPrefix(last, kvv1.ResultErrorPrefix):
+			sum.failing = append(sum.failing, fmt.Sprintf("breaker %s: %s", b.Name, last))
+		case !ok && evaluatedBefore && last == kvv1.ResultStormSuspected:
+			sum.carriedStorm = true
+		case !ok && evaluatedBefore && last != "":
+		case !ok:
+			sum.pending = append(sum.pending, b.Name)
+		case o.kind == outcomeInvalid:
+			// Ready says InvalidSpec, from the spec itself.
+		case o.kind == outcomeError:
+			sum.failing = append(sum.failing, fmt.Sprintf("breaker %s: %s", b.Name, o.lastResult()))
+		case o.kind == outcomeStorm:
+			sum.storms = append(sum.storms, fmt.Sprintf("breaker %s: %s", b.Name, o.why))
+		case len(o.withheld) > 0:
+			sum.withheld = append(sum.withheld, fmt.Sprintf("%s withheld %s", b.Name, strings.Join(capNames(o.withheld), ", ")))
+		}
+	}
+	return sum
+}
+
+// ejectionAllowed is the EjectionAllowed condition: BelowFloor before a storm, a storm before the floor
+// reached.
+func ejectionAllowed(kvs *kvv1.KubervisorService, obs *observation, breach string, sum breakerSummary) (ok bool, reason, msg string) {
+	if below := belowFloor(kvs, obs, breach); below != "" {
+		return false, kvv1.ReasonBelowFloor, below
+	}
+	if len(sum.storms) > 0 {
+		return false, kvv1.ReasonStormSuspected, strings.Join(sum.storms, "; ")
+	}
+	if sum.carriedStorm {
+		// A storm stored before a restart, not evaluated since: the condition stays as it was.
+		if prev := meta.FindStatusCondition(kvs.Status.Conditions, kvv1.ConditionEjectionAllowed); prev != nil &&
+			prev.Reason == kvv1.ReasonStormSuspected {
+			return false, kvv1.ReasonStormSuspected, prev.Message
+		}
+		return false, kvv1.ReasonStormSuspected, "A breaker suspected a storm in its last evaluation before the manager started"
+	}
+	if len(sum.withheld) > 0 {
+		return false, kvv1.ReasonFloorReached, "The floor keeps anomalous pods in traffic: " + strings.Join(sum.withheld, "; ")
+	}
+	return true, kvv1.ReasonWithinFloor, "No anomalous pod is withheld by the floor"
 }
 
 // belowFloor is the message of EjectionAllowed=False/BelowFloor (SPEC §5 step 12), "" when it does not

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,8 +28,13 @@ import (
 //
 // obs.pods is left as the pods are after the pass's writes, for the status counts; obs.writes lists them. An
 // error (a patch) is returned after everything else was done; the pods it concerns were not ejected.
+//
+// The events that report a breaker's outcome (detector failed, Prometheus warned, storm, withheld, would
+// eject) are queued in ev.events, only when what they report differs from prev (the outcomes before this
+// pass): Reconcile emits them once the status that records the outcome is written. The events of pod writes
+// (Ejected) are emitted at once, after their write.
 func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.KubervisorService, obs *observation,
-	ev *evaluation, now time.Time) (map[string]breakerOutcome, error) {
+	ev *evaluation, prev map[string]breakerOutcome, now time.Time) (map[string]breakerOutcome, error) {
 	log := logf.FromContext(ctx)
 	outcomes := make(map[string]breakerOutcome, len(ev.breakers))
 	for _, b := range ev.breakers {
@@ -41,8 +47,10 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 			continue
 		}
 		metrics.DetectorErrors.WithLabelValues(kvs.Namespace, kvs.Name, b.name).Inc()
-		r.Recorder.Eventf(kvs, nil, corev1.EventTypeWarning, kvv1.EventDetectorFailed, kvv1.ActionEvaluate,
-			"Breaker %s: %v; no pod is ejected on this evaluation", b.name, b.err)
+		if p, ok := prev[b.name]; !ok || p.kind != b.kind || p.err != b.err.Error() {
+			ev.queue(kvs, nil, corev1.EventTypeWarning, kvv1.EventDetectorFailed,
+				fmt.Sprintf("Breaker %s: %v; no pod is ejected on this evaluation", b.name, b.err))
+		}
 		log.V(1).Info("Evaluated breaker", "breaker", b.name, "result", kvv1.ResultErrorPrefix+b.err.Error())
 	}
 
@@ -71,14 +79,13 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 		// and the first detector error (a series born at 1 shows no increase).
 		metrics.Storms.WithLabelValues(kvs.Namespace, kvs.Name, b.name)
 		metrics.DetectorErrors.WithLabelValues(kvs.Namespace, kvs.Name, b.name)
-		if len(b.warnings) > 0 {
-			r.Recorder.Eventf(kvs, nil, corev1.EventTypeWarning, kvv1.EventPrometheusWarning, kvv1.ActionEvaluate,
-				"Breaker %s: Prometheus warned: %s", b.name, strings.Join(b.warnings, "; "))
+		if len(b.warnings) > 0 && !slices.Equal(prev[b.name].warnings, capNames(b.warnings)) {
+			ev.queue(kvs, nil, corev1.EventTypeWarning, kvv1.EventPrometheusWarning,
+				fmt.Sprintf("Breaker %s: Prometheus warned: %s", b.name, strings.Join(b.warnings, "; ")))
 		}
 		if b.stormStarted {
 			metrics.Storms.WithLabelValues(kvs.Namespace, kvs.Name, b.name).Inc()
-			r.Recorder.Eventf(kvs, nil, corev1.EventTypeWarning, kvv1.EventStormSuspected, kvv1.ActionEvaluate,
-				"Breaker %s: %s", b.name, b.why)
+			ev.queue(kvs, nil, corev1.EventTypeWarning, kvv1.EventStormSuspected, fmt.Sprintf("Breaker %s: %s", b.name, b.why))
 		}
 	}
 
@@ -104,16 +111,20 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 		}
 		for _, a := range o.WouldEject {
 			metrics.Ejections.WithLabelValues(kvs.Namespace, kvs.Name, o.Name, "false").Inc()
-			r.Recorder.Eventf(kvs, byName(a.Pod), corev1.EventTypeNormal, kvv1.EventWouldEject, kvv1.ActionEvaluate,
-				"Breaker %s would take pod %s out of traffic (%s): %s", o.Name, a.Pod, dryRunCause(kvs, o.Name, selectorActive), a.Reason)
+			if !slices.Contains(prev[o.Name].wouldEject, a.Pod) {
+				ev.queue(kvs, byName(a.Pod), corev1.EventTypeNormal, kvv1.EventWouldEject, fmt.Sprintf(
+					"Breaker %s would take pod %s out of traffic (%s): %s", o.Name, a.Pod, dryRunCause(kvs, o.Name, selectorActive), a.Reason))
+			}
 		}
 		withheld := anomalyNames(o.Withheld)
 		be := evals[o.Name]
 		if len(withheld) > 0 && be.hold == "" {
 			metrics.Withheld.WithLabelValues(kvs.Namespace, kvs.Name, o.Name).Add(float64(len(withheld)))
-			r.Recorder.Eventf(kvs, nil, corev1.EventTypeWarning, kvv1.EventEjectionWithheld, kvv1.ActionEvaluate,
-				"Breaker %s kept %d anomalous pods in traffic to hold the floor: %s", o.Name, len(withheld),
-				strings.Join(capNames(withheld), ", "))
+			if !slices.Equal(prev[o.Name].withheld, withheld) {
+				ev.queue(kvs, nil, corev1.EventTypeWarning, kvv1.EventEjectionWithheld, fmt.Sprintf(
+					"Breaker %s kept %d anomalous pods in traffic to hold the floor: %s", o.Name, len(withheld),
+					strings.Join(capNames(withheld), ", ")))
+			}
 		}
 		out := breakerOutcome{
 			kind: be.kind, why: be.why, anomalous: anomalyNames(o.Anomalous), ejected: ejected, withheld: withheld,

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 	"github.com/kubervisor/kubervisor/internal/breaker"
@@ -19,6 +20,19 @@ import (
 // evaluation is what the detectors of the breakers due in this pass answered, in spec order.
 type evaluation struct {
 	breakers []breakerEval
+	// events are the events that report the breakers' outcomes, for after the status write (act).
+	events []queuedEvent
+}
+
+// queuedEvent is an event held until the status that records what it reports is written.
+type queuedEvent struct {
+	regarding, related      runtime.Object
+	eventType, reason, note string
+}
+
+// queue holds an event of the KubervisorService (the Evaluate action) until the status is written.
+func (ev *evaluation) queue(kvs *kvv1.KubervisorService, related runtime.Object, eventType, reason, note string) {
+	ev.events = append(ev.events, queuedEvent{regarding: kvs, related: related, eventType: eventType, reason: reason, note: note})
 }
 
 // breakerEval is one breaker's answer.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -117,6 +118,7 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	now := r.Clock.Now()
 	var requeue time.Duration
 	var actErr error
+	var queued []queuedEvent
 	adopting := false
 	switch {
 	case obs.evaluable():
@@ -124,8 +126,9 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		start := now
 		ev := r.evaluate(ctx, kvs, obs, mem, now)
 		if len(ev.breakers) > 0 {
-			outcomes, err := r.act(ctx, kvs, obs, &ev, now)
+			outcomes, err := r.act(ctx, kvs, obs, &ev, mem.outcomes, now)
 			actErr = errors.Join(actErr, err)
+			queued = ev.events
 			for name, o := range outcomes {
 				mem.record(name, o, now)
 			}
@@ -168,7 +171,12 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		// metrics above follow every pod already.
 		status.Pods = kvs.Status.Pods
 	}
-	r.noteNotReady(kvs, status)
+	if e, ok := notReadyEvent(kvs, status); ok {
+		queued = append(queued, e)
+	}
+	// NOTE: the events that report what the status records go out once it is written (JobSet's way): a
+	// write that fails keeps them for the pass that writes it, so they are neither lost nor sent twice.
+	mem.held = heldWith(mem.held, queued)
 	if !sameStatus(&kvs.Status, &status) {
 		from := kvs.ResourceVersion
 		kvs = kvs.DeepCopy()
@@ -182,30 +190,44 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		}
 		mem.wrote(from)
 	}
+	for _, e := range mem.held {
+		r.Recorder.Eventf(e.regarding, e.related, e.eventType, e.reason, kvv1.ActionEvaluate, "%s", e.note)
+	}
+	mem.held = nil
 	if actErr != nil {
 		return requeueOnConflict(ctx, actErr)
 	}
 	return ctrl.Result{RequeueAfter: requeue}, nil
 }
 
-// noteNotReady records a Warning event when Ready turns False, or changes its message, for a reason the
-// user must act on (an unusable spec, pods that cannot be adopted): the condition says it, the event makes
-// it loud. Detector failures and storms have their own events (act).
-func (r *KubervisorServiceReconciler) noteNotReady(kvs *kvv1.KubervisorService, status kvv1.KubervisorServiceStatus) {
+// notReadyEvent is the Warning event of Ready turning False, or changing its message, for a reason the user
+// must act on (an unusable spec, pods that cannot be adopted): the condition says it, the event makes it
+// loud. Detector failures and storms have their own events (act).
+func notReadyEvent(kvs *kvv1.KubervisorService, status kvv1.KubervisorServiceStatus) (queuedEvent, bool) {
 	c := meta.FindStatusCondition(status.Conditions, kvv1.ConditionReady)
 	if c == nil || c.Status != metav1.ConditionFalse {
-		return
+		return queuedEvent{}, false
 	}
 	switch c.Reason {
 	case kvv1.ReasonInvalidSpec, kvv1.ReasonAdoptionFailed:
 	default:
-		return
+		return queuedEvent{}, false
 	}
 	if prev := meta.FindStatusCondition(kvs.Status.Conditions, kvv1.ConditionReady); prev != nil &&
 		prev.Status == c.Status && prev.Reason == c.Reason && prev.Message == c.Message {
-		return
+		return queuedEvent{}, false
 	}
-	r.Recorder.Eventf(kvs, nil, corev1.EventTypeWarning, c.Reason, kvv1.ActionEvaluate, "%s", c.Message)
+	return queuedEvent{regarding: kvs, eventType: corev1.EventTypeWarning, reason: c.Reason, note: c.Message}, true
+}
+
+// heldWith adds the pass's events to those held since a status write failed, each event once.
+func heldWith(held, queued []queuedEvent) []queuedEvent {
+	for _, e := range queued {
+		if !slices.ContainsFunc(held, func(h queuedEvent) bool { return h.reason == e.reason && h.note == e.note }) {
+			held = append(held, e)
+		}
+	}
+	return held
 }
 
 // finalize releases every pod of a KubervisorService being deleted, then removes its finalizer.

@@ -60,6 +60,8 @@ type kvsMemory struct {
 	// NOTE: kept across spec changes (the cache lags no less after an edit); a restart needs none, since a
 	// new manager's cache is listed after every write of the old one.
 	expected map[string]podWrite
+	// held are the events of passes whose status write failed, for the pass that writes it.
+	held []queuedEvent
 	// breach is the message of the last floor restoration while the fleet stays at or under the floor
 	// (EjectionAllowed=False/BelowFloor); "" once more pods serve than the floor.
 	breach string

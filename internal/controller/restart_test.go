@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
@@ -139,4 +140,34 @@ func TestOverlay(t *testing.T) {
 	if d := cmp.Diff([]string{"stale"}, slices.Sorted(maps.Keys(mem.expected))); d != "" {
 		t.Errorf("expectations left mismatch (-want +got):\n%s", d)
 	}
+}
+
+// TestEventsAfterTheStatusWrite: the events that report an outcome go out once the status recording it is
+// written (a conflicted write holds them for the next pass, which sends them once), and only when what they
+// report changes.
+func TestEventsAfterTheStatusWrite(t *testing.T) {
+	fleet := []client.Object{testService(true)}
+	for i := range 8 {
+		fleet = append(fleet, testPod(fmt.Sprintf("p%d", i), "yes", nil))
+	}
+	h := newHarness(t, append(fleet, testKVS(func(k *kvv1.KubervisorService) {
+		k.Spec.Breakers[0].MinPodsAvailableCount = new(int32(8))
+	}, "b"))...)
+	period := func(h *harness) { h.clock.Step(5*time.Second + wakeGrid) }
+	withheld := "Warning EjectionWithheld Evaluate KubervisorService/kvs: Breaker b kept 1 anomalous pods in traffic to hold the floor: p1"
+	failed := "Warning DetectorFailed Evaluate KubervisorService/kvs: Breaker b: timeout; no pod is ejected on this evaluation"
+	conflict := ctrl.Result{RequeueAfter: conflictRetry}
+	runSteps(t, h, []step{
+		{name: "withheld, but the status write conflicts: no event yet", answer: []string{"p1"}, wantCalls: 1, wantStatusWrites: 1,
+			mutate: func(h *harness) { h.failStatus = 1 }, wantResult: &conflict},
+		{name: "the next pass writes the status, then sends the event", mutate: func(h *harness) { h.clock.Step(conflictRetry) },
+			wantStatusWrites: 1, wantEvents: []string{withheld}},
+		{name: "withheld again: no event", mutate: period, wantCalls: 1},
+		{name: "withheld again: no event", mutate: period, wantCalls: 1},
+		{name: "the detector fails: one event", mutate: func(h *harness) { period(h); h.answer("b", fmt.Errorf("timeout")) }, wantCalls: 1,
+			wantStatusWrites: 1, wantEvents: []string{failed}},
+		{name: "fails the same way: no event", mutate: period, wantCalls: 1},
+		{name: "withheld again: the event again (it changed)", mutate: period, answer: []string{"p1"}, wantCalls: 1,
+			wantStatusWrites: 1, wantEvents: []string{withheld}},
+	})
 }

@@ -38,6 +38,7 @@ type step struct {
 	answer []string
 
 	wantResult       *ctrl.Result
+	wantErr          bool
 	wantTraffic      map[string]string
 	wantPatches      []string
 	wantEvents       []string
@@ -61,8 +62,8 @@ func runSteps(t *testing.T, h *harness, steps []step) {
 		}
 		calls := h.calls("b")
 		res, err := h.pass(r)
-		if err != nil {
-			t.Fatalf("%s: Reconcile error %v", s.name, err)
+		if (err != nil) != s.wantErr {
+			t.Fatalf("%s: Reconcile error %v, want an error: %t", s.name, err, s.wantErr)
 		}
 		if s.wantResult != nil {
 			if d := cmp.Diff(*s.wantResult, res); d != "" {

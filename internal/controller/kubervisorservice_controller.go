@@ -181,12 +181,17 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		from := kvs.ResourceVersion
 		kvs = kvs.DeepCopy()
 		kvs.Status = status
-		if err := r.Status().Update(ctx, kvs); err != nil {
-			if apierrors.IsConflict(err) {
-				logf.FromContext(ctx).V(1).Info("KubervisorService changed during the pass; retrying")
-				return ctrl.Result{RequeueAfter: conflictRetry}, nil
-			}
-			return ctrl.Result{}, fmt.Errorf("updating status of KubervisorService %s: %w", req, err)
+		// NOTE: a merge patch of the whole status, with no resourceVersion: it cannot lose an optimistic-lock
+		// race against a cache that lags (after an API server restart, while the informers re-list, an update
+		// would be sent, and refused, every 250 ms). The status is the reconciler's alone (one writer), and
+		// the patch says every field, so it is exact whatever the server holds. A write that fails anyway is
+		// returned: the work queue retries it with its exponential back-off.
+		patch, err := statusPatch(&status)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if err := r.Status().Patch(ctx, kvs, patch); err != nil {
+			return ctrl.Result{}, fmt.Errorf("patching status of KubervisorService %s: %w", req, err)
 		}
 		mem.wrote(from)
 	}

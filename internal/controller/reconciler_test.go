@@ -174,7 +174,7 @@ type harness struct {
 	statusPatches []string
 	statusWrites  int
 	liveLists     int
-	// failStatus makes the next status writes fail with a conflict; conflictPods makes every patch of these
+	// failStatus makes the next status writes fail (a server error); conflictPods makes every patch of these
 	// pods fail with a conflict.
 	failStatus   int
 	conflictPods map[string]bool
@@ -235,6 +235,13 @@ func newHarness(t *testing.T, objs ...client.Object) *harness {
 			},
 			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch,
 				opts ...client.SubResourcePatchOption) error {
+				if _, ok := obj.(*kvv1.KubervisorService); ok {
+					h.statusWrites++
+					if h.failStatus > 0 {
+						h.failStatus--
+						return apierrors.NewInternalError(errors.New("etcdserver: request timed out"))
+					}
+				}
 				if _, ok := obj.(*corev1.Pod); ok {
 					data, err := patch.Data(obj)
 					if err != nil {
@@ -579,13 +586,13 @@ func TestBreakerPass(t *testing.T) {
 				"Conflict=False/NoConflict", "ReadinessGateMissing=False/SelectorMode", "EjectionAllowed=True/WithinFloor", "Ready=False/DetectorError"},
 			wantStatusWrites: 1, wantCalls: map[string]int{"b": 1},
 		},
-		"status write conflict: requeue after 250ms; the next pass writes the outcome without asking again": {
+		"a failed status write is returned (the queue's back-off); the next pass writes the outcome without asking again": {
 			objs: fleet(), kvs: testKVS(nil, "b"), answers: map[string][]string{"b": {"p1"}},
 			before: func(h *harness, r *KubervisorServiceReconciler) {
 				h.failStatus = 1
 				res, err := h.pass(r)
-				if err != nil || res != (ctrl.Result{RequeueAfter: conflictRetry}) {
-					h.t.Fatalf("conflicting pass = %+v, %v; want RequeueAfter %s", res, err, conflictRetry)
+				if !apierrors.IsInternalError(err) || res != (ctrl.Result{}) {
+					h.t.Fatalf("failing pass = %+v, %v; want the server's error, for the queue's back-off", res, err)
 				}
 				h.clock.Step(conflictRetry)
 			},

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"slices"
@@ -11,7 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
@@ -156,10 +156,9 @@ func TestEventsAfterTheStatusWrite(t *testing.T) {
 	period := func(h *harness) { h.clock.Step(5*time.Second + wakeGrid) }
 	withheld := "Warning EjectionWithheld Evaluate KubervisorService/kvs: Breaker b kept 1 anomalous pods in traffic to hold the floor: p1"
 	failed := "Warning DetectorFailed Evaluate KubervisorService/kvs: Breaker b: timeout; no pod is ejected on this evaluation"
-	conflict := ctrl.Result{RequeueAfter: conflictRetry}
 	runSteps(t, h, []step{
-		{name: "withheld, but the status write conflicts: no event yet", answer: []string{"p1"}, wantCalls: 1, wantStatusWrites: 1,
-			mutate: func(h *harness) { h.failStatus = 1 }, wantResult: &conflict},
+		{name: "withheld, but the status write fails: no event yet", answer: []string{"p1"}, wantCalls: 1, wantStatusWrites: 1,
+			mutate: func(h *harness) { h.failStatus = 1 }, wantErr: true},
 		{name: "the next pass writes the status, then sends the event", mutate: func(h *harness) { h.clock.Step(conflictRetry) },
 			wantStatusWrites: 1, wantEvents: []string{withheld}},
 		{name: "withheld again: no event", mutate: period, wantCalls: 1},
@@ -170,4 +169,27 @@ func TestEventsAfterTheStatusWrite(t *testing.T) {
 		{name: "withheld again: the event again (it changed)", mutate: period, answer: []string{"p1"}, wantCalls: 1,
 			wantStatusWrites: 1, wantEvents: []string{withheld}},
 	})
+}
+
+// TestStatusPatchIsExact: the status patch sets the whole status, whatever the server holds: fields the
+// desired status omits are removed (a plain merge patch would keep them), lists are replaced.
+func TestStatusPatchIsExact(t *testing.T) {
+	held := testKVS(nil, "b")
+	held.Status = kvv1.KubervisorServiceStatus{ObservedGeneration: 1,
+		Manual:   []kvv1.ManualHold{{Pod: "p0", By: "alice"}},
+		Breakers: []kvv1.BreakerStatus{{Name: "b", LastResult: "OK", EjectedPods: []string{"p0", "p1"}}, {Name: "gone"}},
+		Pods:     kvv1.PodCounts{Managed: 4, Ejected: 2}}
+	h := newHarness(t, held)
+	want := kvv1.KubervisorServiceStatus{ObservedGeneration: 2, Breakers: []kvv1.BreakerStatus{{Name: "b", LastResult: "NoData"}},
+		Pods: kvv1.PodCounts{Managed: 3}}
+	patch, err := statusPatch(&want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.client.Status().Patch(context.Background(), testKVS(nil, "b"), patch); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(want, h.kvs().Status); d != "" {
+		t.Errorf("status after the patch mismatch (-want +got):\n%s", d)
+	}
 }

@@ -1,7 +1,9 @@
 package controller
 
 import (
+	"encoding/json"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -9,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 	"github.com/kubervisor/kubervisor/internal/breaker"
@@ -74,6 +78,31 @@ func heldOutBy(pods []*corev1.Pod, breakerName string) []string {
 	}
 	slices.Sort(out)
 	return capNames(out)
+}
+
+// statusPatch is a JSON merge patch that sets the whole status to status: every field of the status type is
+// in it, null when status omits it (a merge patch leaves out what it does not name, and replaces lists
+// whole), so that the result does not depend on what the server held.
+func statusPatch(status *kvv1.KubervisorServiceStatus) (client.Patch, error) {
+	data, err := json.Marshal(status)
+	if err != nil {
+		return nil, fmt.Errorf("encoding a status: %w", err)
+	}
+	fields := map[string]any{}
+	if err := json.Unmarshal(data, &fields); err != nil {
+		return nil, fmt.Errorf("decoding a status: %w", err)
+	}
+	for f := range reflect.TypeFor[kvv1.KubervisorServiceStatus]().Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if _, ok := fields[name]; !ok && name != "" && name != "-" {
+			fields[name] = nil
+		}
+	}
+	body, err := json.Marshal(map[string]any{"status": fields})
+	if err != nil {
+		return nil, fmt.Errorf("encoding a status patch: %w", err)
+	}
+	return client.RawPatch(types.MergePatchType, body), nil
 }
 
 // recalled is what the breaker loop's memory contributes to a status.

@@ -46,6 +46,36 @@ var _ = Describe("Guards on a real cluster", func() {
 		Consistently(s.endpoints).WithTimeout(3 * time.Second).Should(Equal(without(pods, pods[0], pods[1])))
 	})
 
+	It("keeps a storm's cooldown across a restart of the manager", func() {
+		s := newScenario(8)
+		deleteNamespaceLater(s)
+		b := s.discrete()
+		b.StormCooldown = intOrString("30s")
+		s.createKVS(b, nil)
+		pods := s.pods()
+
+		By("a storm, then 2 of 8 anomalous: the cooldown holds the breaker, lastStormTime is written")
+		for _, p := range pods[:5] {
+			Expect(s.fleet.SetErrorRate(p, 0.8)).To(Succeed())
+		}
+		Eventually(s.breaker()).WithTimeout(time.Minute).Should(HaveField("LastResult", kvv1.ResultStormSuspected))
+		for _, p := range pods[2:5] {
+			Expect(s.fleet.SetErrorRate(p, 0)).To(Succeed())
+		}
+		Eventually(func() int { return len(s.breaker()().AnomalousPods) }).WithTimeout(time.Minute).Should(Equal(2))
+		Eventually(s.breaker()).Should(HaveField("LastStormTime", Not(BeNil())))
+		Expect(s.endpoints()).To(Equal(pods))
+
+		By("restarting the manager during the cooldown: the new one ejects nobody before a whole cooldown")
+		restartedAt := time.Now()
+		Expect(cl.RestartManager()).To(Succeed())
+		Consistently(s.endpoints).WithTimeout(20 * time.Second).Should(Equal(pods), "no ejection during the cooldown")
+		Eventually(s.endpoints).WithTimeout(time.Minute).Should(Equal(without(pods, pods[0], pods[1])))
+		took := time.Since(restartedAt)
+		AddReportEntry("manager restart during a storm cooldown -> first ejection", took.Round(time.Millisecond).String())
+		Expect(took).To(BeNumerically(">=", 30*time.Second), "the cooldown (30s), counted from the restart, held")
+	})
+
 	It("reports a query that matches nothing as NoData, or as an error with onNoData: error", func() {
 		s := newScenario(4)
 		deleteNamespaceLater(s)

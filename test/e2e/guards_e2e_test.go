@@ -69,7 +69,7 @@ var _ = Describe("Guards on a real cluster", func() {
 		By("restarting the manager during the cooldown: the new one ejects nobody before a whole cooldown")
 		restartedAt := time.Now()
 		Expect(cl.RestartManager()).To(Succeed())
-		Consistently(s.endpoints).WithTimeout(20 * time.Second).Should(Equal(pods), "no ejection during the cooldown")
+		Consistently(s.endpoints).WithTimeout(20*time.Second).Should(Equal(pods), "no ejection during the cooldown")
 		Eventually(s.endpoints).WithTimeout(time.Minute).Should(Equal(without(pods, pods[0], pods[1])))
 		took := time.Since(restartedAt)
 		AddReportEntry("manager restart during a storm cooldown -> first ejection", took.Round(time.Millisecond).String())

@@ -299,13 +299,13 @@ func (r *KubervisorServiceReconciler) SetupWithManager(mgr ctrl.Manager, workers
 
 // kvsForService maps a Service to the KubervisorServices naming it, through the spec.service index.
 func (r *KubervisorServiceReconciler) kvsForService(ctx context.Context, o *corev1.Service) []reconcile.Request {
-	var list kvv1.KubervisorServiceList
-	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{IndexServiceName: o.GetName()}); err != nil {
+	named, err := naming(ctx, r.Client, o.GetNamespace(), o.GetName())
+	if err != nil {
 		logf.FromContext(ctx).Error(err, "Listing KubervisorServices for Service", "Service", klog.KObj(o))
 		return nil
 	}
-	out := make([]reconcile.Request, 0, len(list.Items))
-	for _, k := range list.Items {
+	out := make([]reconcile.Request, 0, len(named))
+	for _, k := range named {
 		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&k)})
 	}
 	return out
@@ -317,15 +317,15 @@ func (r *KubervisorServiceReconciler) rivalsOf(ctx context.Context, o client.Obj
 	if !ok {
 		return nil
 	}
-	var list kvv1.KubervisorServiceList
-	if err := r.List(ctx, &list, client.InNamespace(kvs.Namespace), client.MatchingFields{IndexServiceName: kvs.Spec.Service}); err != nil {
+	named, err := naming(ctx, r.Client, kvs.Namespace, kvs.Spec.Service)
+	if err != nil {
 		logf.FromContext(ctx).Error(err, "Listing KubervisorServices for Service", "Service", klog.KRef(kvs.Namespace, kvs.Spec.Service))
 		return nil
 	}
 	var out []reconcile.Request
-	for i := range list.Items {
-		if list.Items[i].Name != kvs.Name {
-			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	for i := range named {
+		if named[i].Name != kvs.Name {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&named[i])})
 		}
 	}
 	return out

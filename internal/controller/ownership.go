@@ -45,14 +45,13 @@ func claimsOfService(ctx context.Context, c client.Reader, svc *corev1.Service) 
 
 // claimsOfSelector is claimsOfService for a Service whose managed selector sel is already built.
 func claimsOfSelector(ctx context.Context, c client.Reader, svc *corev1.Service, sel labels.Selector) ([]claim, error) {
-	var list kvv1.KubervisorServiceList
-	if err := c.List(ctx, &list, client.InNamespace(svc.Namespace), client.MatchingFields{IndexServiceName: svc.Name},
-		client.UnsafeDisableDeepCopy); err != nil {
-		return nil, fmt.Errorf("listing the KubervisorServices of Service %s/%s: %w", svc.Namespace, svc.Name, err)
+	named, err := naming(ctx, c, svc.Namespace, svc.Name, client.UnsafeDisableDeepCopy)
+	if err != nil {
+		return nil, err
 	}
-	kvss := make([]*kvv1.KubervisorService, len(list.Items))
-	for i := range list.Items {
-		kvss[i] = &list.Items[i]
+	kvss := make([]*kvv1.KubervisorService, len(named))
+	for i := range named {
+		kvss[i] = &named[i]
 	}
 	return claimsFrom(kvss, svc, sel), nil
 }

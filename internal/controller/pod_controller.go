@@ -162,13 +162,13 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 		}), builder.WithPredicates(kvsLifecycleChanged())).
 		WatchesRawSource(source.Kind(mgr.GetCache(), &corev1.Service{}, handler.TypedEnqueueRequestsFromMapFunc(
 			func(ctx context.Context, svc *corev1.Service) []reconcile.Request {
-				var named kvv1.KubervisorServiceList
-				if err := r.List(ctx, &named, client.InNamespace(svc.Namespace), client.MatchingFields{IndexServiceName: svc.Name}); err != nil {
+				named, err := naming(ctx, r.Client, svc.Namespace, svc.Name)
+				if err != nil {
 					logf.FromContext(ctx).Error(err, "Listing KubervisorServices for Service", "Service", klog.KObj(svc))
 					return nil
 				}
 				var out []reconcile.Request
-				for _, k := range named.Items {
+				for _, k := range named {
 					out = append(out, r.ejectedPods(ctx, k.Namespace, k.Name)...)
 				}
 				return out

@@ -38,11 +38,11 @@ type ServiceReconciler struct {
 //  2. Sync every pod that the Service selects or that those KubervisorServices own, each with the claims
 //     that decide it (claimsFor: its owner's, or those selecting it).
 func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	var named kvv1.KubervisorServiceList
-	if err := r.List(ctx, &named, client.InNamespace(req.Namespace), client.MatchingFields{IndexServiceName: req.Name}); err != nil {
-		return ctrl.Result{}, fmt.Errorf("listing KubervisorServices for Service %s: %w", req, err)
+	named, err := naming(ctx, r.Client, req.Namespace, req.Name)
+	if err != nil {
+		return ctrl.Result{}, err
 	}
-	if len(named.Items) == 0 {
+	if len(named) == 0 {
 		return ctrl.Result{}, nil
 	}
 	pods := map[types.NamespacedName]*corev1.Pod{}
@@ -64,8 +64,8 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 			return ctrl.Result{}, err
 		}
 	}
-	for i := range named.Items {
-		owned, err := ownedPods(ctx, r, &named.Items[i])
+	for i := range named {
+		owned, err := ownedPods(ctx, r, &named[i])
 		if err != nil {
 			return ctrl.Result{}, err
 		}

@@ -108,6 +108,17 @@ func ownedPods(ctx context.Context, c client.Reader, kvs *kvv1.KubervisorService
 	return list.Items, nil
 }
 
+// naming lists, from the cache, the KubervisorServices of namespace that name the Service (the spec.service
+// index), with the caller's list options (client.UnsafeDisableDeepCopy for a read-only use).
+func naming(ctx context.Context, c client.Reader, namespace, service string, opts ...client.ListOption) ([]kvv1.KubervisorService, error) {
+	var list kvv1.KubervisorServiceList
+	opts = append([]client.ListOption{client.InNamespace(namespace), client.MatchingFields{IndexServiceName: service}}, opts...)
+	if err := c.List(ctx, &list, opts...); err != nil {
+		return nil, fmt.Errorf("listing the KubervisorServices of Service %s/%s: %w", namespace, service, err)
+	}
+	return list.Items, nil
+}
+
 // livePods lists the pods labelled with the KubervisorService's name from the API server, not the cache.
 func livePods(ctx context.Context, r client.Reader, kvs *kvv1.KubervisorService) ([]corev1.Pod, error) {
 	var list corev1.PodList

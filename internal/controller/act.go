@@ -59,10 +59,7 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 	// a lagging cache (SPEC §5 step 5), at the cost of one PATCH per ejection whatever the fleet's size.
 	plan, floor := planOn(kvs, obs.pods, ev)
 	var errs error
-	index := make(map[string]int, len(obs.pods))
-	for i, p := range obs.pods {
-		index[p.Name] = i
-	}
+	index := obs.positions()
 	byName := func(name string) *corev1.Pod {
 		if i, ok := index[name]; ok {
 			return obs.pods[i]
@@ -93,9 +90,8 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 		o := &plan[i]
 		var ejected []string
 		for _, a := range o.Eject {
-			// obs.pods may be the cache's own objects: write on a copy, kept for the rest of the pass.
-			pod := byName(a.Pod).DeepCopy()
-			if err := obs.write(ctx, r.Client, index[a.Pod], pod, ejection(kvs, pod, o.Name, now)); err != nil {
+			pod, err := obs.write(ctx, r.Client, index[a.Pod], func(p *corev1.Pod) podstate.Patch { return ejection(kvs, p, o.Name, now) })
+			if err != nil {
 				errs = errors.Join(errs, err)
 				continue
 			}

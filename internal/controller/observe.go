@@ -35,16 +35,29 @@ type podWrite struct {
 	pod, base, traffic string
 }
 
-// write patches pod (a copy of obs.pods[i], which may be the cache's own object) and, on success, keeps it
-// at obs.pods[i] for the rest of the pass and logs the traffic change in writes.
-func (o *observation) write(ctx context.Context, c client.Client, i int, pod *corev1.Pod, p podstate.Patch) error {
-	base := pod.ResourceVersion
-	if err := patchPod(ctx, c, pod, p); err != nil {
-		return err
+// positions maps each pod's name to its place in o.pods.
+func (o *observation) positions() map[string]int {
+	out := make(map[string]int, len(o.pods))
+	for i, p := range o.pods {
+		out[p.Name] = i
+	}
+	return out
+}
+
+// write patches a copy of o.pods[i] (which may be the cache's own object) with what patch returns for that
+// copy and, on success, keeps the written pod at o.pods[i] for the rest of the pass and logs a traffic
+// change in writes (kvsMemory.expect). It returns the written pod.
+func (o *observation) write(ctx context.Context, c client.Client, i int, patch func(*corev1.Pod) podstate.Patch) (*corev1.Pod, error) {
+	pod := o.pods[i].DeepCopy()
+	base, traffic := pod.ResourceVersion, podstate.TrafficOf(pod)
+	if err := patchPod(ctx, c, pod, patch(pod)); err != nil {
+		return nil, err
 	}
 	o.pods[i] = pod
-	o.writes = append(o.writes, podWrite{pod: pod.Name, base: base, traffic: podstate.TrafficOf(pod)})
-	return nil
+	if t := podstate.TrafficOf(pod); t != traffic {
+		o.writes = append(o.writes, podWrite{pod: pod.Name, base: base, traffic: t})
+	}
+	return pod, nil
 }
 
 // stall is a Ready=False reason and message for adoption that does not complete.

@@ -50,19 +50,14 @@ func (r *KubervisorServiceReconciler) restoreFloor(ctx context.Context, kvs *kvv
 	if len(plan.Restore) == 0 {
 		return nil
 	}
-	index := make(map[string]int, len(obs.pods))
-	for i, p := range obs.pods {
-		index[p.Name] = i
-	}
+	index := obs.positions()
 	log := logf.FromContext(ctx)
 	var restored []string
 	var errs error
 	for _, name := range plan.Restore {
-		i := index[name]
-		// obs.pods may be the cache's own objects: write on a copy, and keep it for the rest of the pass.
-		pod := obs.pods[i].DeepCopy()
-		state := podstate.Of(pod, now)
-		if err := obs.write(ctx, r.Client, i, pod, podstate.Restore(state, now)); err != nil {
+		state := podstate.Of(obs.pods[index[name]], now)
+		pod, err := obs.write(ctx, r.Client, index[name], func(*corev1.Pod) podstate.Patch { return podstate.Restore(state, now) })
+		if err != nil {
 			errs = errors.Join(errs, err)
 			continue
 		}
@@ -97,16 +92,14 @@ func (r *KubervisorServiceReconciler) markOutOfTraffic(ctx context.Context, obs 
 		if t := podstate.TrafficOf(p); (t != kvv1.TrafficNo && t != kvv1.TrafficPause) || !p.DeletionTimestamp.IsZero() {
 			continue
 		}
-		patch := podstate.MarkOut(p.Annotations)
-		if patch.IsEmpty() {
+		if podstate.MarkOut(p.Annotations).IsEmpty() {
 			continue
 		}
-		pod := p.DeepCopy()
-		if err := patchPod(ctx, r.Client, pod, patch); err != nil {
+		pod, err := obs.write(ctx, r.Client, i, func(p *corev1.Pod) podstate.Patch { return podstate.MarkOut(p.Annotations) })
+		if err != nil {
 			errs = errors.Join(errs, err)
 			continue
 		}
-		obs.pods[i] = pod
 		logf.FromContext(ctx).Info("Marked pod out of traffic with the lowest deletion cost", "Pod", klog.KObj(pod))
 	}
 	return errs

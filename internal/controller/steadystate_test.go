@@ -32,18 +32,8 @@ var _ = Describe("Steady state", func() {
 		Eventually(condition(ns, "kvs", kvv1.ConditionReady)).Should(HaveField("Status", metav1.ConditionTrue))
 
 		By("once settled, several evaluations of both breakers send nothing")
-		// Settled: a whole second without a write (at a 200ms period, a write per evaluation never settles).
-		Eventually(func() []string {
-			mark := requests.mark()
-			time.Sleep(time.Second)
-			return requests.since(mark, ns, isWrite)
-		}).Should(BeEmpty())
-		mark := requests.mark()
-		quiet, flagger := detectors.callCount(ns, "kvs", "quiet"), detectors.callCount(ns, "kvs", "flagger")
-		Consistently(func() []string { return requests.since(mark, ns, isWrite) }, 3*time.Second).Should(BeEmpty())
+		mark, _ := expectSilence(ns, "quiet", "flagger")
 		Expect(requests.since(mark, ns, isLivePodList)).To(BeEmpty(), "no pod is ejected, so no pod is read live")
-		Expect(detectors.callCount(ns, "kvs", "quiet")).To(BeNumerically(">=", quiet+5), "evaluations went on meanwhile")
-		Expect(detectors.callCount(ns, "kvs", "flagger")).To(BeNumerically(">=", flagger+5), "evaluations went on meanwhile")
 	})
 
 	It("sends no request at all while a pod stays Pending (failureThreshold not reached)", func() {
@@ -111,9 +101,9 @@ var _ = Describe("Steady state", func() {
 
 // expectSilence waits until the namespace's KubervisorService "kvs" has settled (a whole second without a
 // write: at a 200ms period, a write per evaluation never settles), then checks that 3 more seconds, with at
-// least 5 evaluations of the breaker, send no write (status, pods, events). It returns the mark the silence
-// was measured from and the evaluations it saw.
-func expectSilence(ns, breaker string) (int, int) {
+// least 5 evaluations of each named breaker, send no write (status, pods, events). It returns the mark the
+// silence was measured from and the evaluations of the first breaker it saw.
+func expectSilence(ns string, breakers ...string) (int, int) {
 	GinkgoHelper()
 	Eventually(func() []string {
 		mark := requests.mark()
@@ -121,9 +111,13 @@ func expectSilence(ns, breaker string) (int, int) {
 		return requests.since(mark, ns, isWrite)
 	}).Should(BeEmpty())
 	mark := requests.mark()
-	calls := detectors.callCount(ns, "kvs", breaker)
+	calls := make([]int, len(breakers))
+	for i, b := range breakers {
+		calls[i] = detectors.callCount(ns, "kvs", b)
+	}
 	Consistently(func() []string { return requests.since(mark, ns, isWrite) }, 3*time.Second).Should(BeEmpty())
-	evaluations := detectors.callCount(ns, "kvs", breaker) - calls
-	Expect(evaluations).To(BeNumerically(">=", 5), "evaluations went on meanwhile")
-	return mark, evaluations
+	for i, b := range breakers {
+		Expect(detectors.callCount(ns, "kvs", b)-calls[i]).To(BeNumerically(">=", 5), "evaluations of %s went on meanwhile", b)
+	}
+	return mark, detectors.callCount(ns, "kvs", breakers[0]) - calls[0]
 }

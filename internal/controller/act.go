@@ -19,7 +19,8 @@ import (
 	"github.com/kubervisor/kubervisor/internal/podstate"
 )
 
-// act carries an evaluation out (SPEC §5 steps 2–6) and returns each evaluated breaker's outcome.
+// act carries an evaluation out (SPEC §5 steps 2–6) and returns each evaluated breaker's outcome, dated
+// against prev (the outcomes in memory), and the events that report them.
 //
 //  1. Plan on the cache, with this controller's writes the cache has not shown yet counted in
 //     (kvsMemory.overlay): that is what keeps the floor against a lagging cache (§5.5).
@@ -30,25 +31,26 @@ import (
 // error (a patch) is returned after everything else was done; the pods it concerns were not ejected.
 //
 // The events that report a breaker's outcome (detector failed, Prometheus warned, storm, withheld, would
-// eject) are queued in ev.events, only when what they report differs from prev (the outcomes before this
+// eject) are returned, only when what they report differs from prev (the outcomes before this
 // pass): Reconcile emits them once the status that records the outcome is written. The events of pod writes
 // (Ejected) are emitted at once, after their write.
 func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.KubervisorService, obs *observation,
-	ev *evaluation, prev map[string]breakerOutcome, now time.Time) (map[string]breakerOutcome, error) {
+	ev *evaluation, prev map[string]breakerOutcome, now time.Time) (map[string]breakerOutcome, eventQueue, error) {
 	log := logf.FromContext(ctx)
 	outcomes := make(map[string]breakerOutcome, len(ev.breakers))
+	var queued eventQueue
 	for _, b := range ev.breakers {
 		if !b.kind.failed() {
 			continue
 		}
-		outcomes[b.name] = breakerOutcome{kind: b.kind, err: b.err.Error()}
+		outcomes[b.name] = datedAgainst(prev, b.name, breakerOutcome{kind: b.kind, err: b.err.Error()}, now)
 		if b.kind == outcomeInvalid {
 			// The InvalidSpec condition and its event say it (Reconcile); the detector did not fail.
 			continue
 		}
 		metrics.DetectorErrors.WithLabelValues(kvs.Namespace, kvs.Name, b.name).Inc()
 		if p, ok := prev[b.name]; !ok || p.kind != b.kind || p.err != b.err.Error() {
-			ev.queue(kvs, nil, corev1.EventTypeWarning, kvv1.EventDetectorFailed,
+			queued.queue(kvs, nil, corev1.EventTypeWarning, kvv1.EventDetectorFailed,
 				fmt.Sprintf("Breaker %s: %v; no pod is ejected on this evaluation", b.name, b.err))
 		}
 		log.V(1).Info("Evaluated breaker", "breaker", b.name, "result", kvv1.ResultErrorPrefix+b.err.Error())
@@ -77,12 +79,12 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 		metrics.Storms.WithLabelValues(kvs.Namespace, kvs.Name, b.name)
 		metrics.DetectorErrors.WithLabelValues(kvs.Namespace, kvs.Name, b.name)
 		if len(b.warnings) > 0 && !slices.Equal(prev[b.name].warnings, capNames(b.warnings)) {
-			ev.queue(kvs, nil, corev1.EventTypeWarning, kvv1.EventPrometheusWarning,
+			queued.queue(kvs, nil, corev1.EventTypeWarning, kvv1.EventPrometheusWarning,
 				fmt.Sprintf("Breaker %s: Prometheus warned: %s", b.name, strings.Join(b.warnings, "; ")))
 		}
 		if b.stormStarted {
 			metrics.Storms.WithLabelValues(kvs.Namespace, kvs.Name, b.name).Inc()
-			ev.queue(kvs, nil, corev1.EventTypeWarning, kvv1.EventStormSuspected, fmt.Sprintf("Breaker %s: %s", b.name, b.why))
+			queued.queue(kvs, nil, corev1.EventTypeWarning, kvv1.EventStormSuspected, fmt.Sprintf("Breaker %s: %s", b.name, b.why))
 		}
 	}
 
@@ -108,7 +110,7 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 		for _, a := range o.WouldEject {
 			metrics.Ejections.WithLabelValues(kvs.Namespace, kvs.Name, o.Name, "false").Inc()
 			if !slices.Contains(prev[o.Name].wouldEject, a.Pod) {
-				ev.queue(kvs, byName(a.Pod), corev1.EventTypeNormal, kvv1.EventWouldEject, fmt.Sprintf(
+				queued.queue(kvs, byName(a.Pod), corev1.EventTypeNormal, kvv1.EventWouldEject, fmt.Sprintf(
 					"Breaker %s would take pod %s out of traffic (%s): %s", o.Name, a.Pod, dryRunCause(kvs, o.Name, selectorActive), a.Reason))
 			}
 		}
@@ -117,7 +119,7 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 		if len(withheld) > 0 && be.hold == "" {
 			metrics.Withheld.WithLabelValues(kvs.Namespace, kvs.Name, o.Name).Add(float64(len(withheld)))
 			if !slices.Equal(prev[o.Name].withheld, withheld) {
-				ev.queue(kvs, nil, corev1.EventTypeWarning, kvv1.EventEjectionWithheld, fmt.Sprintf(
+				queued.queue(kvs, nil, corev1.EventTypeWarning, kvv1.EventEjectionWithheld, fmt.Sprintf(
 					"Breaker %s kept %d anomalous pods in traffic to hold the floor: %s", o.Name, len(withheld),
 					strings.Join(capNames(withheld), ", ")))
 			}
@@ -127,11 +129,84 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 			wouldEject: anomalyNames(o.WouldEject), ignored: int32(min(be.ignored, 1<<30)), warnings: capNames(be.warnings),
 			decisions: decisionsOf(o, byName, ejected, be, floor, dryRunCause(kvs, o.Name, selectorActive)),
 		}
-		outcomes[o.Name] = out
+		outcomes[o.Name] = datedAgainst(prev, o.Name, out, now)
 		log.V(1).Info("Evaluated breaker", "breaker", o.Name, "result", out.lastResult(),
 			"anomalous", len(out.anomalous), "ejected", len(out.ejected), "withheld", len(out.withheld), "wouldEject", len(out.wouldEject))
 	}
-	return outcomes, errs
+	return outcomes, queued, errs
+}
+
+// datedAgainst dates an outcome of the breaker against its outcome in prev.
+func datedAgainst(prev map[string]breakerOutcome, name string, o breakerOutcome, now time.Time) breakerOutcome {
+	last, ok := prev[name]
+	return dated(o, last, ok, now)
+}
+
+// breakerOutcome is what one evaluation of a breaker decided.
+type breakerOutcome struct {
+	kind outcomeKind
+	// err says what went wrong, for outcomeError; why says what a guard decided, for outcomeFleetTooSmall
+	// and outcomeStorm.
+	err, why string
+	// Pod names, worst first: flagged managed pods; ejected by this evaluation; kept in traffic by the floor;
+	// what a dry run would have ejected.
+	anomalous, ejected, withheld, wouldEject []string
+	// decisions says, per anomalous pod worst first, what the breaker decided and why (status anomalies[]).
+	decisions []kvv1.PodDecision
+	// ignored counts samples about pods not managed or in another namespace; warnings are Prometheus'.
+	ignored  int32
+	warnings []string
+	// changedAt is the time of the evaluation that last changed the outcome (status lastEvaluationTime).
+	changedAt time.Time
+}
+
+// sameAs reports whether two outcomes say the same, whenever they were reached.
+// Decisions compare by pod and decision only: a detector's reason may hold numbers that move at every
+// evaluation, and an entry is rewritten only when its pod's decision changes (SPEC §5 step 10).
+func (o breakerOutcome) sameAs(p breakerOutcome) bool {
+	return o.kind == p.kind && o.err == p.err && o.why == p.why && slices.Equal(o.anomalous, p.anomalous) &&
+		slices.Equal(o.ejected, p.ejected) && slices.Equal(o.withheld, p.withheld) && slices.Equal(o.wouldEject, p.wouldEject) &&
+		o.ignored == p.ignored && slices.Equal(o.warnings, p.warnings) &&
+		slices.EqualFunc(o.decisions, p.decisions, sameDecision)
+}
+
+func sameDecision(a, b kvv1.PodDecision) bool { return a.Pod == b.Pod && a.Decision == b.Decision }
+
+// lastResult is the status.breakers[].lastResult of the outcome.
+func (o breakerOutcome) lastResult() string {
+	switch o.kind {
+	case outcomeError, outcomeInvalid:
+		return kvv1.ResultErrorPrefix + o.err
+	case outcomeNoData:
+		return kvv1.ResultNoData
+	case outcomeFleetTooSmall:
+		return kvv1.ResultFleetTooSmall
+	case outcomeStorm:
+		return kvv1.ResultStormSuspected
+	default:
+		return kvv1.ResultOK
+	}
+}
+
+// dated is o, reached at now, dated against last, the breaker's previous outcome (ok: there is one):
+// changedAt moves only when the outcome differs from the last one, so that an evaluation that changes
+// nothing changes no status, and a pod decision keeps its entry (reason and since) while the pod's decision
+// stays.
+func dated(o, last breakerOutcome, ok bool, now time.Time) breakerOutcome {
+	o.changedAt = now
+	for i := range o.decisions {
+		o.decisions[i].Since = apiTime(now)
+		if !ok {
+			continue
+		}
+		if j := slices.IndexFunc(last.decisions, func(d kvv1.PodDecision) bool { return sameDecision(d, o.decisions[i]) }); j >= 0 {
+			o.decisions[i] = last.decisions[j]
+		}
+	}
+	if ok && last.sameAs(o) {
+		o.changedAt = last.changedAt
+	}
+	return o
 }
 
 // ejection is the patch that takes the pod out of traffic for the breaker: its retry count first forgiven

@@ -42,15 +42,18 @@
 //	                        pass's own traffic writes the cache has not shown yet counted in (memory.go,
 //	                        overlay: the expectations that keep the floor against a lagging cache, §5.5)
 //	fail-open (restore.go)  under the floor, pods the breakers ejected back in traffic (breaker.Restore),
-//	                        in every pass, before any evaluation
+//	                        in every pass, before any evaluation -> the BelowFloor message, its event
 //	requests (manual.go)    manual eject/restore requests carried out inside the floor (live read first)
-//	evaluate (evaluate.go)  detector queries of the due breakers -> evaluation (typed OK | NoData | Error)
-//	act      (act.go)       plan on that view (no live read); patches, events, metrics, logs -> one
-//	                        breakerOutcome per evaluated breaker
-//	remember (memory.go)    outcomes, due times, failureThreshold counts, storm times and the pass's writes,
-//	                        in memory; an outcome's time moves only when it changes
+//	evaluate (evaluate.go)  detector queries of the due breakers -> evaluation (typed OK | NoData | Error,
+//	                        guards, failureThreshold counts) with the schedule and the detectors it built,
+//	                        as values: it writes nothing, its memory included
+//	act      (act.go)       plan on that view (no live read); patches, pod events, metrics, logs -> one
+//	                        dated breakerOutcome per evaluated breaker, and the events that report them
+//	learn    (memory.go)    one function keeps the pass's lesson (evaluation, outcomes, BelowFloor) in
+//	                        memory; the schedule of breakers whose ejections failed is not moved (due again)
 //	status   (status.go)    pure desiredStatus(kvs, observation, recalled memory, now), times as the API server
-//	                        stores them -> compared with the object, written once if it differs
+//	                        stores them -> compared with the object, written once by a merge patch if it
+//	                        differs; then the queued events go out
 //
 // Memory feeds status, never the other way round; conditions come from the typed outcomes.
 //

@@ -17,22 +17,50 @@ import (
 	"github.com/kubervisor/kubervisor/internal/podstate"
 )
 
-// evaluation is what the detectors of the breakers due in this pass answered, in spec order.
+// evaluation is what the detectors of the breakers due in this pass answered, in spec order, and what the
+// breaker loop learned on the way, as values: kvsMemory.learn keeps them once act has carried them out.
 type evaluation struct {
 	breakers []breakerEval
-	// events are the events that report the breakers' outcomes, for after the status write (act).
-	events []queuedEvent
+	// schedule is when each breaker scheduled by this pass is due next: those evaluated, and first
+	// evaluations spread over their periods (memory.of).
+	schedule map[string]time.Time
+	// detectors are the detectors built by this pass, by breaker.
+	detectors map[string]detector.Detector
 }
+
+// outcomeKind is the typed result of one evaluation; status.breakers[].lastResult is derived from it.
+type outcomeKind int
+
+const (
+	// outcomeOK is an answer holding data about the managed pods.
+	outcomeOK outcomeKind = iota
+	// outcomeNoData is an answer holding no usable sample.
+	outcomeNoData
+	// outcomeError is a failed evaluation: nothing was ejected because of it.
+	outcomeError
+	// outcomeFleetTooSmall is an evaluation that judged nobody (minPodsToJudge).
+	outcomeFleetTooSmall
+	// outcomeStorm is an evaluation whose guard suspected a storm: nobody was ejected.
+	outcomeStorm
+	// outcomeInvalid is a breaker not evaluated because its own settings are unusable (InvalidSpec).
+	outcomeInvalid
+)
+
+// failed reports whether the outcome is no answer at all: the breaker takes no part in the plan.
+func (k outcomeKind) failed() bool { return k == outcomeError || k == outcomeInvalid }
 
 // queuedEvent is an event held until the status that records what it reports is written.
 type queuedEvent struct {
-	regarding, related      runtime.Object
-	eventType, reason, note string
+	regarding, related              runtime.Object
+	eventType, reason, action, note string
 }
 
+// eventQueue holds the events of one pass, queued until the status that records what they report is written.
+type eventQueue []queuedEvent
+
 // queue holds an event of the KubervisorService (the Evaluate action) until the status is written.
-func (ev *evaluation) queue(kvs *kvv1.KubervisorService, related runtime.Object, eventType, reason, note string) {
-	ev.events = append(ev.events, queuedEvent{regarding: kvs, related: related, eventType: eventType, reason: reason, note: note})
+func (q *eventQueue) queue(kvs *kvv1.KubervisorService, related runtime.Object, eventType, reason, note string) {
+	*q = append(*q, queuedEvent{regarding: kvs, related: related, eventType: eventType, reason: reason, action: kvv1.ActionEvaluate, note: note})
 }
 
 // breakerEval is one breaker's answer.
@@ -49,6 +77,11 @@ type breakerEval struct {
 	// (storm or fleet too small); stormStarted is true on the evaluation that entered a storm.
 	hold, why    string
 	stormStarted bool
+	// guarded is set when the guards ran (the detector answered): stormAt is then the breaker's last storm
+	// (zero: none to remember) and stormActive whether this evaluation suspected one.
+	guarded     bool
+	stormAt     time.Time
+	stormActive bool
 	// spared are the anomalous pods the breaker judges but does not eject, with the decision and why:
 	// warming up (§5.14), on probation (§6), pending (§5.13).
 	spared map[string]spare
@@ -94,10 +127,12 @@ func (b *breakerEval) sparedSet() map[string]string {
 }
 
 // evaluate queries the detector of every breaker due at now (SPEC §5 step 1) and schedules its next
-// evaluation. It reads no pod and writes nothing: act carries the answers out.
+// evaluation. It reads no pod and writes nothing, its memory included: the schedule, the detectors it built,
+// the storms and the failureThreshold counts are in the evaluation it returns, for act to carry out and
+// kvsMemory.learn to keep.
 func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.KubervisorService, obs *observation,
 	mem *kvsMemory, now time.Time) evaluation {
-	var ev evaluation
+	ev := evaluation{schedule: map[string]time.Time{}}
 	managed := make(map[string]struct{}, len(obs.pods))
 	for _, p := range obs.pods {
 		managed[p.Name] = struct{}{}
@@ -112,31 +147,33 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 	}
 	for i := range kvs.Spec.Breakers {
 		b := &kvs.Spec.Breakers[i]
-		if _, scheduled := mem.next[b.Name]; !scheduled && mem.spread {
+		due, scheduled := mem.next[b.Name]
+		if !scheduled && mem.spread {
 			if period, err := b.EvaluationPeriodOf(); err == nil {
-				mem.next[b.Name] = now.Add(spreadOffset(mem.uid, b.Name, period))
+				due, scheduled = now.Add(spreadOffset(mem.uid, b.Name, period)), true
+				ev.schedule[b.Name] = due
 			}
 		}
-		if !mem.due(b.Name, now) {
+		if scheduled && now.Before(due) {
 			continue
 		}
-		if due, ok := mem.next[b.Name]; ok {
+		if scheduled {
 			metrics.EvaluationLateness.Observe(now.Sub(due).Seconds())
 		}
 		be := breakerEval{name: b.Name, dryRun: kvs.Spec.IsDryRun(b) || !selectorActive, gateMode: kvs.Spec.GateMode()}
 		if problems := b.Unusable(); len(problems) > 0 {
 			// Never a silent default (SPEC §2.1): the breaker is not evaluated until its spec changes, which
 			// resets the memory; conditions report InvalidSpec.
-			mem.next[b.Name] = now.Add(kvv1.MaxPeriod)
+			ev.schedule[b.Name] = now.Add(kvv1.MaxPeriod)
 			be.kind, be.err = outcomeInvalid, errors.New("invalid spec: "+strings.Join(problems, "; "))
 			ev.breakers = append(ev.breakers, be)
 			continue
 		}
 		period, _ := b.EvaluationPeriodOf()
 		guards, _ := b.GuardsOf()
-		mem.next[b.Name] = nextDue(mem.next[b.Name], now, period)
+		ev.schedule[b.Name] = nextDue(due, now, period)
 		metrics.LastEvaluation.WithLabelValues(kvs.Namespace, kvs.Name, b.Name).Set(float64(now.UnixNano()) / 1e9)
-		res, err := r.detect(ctx, kvs, b, mem, period, managed, serving)
+		res, err := r.detect(ctx, kvs, b, &ev, mem, period, managed, serving)
 		be.ignored, be.warnings = res.Ignored, res.Warnings
 		switch {
 		case err != nil:
@@ -217,16 +254,11 @@ func spareOf(b *kvv1.BreakerStrategy, anomalies []breaker.Anomaly, pods []*corev
 	return out
 }
 
-// guardOn applies the breaker's guards (SPEC §5 step 9) to its answer and remembers a storm's time.
+// guardOn applies the breaker's guards (SPEC §5 step 9) to its answer, with the storm times remembered.
 func guardOn(be *breakerEval, g kvv1.Guards, pods []breaker.Pod, mem *kvsMemory, now time.Time) {
-	last := mem.storms[be.name]
-	gr := breaker.Guard(g, pods, be.anomalies, last, now)
-	if gr.StormAt.IsZero() {
-		delete(mem.storms, be.name)
-	} else {
-		mem.storms[be.name] = gr.StormAt
-	}
-	mem.stormActive[be.name] = gr.Verdict == breaker.Storm && gr.StormAt.Equal(now)
+	gr := breaker.Guard(g, pods, be.anomalies, mem.storms[be.name], now)
+	be.guarded, be.stormAt = true, gr.StormAt
+	be.stormActive = gr.Verdict == breaker.Storm && gr.StormAt.Equal(now)
 	switch gr.Verdict {
 	case breaker.FleetTooSmall:
 		be.kind, be.why, be.anomalies = outcomeFleetTooSmall, gr.Why, nil
@@ -236,9 +268,10 @@ func guardOn(be *breakerEval, g kvv1.Guards, pods []breaker.Pod, mem *kvsMemory,
 	}
 }
 
-// detect asks the breaker's detector once, within min(period, maxQueryTimeout).
+// detect asks the breaker's detector once, within min(period, maxQueryTimeout). A detector built for it
+// goes into ev.detectors (memory keeps it once the pass is written).
 func (r *KubervisorServiceReconciler) detect(ctx context.Context, kvs *kvv1.KubervisorService, b *kvv1.BreakerStrategy,
-	mem *kvsMemory, period time.Duration, managed, serving map[string]struct{}) (detector.Result, error) {
+	ev *evaluation, mem *kvsMemory, period time.Duration, managed, serving map[string]struct{}) (detector.Result, error) {
 	timeout := min(period, maxQueryTimeout)
 	d, ok := mem.detectors[b.Name]
 	if !ok {
@@ -246,7 +279,10 @@ func (r *KubervisorServiceReconciler) detect(ctx context.Context, kvs *kvv1.Kube
 		if d, err = r.newDetector(b, detector.Options{HTTPClient: r.HTTP, Timeout: timeout, Now: r.Clock.Now}); err != nil {
 			return detector.Result{}, fmt.Errorf("configuring the detector: %w", err)
 		}
-		mem.detectors[b.Name] = d
+		if ev.detectors == nil {
+			ev.detectors = map[string]detector.Detector{}
+		}
+		ev.detectors[b.Name] = d
 	}
 	qctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

@@ -98,6 +98,7 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		logf.FromContext(ctx).V(1).Info("The cache has not seen our last write yet; waiting for it")
 		return ctrl.Result{RequeueAfter: conflictRetry}, nil
 	}
+	mem.caughtUp()
 	if !controllerutil.ContainsFinalizer(kvs, kvv1.Finalizer) {
 		orig := kvs
 		kvs = kvs.DeepCopy()
@@ -116,60 +117,49 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	mem.overlay(obs.pods)
 	defer func() { mem.expect(obs.writes) }()
 	now := r.Clock.Now()
-	var requeue time.Duration
+	var l lesson
+	var queued eventQueue
 	var actErr error
-	var queued []queuedEvent
-	adopting := false
 	switch {
 	case obs.evaluable():
-		actErr = errors.Join(r.restoreFloor(ctx, kvs, obs, mem, now), r.markOutOfTraffic(ctx, obs), r.carryOutRequests(ctx, kvs, obs, now))
+		var restoreErr error
+		l.breach, queued, restoreErr = r.restoreFloor(ctx, kvs, obs, mem, now)
+		actErr = errors.Join(restoreErr, r.markOutOfTraffic(ctx, obs), r.carryOutRequests(ctx, kvs, obs, now))
 		start := now
-		ev := r.evaluate(ctx, kvs, obs, mem, now)
-		if len(ev.breakers) > 0 {
-			outcomes, err := r.act(ctx, kvs, obs, &ev, mem.outcomes, now)
+		l.ev = r.evaluate(ctx, kvs, obs, mem, now)
+		if len(l.ev.breakers) > 0 {
+			var reported eventQueue
+			l.outcomes, reported, err = r.act(ctx, kvs, obs, &l.ev, mem.outcomes, now)
 			actErr = errors.Join(actErr, err)
-			queued = ev.events
-			for name, o := range outcomes {
-				mem.record(name, o, now)
-			}
-			for _, b := range ev.breakers {
-				if b.keepStreaks {
-					mem.streaks[b.name] = b.streaks
-				}
-			}
-			if actErr != nil {
-				// NOTE: a pod the plan ejects was not ejected (a lost race, an unreachable API server): the
-				// breakers are due again at once instead of after their period (SPEC §5.11).
-				for _, b := range ev.breakers {
-					delete(mem.next, b.name)
-				}
-			}
+			queued = append(queued, reported...)
+			// NOTE: a pod the plan ejects was not ejected (a lost race, an unreachable API server): the
+			// breakers are due again at once instead of after their period (SPEC §5.11).
+			l.retry = actErr != nil
 			metrics.EvaluationDuration.WithLabelValues(kvs.Namespace, kvs.Name).Observe(r.Clock.Since(start).Seconds())
 		}
-		requeue = mem.wait(r.Clock.Now())
-	case obs.svc != nil && obs.owner:
+	case obs.adopting():
 		// Adoption labels the pods within moments and each label change requeues this KubervisorService; the
 		// fallback requeue covers a lost event.
 		logf.FromContext(ctx).V(1).Info("Waiting for pods to be adopted before evaluating", "unadopted", len(obs.unadopted))
 		// Fail-open does not wait for adoption: the pods adopted so far are restored if the floor needs them.
-		actErr = errors.Join(r.restoreFloor(ctx, kvs, obs, mem, now), r.markOutOfTraffic(ctx, obs))
+		var restoreErr error
+		l.breach, queued, restoreErr = r.restoreFloor(ctx, kvs, obs, mem, now)
+		actErr = errors.Join(restoreErr, r.markOutOfTraffic(ctx, obs))
 		obs.stall = stallOf(kvs.Spec.Service, r.adoptions.of(kvs.Namespace, obs.unadopted))
-		requeue = adoptionWait
-		adopting = true
 	default:
 		// Nothing to evaluate: forget the schedule so that evaluation starts afresh when the Service is back.
 		r.memory.forget(req.NamespacedName)
 		mem = &kvsMemory{}
 	}
 
+	mem.learn(&l)
 	status := desiredStatus(kvs, obs, recalled{outcomes: mem.outcomes, breach: mem.breach, storms: mem.storms,
 		stormActive: mem.stormActive}, now)
-	recordPodMetrics(kvs, status.Pods, mem)
-	if adopting {
-		// NOTE: the pod counts are written once adoption completes, not as each pod is adopted: that is one
-		// status write per pod (make bench-scale: 15,810 status updates for 10,000 pods), while the
-		// metrics above follow every pod already.
-		status.Pods = kvs.Status.Pods
+	if obs.adopting() {
+		// The status keeps its counts during adoption; the metrics follow every pod.
+		recordPodMetrics(kvs, countPods(obs.pods, kvs.Spec.GateMode()), mem)
+	} else {
+		recordPodMetrics(kvs, status.Pods, mem)
 	}
 	if e, ok := notReadyEvent(kvs, status); ok {
 		queued = append(queued, e)
@@ -196,13 +186,16 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		mem.wrote(from)
 	}
 	for _, e := range mem.held {
-		r.Recorder.Eventf(e.regarding, e.related, e.eventType, e.reason, kvv1.ActionEvaluate, "%s", e.note)
+		r.Recorder.Eventf(e.regarding, e.related, e.eventType, e.reason, e.action, "%s", e.note)
 	}
 	mem.held = nil
 	if actErr != nil {
 		return requeueOnConflict(ctx, actErr)
 	}
-	return ctrl.Result{RequeueAfter: requeue}, nil
+	if obs.adopting() {
+		return ctrl.Result{RequeueAfter: adoptionWait}, nil
+	}
+	return ctrl.Result{RequeueAfter: mem.wait(r.Clock.Now())}, nil
 }
 
 // notReadyEvent is the Warning event of Ready turning False, or changing its message, for a reason the user
@@ -222,7 +215,7 @@ func notReadyEvent(kvs *kvv1.KubervisorService, status kvv1.KubervisorServiceSta
 		prev.Status == c.Status && prev.Reason == c.Reason && prev.Message == c.Message {
 		return queuedEvent{}, false
 	}
-	return queuedEvent{regarding: kvs, eventType: corev1.EventTypeWarning, reason: c.Reason, note: c.Message}, true
+	return queuedEvent{regarding: kvs, eventType: corev1.EventTypeWarning, reason: c.Reason, action: kvv1.ActionEvaluate, note: c.Message}, true
 }
 
 // heldWith adds the pass's events to those held since a status write failed, each event once.

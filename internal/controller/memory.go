@@ -2,6 +2,7 @@ package controller
 
 import (
 	"hash/fnv"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -87,84 +88,69 @@ func (e *kvsMemory) wrote(from string) {
 	e.wroteFrom[from] = true
 }
 
-// stale reports whether kvs, read from the cache, predates one of our own writes to it; otherwise the cache
-// has caught up and the writes are forgotten. NOTE: a pass on a stale copy sends a write bound to lose its
+// stale reports whether kvs, read from the cache, predates one of our own writes to it (caughtUp forgets
+// them once it does not). NOTE: a pass on a stale copy sends a write bound to lose its
 // optimistic-lock race (make bench-scale measured 7 finalizer patches and 16 status updates per
 // KubervisorService while 10,000 pods were adopted and the watch lagged); the pass waits for the cache
 // instead. resourceVersions are opaque: only equality is used. Any other writer's change moves the
 // resourceVersion on, so this never holds a pass back for longer than the watch's delay.
 func (e *kvsMemory) stale(kvs *kvv1.KubervisorService) bool {
-	if e.wroteFrom[kvs.ResourceVersion] {
-		return true
+	return e.wroteFrom[kvs.ResourceVersion]
+}
+
+// caughtUp forgets our writes to the KubervisorService: the cache has shown them all.
+func (e *kvsMemory) caughtUp() { e.wroteFrom = nil }
+
+// lesson is what one pass learned, as values: the evaluation (schedule, detectors, storms, failureThreshold
+// counts), the outcomes act reached (dated against memory), and the message of a floor restoration.
+// Reconcile has kvsMemory.learn keep it once the pass's pod writes are done, in one place, before the status
+// is built from memory. NOTE: a status write that fails after that keeps the lesson: the pod writes it reports
+// were made, and the retry writes the same status without asking the detectors again (a storm is counted
+// once, an ejection's decision is not lost).
+type lesson struct {
+	ev evaluation
+	// outcomes are act's, dated (changedAt, decisions' since) against the outcomes in memory.
+	outcomes map[string]breakerOutcome
+	// breach is the BelowFloor message after this pass's restoration step; nil when the step left it as it was.
+	breach *string
+	// retry is set when act failed to carry out the plan: the breakers it evaluated keep their past due time
+	// and are due again at once instead of after their period (SPEC §5.11).
+	retry bool
+}
+
+// learn keeps the lesson of a pass.
+func (e *kvsMemory) learn(l *lesson) {
+	if l.breach != nil {
+		e.breach = *l.breach
 	}
-	e.wroteFrom = nil
-	return false
+	maps.Copy(e.outcomes, l.outcomes)
+	maps.Copy(e.detectors, l.ev.detectors)
+	rememberStorms(l.ev.breakers, e.storms, e.stormActive)
+	for _, b := range l.ev.breakers {
+		if b.keepStreaks {
+			e.streaks[b.name] = b.streaks
+		}
+	}
+	for name, due := range l.ev.schedule {
+		if l.retry && slices.ContainsFunc(l.ev.breakers, func(b breakerEval) bool { return b.name == name }) {
+			continue
+		}
+		e.next[name] = due
+	}
 }
 
-// outcomeKind is the typed result of one evaluation; status.breakers[].lastResult is derived from it.
-type outcomeKind int
-
-const (
-	// outcomeOK is an answer holding data about the managed pods.
-	outcomeOK outcomeKind = iota
-	// outcomeNoData is an answer holding no usable sample.
-	outcomeNoData
-	// outcomeError is a failed evaluation: nothing was ejected because of it.
-	outcomeError
-	// outcomeFleetTooSmall is an evaluation that judged nobody (minPodsToJudge).
-	outcomeFleetTooSmall
-	// outcomeStorm is an evaluation whose guard suspected a storm: nobody was ejected.
-	outcomeStorm
-	// outcomeInvalid is a breaker not evaluated because its own settings are unusable (InvalidSpec).
-	outcomeInvalid
-)
-
-// failed reports whether the outcome is no answer at all: the breaker takes no part in the plan.
-func (k outcomeKind) failed() bool { return k == outcomeError || k == outcomeInvalid }
-
-// breakerOutcome is what one evaluation of a breaker decided.
-type breakerOutcome struct {
-	kind outcomeKind
-	// err says what went wrong, for outcomeError; why says what a guard decided, for outcomeFleetTooSmall
-	// and outcomeStorm.
-	err, why string
-	// Pod names, worst first: flagged managed pods; ejected by this evaluation; kept in traffic by the floor;
-	// what a dry run would have ejected.
-	anomalous, ejected, withheld, wouldEject []string
-	// decisions says, per anomalous pod worst first, what the breaker decided and why (status anomalies[]).
-	decisions []kvv1.PodDecision
-	// ignored counts samples about pods not managed or in another namespace; warnings are Prometheus'.
-	ignored  int32
-	warnings []string
-	// changedAt is the time of the evaluation that last changed the outcome (status lastEvaluationTime).
-	changedAt time.Time
-}
-
-// sameAs reports whether two outcomes say the same, whenever they were reached.
-// Decisions compare by pod and decision only: a detector's reason may hold numbers that move at every
-// evaluation, and an entry is rewritten only when its pod's decision changes (SPEC §5 step 10).
-func (o breakerOutcome) sameAs(p breakerOutcome) bool {
-	return o.kind == p.kind && o.err == p.err && o.why == p.why && slices.Equal(o.anomalous, p.anomalous) &&
-		slices.Equal(o.ejected, p.ejected) && slices.Equal(o.withheld, p.withheld) && slices.Equal(o.wouldEject, p.wouldEject) &&
-		o.ignored == p.ignored && slices.Equal(o.warnings, p.warnings) &&
-		slices.EqualFunc(o.decisions, p.decisions, sameDecision)
-}
-
-func sameDecision(a, b kvv1.PodDecision) bool { return a.Pod == b.Pod && a.Decision == b.Decision }
-
-// lastResult is the status.breakers[].lastResult of the outcome.
-func (o breakerOutcome) lastResult() string {
-	switch o.kind {
-	case outcomeError, outcomeInvalid:
-		return kvv1.ResultErrorPrefix + o.err
-	case outcomeNoData:
-		return kvv1.ResultNoData
-	case outcomeFleetTooSmall:
-		return kvv1.ResultFleetTooSmall
-	case outcomeStorm:
-		return kvv1.ResultStormSuspected
-	default:
-		return kvv1.ResultOK
+// rememberStorms writes the storm times of the breakers whose guards ran into storms and stormActive.
+func rememberStorms(evals []breakerEval, storms map[string]time.Time, active map[string]bool) {
+	for _, b := range evals {
+		if !b.guarded {
+			continue
+		}
+		if b.stormAt.IsZero() {
+			delete(storms, b.name)
+		} else {
+			storms[b.name] = b.stormAt
+		}
+		active[b.name] = b.stormActive
 	}
 }
 
@@ -277,33 +263,6 @@ func (m *memory) forget(key types.NamespacedName) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.entries, key)
-}
-
-// due reports whether the breaker is due at now.
-func (e *kvsMemory) due(breakerName string, now time.Time) bool {
-	next, ok := e.next[breakerName]
-	return !ok || !now.Before(next)
-}
-
-// record keeps an outcome reached at now; changedAt moves only when the outcome differs from the last one,
-// so that an evaluation that changes nothing changes no status.
-// A pod decision keeps its entry (reason and since) while the pod's decision stays.
-func (e *kvsMemory) record(name string, o breakerOutcome, now time.Time) {
-	o.changedAt = now
-	last, ok := e.outcomes[name]
-	for i := range o.decisions {
-		o.decisions[i].Since = apiTime(now)
-		if !ok {
-			continue
-		}
-		if j := slices.IndexFunc(last.decisions, func(d kvv1.PodDecision) bool { return sameDecision(d, o.decisions[i]) }); j >= 0 {
-			o.decisions[i] = last.decisions[j]
-		}
-	}
-	if ok && last.sameAs(o) {
-		o.changedAt = last.changedAt
-	}
-	e.outcomes[name] = o
 }
 
 // wakeGrid is the grain of the breakers' wake-ups: a requeue is for the first instant at or after the due

@@ -92,6 +92,11 @@ func (o *observation) evaluable() bool {
 	return o.svc != nil && o.owner && len(o.unadopted) == 0
 }
 
+// adopting reports whether the breakers wait for the Service's pods to be adopted.
+func (o *observation) adopting() bool {
+	return o.svc != nil && o.owner && len(o.unadopted) > 0
+}
+
 // observe reads the Service, the namespace's claims and the pods, all from the cache.
 func (r *KubervisorServiceReconciler) observe(ctx context.Context, kvs *kvv1.KubervisorService) (*observation, error) {
 	obs := &observation{}

@@ -26,14 +26,17 @@ import (
 //	decide   breaker.Restore on the cache's pods, ranked by the breakers' latest answers (memory)
 //	write    podstate.Restore on each chosen pod (restored-at, retry count kept, deletion cost removed),
 //	         and its readiness gate in readinessGate mode; obs.pods then holds the written copies
-//	record   one Warning event naming the pods restored and those left out (manual holds, paused), a
-//	         Normal event and a log line per pod, the counter, and the BelowFloor message in memory
+//	record   a Normal event and a log line per pod, the counter; returned: the BelowFloor message and
+//	         one Warning event naming the pods restored and those left out (manual holds, paused), queued
+//	         for the status write that reports it
 //
 // NOTE: the cache may lag; a restoration decided on a stale view restores at worst a pod too many (the
 // quota takes it out again when the fleet allows), never too few for long: every write and every pod
 // event brings another pass. A pod whose patch fails (a conflict) is left to that next pass.
+//
+// It returns the BelowFloor message (nil: as it was; "": the fleet has recovered) and the Warning event.
 func (r *KubervisorServiceReconciler) restoreFloor(ctx context.Context, kvs *kvv1.KubervisorService, obs *observation,
-	mem *kvsMemory, now time.Time) error {
+	mem *kvsMemory, now time.Time) (*string, eventQueue, error) {
 	gateMode := kvs.Spec.GateMode()
 	pods := planPods(obs.pods, gateMode)
 	fleet := breaker.Count(pods)
@@ -41,14 +44,14 @@ func (r *KubervisorServiceReconciler) restoreFloor(ctx context.Context, kvs *kvv
 	if fleet.InTraffic >= floor {
 		if fleet.InTraffic > floor {
 			// The fleet has recovered: the BelowFloor of the last restoration is over.
-			mem.breach = ""
+			return new(""), nil, nil
 		}
-		return nil
+		return nil, nil, nil
 	}
 	// NOTE: the rankings are read only under the floor (a map per pass otherwise, for nothing).
 	plan := breaker.Restore(pods, floor, mem.standings(kvs))
 	if len(plan.Restore) == 0 {
-		return nil
+		return nil, nil, nil
 	}
 	index := obs.positions()
 	log := logf.FromContext(ctx)
@@ -71,15 +74,14 @@ func (r *KubervisorServiceReconciler) restoreFloor(ctx context.Context, kvs *kvv
 			orNone(state.Strategy))
 	}
 	if len(restored) == 0 {
-		return errs
+		return nil, nil, errs
 	}
 	metrics.FloorRestorations.WithLabelValues(kvs.Namespace, kvs.Name).Add(float64(len(restored)))
 	msg := restorationMessage(plan, restored)
-	mem.breach = msg
 	log.Info("Restored pods to hold the floor", "inTraffic", plan.InTraffic, "floor", floor, "restored", len(restored),
 		"held", len(plan.Held), "paused", len(plan.Paused))
-	r.Recorder.Eventf(kvs, nil, corev1.EventTypeWarning, kvv1.EventFloorRestored, kvv1.ActionRestore, "%s", msg)
-	return errs
+	queued := eventQueue{{regarding: kvs, eventType: corev1.EventTypeWarning, reason: kvv1.EventFloorRestored, action: kvv1.ActionRestore, note: msg}}
+	return &msg, queued, errs
 }
 
 // markOutOfTraffic gives every pod out of traffic (no or pause, not terminating) the deletion cost of one

@@ -7,10 +7,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
-	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
@@ -59,22 +56,6 @@ var _ = Describe("Activator", func() {
 	// The schedule itself (waits, back-off, pause slots, refusals) is table-tested in reconciler_test.go and
 	// internal/activator; these specs prove each behaviour once against a real API server.
 
-	It("restores a pod on schedule, across a controller restart, keeping its retry count", func() {
-		fleetOf(ns, 3, true)
-		activatorKVS(ns, kvv1.ActivatorStrategy{Mode: kvv1.ActivatorModePeriodic, Period: ptrIntOrString("3s")}, nil)
-		ejectedAt := time.Now()
-		eject(ns, "p1", "4", ejectedAt)
-		time.Sleep(time.Second)
-		restartManager()
-		Eventually(podLabels(ns, "p1")).Should(HaveKeyWithValue(kvv1.LabelTraffic, kvv1.TrafficYes))
-		Expect(time.Since(ejectedAt)).To(BeNumerically(">=", 3*time.Second), "not before break-at + period")
-		Expect(time.Since(ejectedAt)).To(BeNumerically("<", 15*time.Second), "restored on schedule, not forgotten")
-		state := podstate.Of(getPod(ns, "p1"), time.Now())
-		Expect(state.RetryCount).To(Equal(int32(4)))
-		Expect(state.RestoredAt).NotTo(BeZero())
-		Eventually(eventsFor(ns, "p1")).Should(ContainElement(MatchRegexp(`Normal/Restored: Pod p1 back in traffic: retry 4 \(periodic\)`)))
-	})
-
 	It("pauses a pod while a pause slot is free, then kills the next through the Eviction API", func() {
 		fleetOf(ns, 4, true)
 		activatorKVS(ns, kvv1.ActivatorStrategy{Mode: kvv1.ActivatorModeRetryAndPause, Period: ptrIntOrString("1s"),
@@ -88,22 +69,6 @@ var _ = Describe("Activator", func() {
 		Eventually(eventsFor(ns, "kvs")).Should(ContainElement(MatchRegexp(`Normal/Killed: Pod p1 evicted: retry 2 exceeds maxRetryCount 1 \(retryAndPause\)`)))
 		Expect(podLabels(ns, "p0")()).To(HaveKeyWithValue(kvv1.LabelTraffic, kvv1.TrafficPause), "paused pods are never touched again")
 		Eventually(podCounts(ns, "kvs")).Should(Equal(kvv1.PodCounts{Managed: 3, Ready: 3, InTraffic: 2, Paused: 1}))
-	})
-
-	It("keeps the pod and reports it when a PodDisruptionBudget forbids the eviction", func() {
-		fleetOf(ns, 2, true)
-		minAvailable := intstr.FromInt32(2)
-		Expect(k8sClient.Create(ctx, &policyv1.PodDisruptionBudget{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pricer"},
-			Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: &minAvailable,
-				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "pricer"}}},
-		})).To(Succeed())
-		activatorKVS(ns, kvv1.ActivatorStrategy{Mode: kvv1.ActivatorModeRetryAndKill, Period: ptrIntOrString("1s"), MaxRetryCount: new(int32(0))}, nil)
-		eject(ns, "p0", "1", time.Now())
-		Eventually(eventsFor(ns, "p0")).Should(ContainElement(MatchRegexp(`Warning/EvictionRefused: Eviction of pod p0 refused .*retried in 1s`)))
-		Consistently(podGone(ns, "p0")).Should(BeFalse())
-		Expect(podLabels(ns, "p0")()).To(HaveKeyWithValue(kvv1.LabelTraffic, kvv1.TrafficNo))
-		Eventually(scrape).Should(MatchRegexp(`kubervisor_evictions_refused_total\{kubervisorservice="kvs",namespace="` + ns + `"\} [1-9]`))
 	})
 
 	It("restores but never kills in dry run or while the selector lacks the traffic key, and kills once they end", func() {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"regexp"
 	"slices"
@@ -117,27 +116,6 @@ var _ = Describe("Breaker", func() {
 		detectors.set(ns, "kvs", "b")
 		Eventually(condition(ns, "kvs", kvv1.ConditionEjectionAllowed)).Should(HaveField("Status", metav1.ConditionTrue))
 		Eventually(breakerStatus(ns, "kvs", "b")).Should(HaveField("LastResult", kvv1.ResultNoData))
-	})
-
-	It("ejects nothing and reports Ready=False when Prometheus is unreachable", func() {
-		fleetOf(ns, 3, true)
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		Expect(err).NotTo(HaveOccurred())
-		closedAddr := l.Addr().String()
-		Expect(l.Close()).To(Succeed())
-		newKVS(ns, "kvs", "pricer", func(k *kvv1.KubervisorService) {
-			k.Spec.Breakers[0].CustomService = nil
-			k.Spec.Breakers[0].DiscreteValueOutOfList = &kvv1.DiscreteValueOutOfList{
-				PrometheusService: closedAddr, PromQL: "sum(increase(http_requests_total[1m])) by (code, pod)",
-				Key: "code", PodNameKey: "pod", GoodValues: []string{"200"},
-			}
-		})
-		Eventually(condition(ns, "kvs", kvv1.ConditionReady)).Should(And(
-			HaveField("Status", metav1.ConditionFalse), HaveField("Reason", kvv1.ReasonDetectorError),
-			HaveField("Message", ContainSubstring(closedAddr))))
-		Eventually(breakerStatus(ns, "kvs", "b")).Should(HaveField("LastResult", HavePrefix("Error: querying Prometheus")))
-		Eventually(eventsFor(ns, "kvs")).Should(ContainElement(HavePrefix("Warning/DetectorFailed: Breaker b")))
-		Consistently(trafficOf(ns, 3)).Should(Equal([]string{"yes", "yes", "yes"}))
 	})
 
 	It("shares one quota between two breakers", func() {

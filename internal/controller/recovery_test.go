@@ -52,39 +52,6 @@ var _ = Describe("Recovery and manual control", func() {
 
 	BeforeEach(func() { ns = newNamespace() })
 
-	It("forgives a pod that stayed in traffic: ejected again after 2 × forgiveAfter, its retry count is lowered by two", func() {
-		fleet(4)
-		newKVS(ns, "kvs", "pricer", func(k *kvv1.KubervisorService) {
-			k.Spec.DefaultActivator = &kvv1.ActivatorStrategy{Period: ptrIntOrString("1s"), ForgiveAfter: ptrIntOrString("2s")}
-		})
-		Eventually(podLabels(ns, "p1")).Should(HaveKeyWithValue(kvv1.LabelName, "kvs"))
-		// p1 has been ejected three times; it came back 5s ago (two full forgiveAfter periods and more).
-		annotate("p1", map[string]string{kvv1.AnnotationRetryCount: "3",
-			kvv1.AnnotationRestoredAt: podstate.FormatTime(time.Now().Add(-5 * time.Second))})
-		detectors.set(ns, "kvs", "b", "p1")
-		Eventually(podLabels(ns, "p1")).Should(HaveKeyWithValue(kvv1.LabelTraffic, kvv1.TrafficNo))
-		detectors.set(ns, "kvs", "b")
-		Expect(annotations("p1")()).To(HaveKeyWithValue(kvv1.AnnotationRetryCount, "2"), "3 − 2 forgiven + 1")
-	})
-
-	It("keeps a pod on probation in traffic while it is still flagged, then ejects it once probation is over", func() {
-		fleet(4)
-		newKVS(ns, "kvs", "pricer", func(k *kvv1.KubervisorService) { k.Spec.Breakers[0].Probation = ptrIntOrString("3s") })
-		Eventually(podLabels(ns, "p1")).Should(HaveKeyWithValue(kvv1.LabelName, "kvs"))
-		restored := time.Now()
-		annotate("p1", map[string]string{kvv1.AnnotationRestoredAt: podstate.FormatTime(restored)})
-		detectors.set(ns, "kvs", "b", "p1")
-		Eventually(func() []kvv1.PodDecision {
-			if b := getKVS(ns, "kvs").Status.Breakers; len(b) > 0 {
-				return b[0].Anomalies
-			}
-			return nil
-		}).Should(ContainElement(HaveField("Decision", kvv1.DecisionProbation)))
-		Expect(podLabels(ns, "p1")()).To(HaveKeyWithValue(kvv1.LabelTraffic, kvv1.TrafficYes))
-		Eventually(podLabels(ns, "p1")).WithTimeout(10 * time.Second).Should(HaveKeyWithValue(kvv1.LabelTraffic, kvv1.TrafficNo))
-		Expect(time.Since(restored)).To(BeNumerically(">=", 3*time.Second), "not before probation ends")
-	})
-
 	It("carries out manual requests: within the floor, refused at the floor, forced, for a while, and a restore of a paused pod", func() {
 		fleet(3)
 		newKVS(ns, "kvs", "pricer", func(k *kvv1.KubervisorService) { k.Spec.Breakers[0].MinPodsAvailableCount = new(int32(2)) })

@@ -18,8 +18,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -94,6 +96,9 @@ type Options struct {
 	ControllerManagerArgs []string
 	// APIServerArgs are set on kube-apiserver's command line (flag name without dashes -> values).
 	APIServerArgs map[string][]string
+	// AuditPolicy, when set, is an audit.k8s.io/v1 Policy: kube-apiserver logs the requests it selects in
+	// JSON under the work directory, for Audited.
+	AuditPolicy string
 	// Kubelet configures the fake kubelet; its NodeName is the cluster's Node.
 	Kubelet KubeletOptions
 	// DisableKubelet leaves pods alone (no binding, no status): another process plays the kubelet.
@@ -261,10 +266,28 @@ func (c *Cluster) startControlPlane() error {
 	}
 	// NOTE: the processes hold their own descriptors; closing ours cannot lose what they write.
 	defer func() { _ = cpLog.Close() }()
-	apiServer := &envtest.APIServer{Path: filepath.Join(opts.AssetsDir, "kube-apiserver"), Out: cpLog, Err: cpLog}
+	// NOTE: the certificates live in the work directory, not in a directory of envtest's: a restarted
+	// kube-apiserver (RestartAPIServer) serves with the same ones, so every client's credentials stay valid.
+	certDir := filepath.Join(c.workDir, "kube-apiserver")
+	if err := os.RemoveAll(certDir); err != nil { // a caller-given work directory may hold an older run's
+		return err
+	}
+	if err := os.MkdirAll(certDir, 0o700); err != nil {
+		return err
+	}
+	apiServer := &envtest.APIServer{Path: filepath.Join(opts.AssetsDir, "kube-apiserver"), Out: cpLog, Err: cpLog, CertDir: certDir}
 	apiArgs := apiServer.Configure()
 	// A /12 leaves room for the thousands of Services of a benchmark (envtest's default is a /24).
 	apiArgs.Set("service-cluster-ip-range", "10.96.0.0/12")
+	if opts.AuditPolicy != "" {
+		audit, err := auditArgs(c.workDir, opts.AuditPolicy)
+		if err != nil {
+			return err
+		}
+		for k, v := range audit {
+			apiArgs.Set(k, v...)
+		}
+	}
 	for k, v := range opts.APIServerArgs {
 		apiArgs.Set(k, v...)
 	}
@@ -450,6 +473,53 @@ func (c *Cluster) Stop() error {
 		c.stopErr = errors.Join(errs...)
 	})
 	return c.stopErr
+}
+
+// RestartAPIServer kills kube-apiserver (SIGKILL: a crash; a graceful stop drains watches for longer than
+// envtest waits) and starts it again on the same port, certificates and etcd; every client keeps its
+// credentials. It returns once the new one is healthy, with how long the API server was away. Not safe with
+// a concurrent Stop.
+func (c *Cluster) RestartAPIServer() (time.Duration, error) {
+	api := c.env.ControlPlane.APIServer
+	pid, err := pidOf("--cert-dir=" + api.CertDir)
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	c.logf("killing kube-apiserver (pid %d) and starting it again", pid)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		return 0, fmt.Errorf("killing kube-apiserver: %w", err)
+	}
+	// envtest reaps the process it started; Stop returns once it is gone.
+	if err := api.Stop(); err != nil {
+		return 0, fmt.Errorf("stopping kube-apiserver: %w", err)
+	}
+	if err := api.Start(); err != nil {
+		return 0, fmt.Errorf("starting kube-apiserver again: %w; end of its log:\n%s", err, logTail(c.LogPath("control-plane")))
+	}
+	return time.Since(start), nil
+}
+
+// pidOf returns the process whose command line holds arg, among this user's processes.
+func pidOf(arg string) (int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		if slices.Contains(strings.Split(string(cmdline), "\x00"), arg) {
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("no process with %s on its command line", arg)
 }
 
 func (c *Cluster) logf(format string, args ...any) {

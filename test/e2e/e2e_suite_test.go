@@ -63,6 +63,8 @@ var _ = BeforeSuite(func() {
 		Log:    GinkgoWriter,
 		// Only the fleets' pods are "run": the Deployment of config/default must not pretend to.
 		Kubelet: cluster.KubeletOptions{Selector: fleetLabel + "=true"},
+		// The status writes of KubervisorServices, for the specs that count them at the API server.
+		AuditPolicy: statusAuditPolicy,
 	})
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(func() { Expect(cl.Stop()).To(Succeed()) })
@@ -87,6 +89,19 @@ var _ = ReportAfterEach(func(r SpecReport) {
 		AddReportEntry("manager log (tail)", cluster.LastLines(cl.ManagerLog(), 120))
 	}
 })
+
+// statusAuditPolicy logs every write to a KubervisorService's status, with its answer.
+const statusAuditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  verbs: ["patch", "update"]
+  resources:
+  - group: breaker.kubervisor.io
+    resources: ["kubervisorservices/status"]
+- level: None
+`
 
 func managerArgs() []string {
 	metrics, err := cluster.FreeAddr()

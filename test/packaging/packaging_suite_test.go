@@ -9,14 +9,11 @@
 package packaging
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -41,12 +38,11 @@ import (
 const fleetLabel = "kubervisor-packaging/fleet"
 
 var (
-	root    string
-	cl      *cluster.Cluster
-	prom    *cluster.Prometheus
-	k8s     client.Client
-	auditAt string
-	ctx     = context.Background()
+	root string
+	cl   *cluster.Cluster
+	prom *cluster.Prometheus
+	k8s  client.Client
+	ctx  = context.Background()
 )
 
 func TestPackaging(t *testing.T) {
@@ -65,32 +61,22 @@ var _ = BeforeSuite(func() {
 	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
 	Expect(kvv1.AddToScheme(scheme)).To(Succeed())
 
-	work := GinkgoT().TempDir()
-	auditAt = filepath.Join(work, "audit.log")
-	policy := filepath.Join(work, "audit-policy.yaml")
-	// Every request of a ServiceAccount at level Metadata: the managers run as ServiceAccounts, the
-	// harness and helm as administrators.
-	Expect(os.WriteFile(policy, []byte(`apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: ["RequestReceived"]
-rules:
-- level: Metadata
-  userGroups: ["system:serviceaccounts"]
-- level: None
-`), 0o644)).To(Succeed())
-
 	By("starting a local cluster without the CRD (the chart installs it), auditing ServiceAccounts")
 	cl, err = cluster.Start(ctx, cluster.Options{
 		Scheme:            scheme,
 		Log:               GinkgoWriter,
 		CRDDirectoryPaths: []string{},
 		Kubelet:           cluster.KubeletOptions{Selector: fleetLabel + "=true"},
-		APIServerArgs: map[string][]string{
-			"audit-policy-file": {policy},
-			"audit-log-path":    {auditAt},
-			"audit-log-format":  {"json"},
-			"audit-log-maxsize": {"0"},
-		},
+		// Every request of a ServiceAccount at level Metadata: the managers run as ServiceAccounts, the
+		// harness and helm as administrators.
+		AuditPolicy: `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  userGroups: ["system:serviceaccounts"]
+- level: None
+`,
 	})
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(func() { Expect(cl.Stop()).To(Succeed()) })
@@ -284,53 +270,12 @@ func (a *app) kubervisorMarks() map[string][]string {
 	return out
 }
 
-// auditEntry is what the suite reads of an audit.k8s.io/v1 Event.
-type auditEntry struct {
-	AuditID    string `json:"auditID"`
-	Verb       string `json:"verb"`
-	RequestURI string `json:"requestURI"`
-	User       struct {
-		Username string `json:"username"`
-	} `json:"user"`
-	ObjectRef *struct {
-		Resource  string `json:"resource"`
-		Namespace string `json:"namespace"`
-		APIGroup  string `json:"apiGroup"`
-	} `json:"objectRef"`
-	ResponseStatus *struct {
-		Code int `json:"code"`
-	} `json:"responseStatus"`
-}
-
 // audited returns the requests of user in the audit log so far, one entry per request.
-func audited(user string) []auditEntry {
+func audited(user string) []cluster.AuditEntry {
 	time.Sleep(time.Second) // the API server writes an entry when the request completes
-	f, err := os.Open(auditAt)
+	out, err := cl.Audited(func(e cluster.AuditEntry) bool { return e.User.Username == user })
 	Expect(err).NotTo(HaveOccurred())
-	defer func() { _ = f.Close() }() // read only
-	seen := map[string]bool{}
-	var out []auditEntry
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		var e auditEntry
-		Expect(json.Unmarshal(sc.Bytes(), &e)).To(Succeed())
-		if e.User.Username != user || seen[e.AuditID] {
-			continue
-		}
-		seen[e.AuditID] = true
-		out = append(out, e)
-	}
-	Expect(sc.Err()).NotTo(HaveOccurred())
 	return out
-}
-
-func (e auditEntry) String() string {
-	code := 0
-	if e.ResponseStatus != nil {
-		code = e.ResponseStatus.Code
-	}
-	return e.Verb + " " + e.RequestURI + " -> " + strconv.Itoa(code)
 }
 
 func init() {

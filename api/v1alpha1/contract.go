@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"slices"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -459,6 +460,24 @@ func (b *BreakerStrategy) Unusable() []string {
 		out = append(out, "warmup: "+err.Error())
 	}
 	return out
+}
+
+// EndpointOf says whether the breaker's detector talks to a named endpoint (SPEC §2.3) and which: its
+// endpoint field, or "" for the manager's default when the detector names no address of its own (no
+// prometheusService; no customService.url, or only a path).
+func (b *BreakerStrategy) EndpointOf() (name string, uses bool) {
+	switch {
+	case b.DiscreteValueOutOfList != nil:
+		return b.DiscreteValueOutOfList.Endpoint, b.DiscreteValueOutOfList.PrometheusService == ""
+	case b.ContinuousValueDeviation != nil:
+		return b.ContinuousValueDeviation.Endpoint, b.ContinuousValueDeviation.PrometheusService == ""
+	case b.PeerOutlier != nil:
+		return b.PeerOutlier.Endpoint, b.PeerOutlier.PrometheusService == ""
+	case b.CustomService != nil:
+		c := b.CustomService
+		return c.Endpoint, c.Endpoint != "" || c.URL == "" || strings.HasPrefix(c.URL, "/")
+	}
+	return "", false
 }
 
 // ProbationOf returns the breaker's probation (0: none).

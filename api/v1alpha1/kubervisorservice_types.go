@@ -189,13 +189,23 @@ type BreakerStrategy struct {
 
 // DiscreteValueOutOfList flags a pod when too large a share of its events carries a bad value.
 // +kubebuilder:validation:XValidation:rule="has(self.goodValues) != has(self.badValues)",message="exactly one of goodValues or badValues must be set"
+// +kubebuilder:validation:XValidation:rule="!(has(self.prometheusService) && has(self.endpoint))",message="set prometheusService or endpoint, not both"
 type DiscreteValueOutOfList struct {
-	// prometheusService is the Prometheus to query: host:port or an http(s):// URL.
-	// +required
+	// prometheusService is an open Prometheus to query, with plain requests: host:port or an http(s):// URL.
+	// Set it or endpoint, not both; with neither, the manager's default endpoint is used (SPEC §2.3).
+	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="self.matches('^https?://') ? isURL(self) : self.matches('^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?:[0-9]{1,5}$')",message="must be host:port or an http(s):// URL"
-	PrometheusService string `json:"prometheusService"`
+	PrometheusService string `json:"prometheusService,omitempty"`
+
+	// endpoint names a detector endpoint the manager's administrators defined (URL, TLS, credentials,
+	// headers: SPEC §2.3). A KubervisorService never sees or sets credentials or headers.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Endpoint string `json:"endpoint,omitempty"`
 
 	// promQL returns one counter per (value, pod), e.g. sum(increase(http_requests_total[1m])) by (code, pod).
 	// +required
@@ -246,13 +256,23 @@ type DiscreteValueOutOfList struct {
 }
 
 // ContinuousValueDeviation flags a pod whose value deviates from the fleet's by more than a tolerance.
+// +kubebuilder:validation:XValidation:rule="!(has(self.prometheusService) && has(self.endpoint))",message="set prometheusService or endpoint, not both"
 type ContinuousValueDeviation struct {
-	// prometheusService is the Prometheus to query: host:port or an http(s):// URL.
-	// +required
+	// prometheusService is an open Prometheus to query, with plain requests: host:port or an http(s):// URL.
+	// Set it or endpoint, not both; with neither, the manager's default endpoint is used (SPEC §2.3).
+	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="self.matches('^https?://') ? isURL(self) : self.matches('^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?:[0-9]{1,5}$')",message="must be host:port or an http(s):// URL"
-	PrometheusService string `json:"prometheusService"`
+	PrometheusService string `json:"prometheusService,omitempty"`
+
+	// endpoint names a detector endpoint the manager's administrators defined (URL, TLS, credentials,
+	// headers: SPEC §2.3). A KubervisorService never sees or sets credentials or headers.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Endpoint string `json:"endpoint,omitempty"`
 
 	// promQL returns one value per pod: the pod's value divided by the fleet's (1.0 is the average).
 	// +required
@@ -302,13 +322,23 @@ const (
 // threshold, where the median and the median absolute deviation (MAD) are those of the pods in traffic.
 // Unlike a mean, the median does not move when one pod reads 0. Needs at least 3 pods in traffic with a
 // value, else NoData.
+// +kubebuilder:validation:XValidation:rule="!(has(self.prometheusService) && has(self.endpoint))",message="set prometheusService or endpoint, not both"
 type PeerOutlier struct {
-	// prometheusService is the Prometheus to query: host:port or an http(s):// URL.
-	// +required
+	// prometheusService is an open Prometheus to query, with plain requests: host:port or an http(s):// URL.
+	// Set it or endpoint, not both; with neither, the manager's default endpoint is used (SPEC §2.3).
+	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="self.matches('^https?://') ? isURL(self) : self.matches('^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?:[0-9]{1,5}$')",message="must be host:port or an http(s):// URL"
-	PrometheusService string `json:"prometheusService"`
+	PrometheusService string `json:"prometheusService,omitempty"`
+
+	// endpoint names a detector endpoint the manager's administrators defined (URL, TLS, credentials,
+	// headers: SPEC §2.3). A KubervisorService never sees or sets credentials or headers.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Endpoint string `json:"endpoint,omitempty"`
 
 	// promQL returns one raw value per pod (a p99 latency, an error rate, a price), with no fleet
 	// normalisation.
@@ -349,15 +379,26 @@ type PeerOutlier struct {
 }
 
 // CustomService delegates anomaly detection to an HTTP service.
+// +kubebuilder:validation:XValidation:rule="!has(self.url) || !self.url.startsWith('/') || has(self.endpoint)",message="url is a path only with endpoint"
+// +kubebuilder:validation:XValidation:rule="!has(self.endpoint) || !has(self.url) || self.url.startsWith('/')",message="with endpoint, url is a path under the endpoint's URL (starting with /)"
 type CustomService struct {
-	// url is the service to ask: host:port/path or an http(s):// URL. It receives a GET with the query
-	// parameters namespace, kubervisorservice and breaker, and answers 200 with a v1 PodList (JSON or YAML)
-	// or {"pods": ["name", ...]}, worst first.
-	// +required
+	// url is the service to ask: host:port/path or an http(s):// URL; with endpoint, a path under the
+	// endpoint's URL (starting with /) or nothing. It receives a GET with the query parameters namespace,
+	// kubervisorservice and breaker, and answers 200 with a v1 PodList (JSON or YAML) or
+	// {"pods": ["name", ...]}, worst first.
+	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=2048
-	// +kubebuilder:validation:XValidation:rule="self.matches('^https?://') ? isURL(self) : self.matches('^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?(/.*)?$')",message="must be host:port/path or an http(s):// URL"
-	URL string `json:"url"`
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('/') || (self.matches('^https?://') ? isURL(self) : self.matches('^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?(/.*)?$'))",message="must be host:port/path, an http(s):// URL, or a path (with endpoint)"
+	URL string `json:"url,omitempty"`
+
+	// endpoint names a detector endpoint the manager's administrators defined (SPEC §2.3); url is then a
+	// path under its URL. With neither url nor endpoint, the manager's default endpoint is used.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Endpoint string `json:"endpoint,omitempty"`
 }
 
 // ActivatorMode says what happens to an ejected pod once its period is over.

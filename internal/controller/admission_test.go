@@ -191,9 +191,41 @@ var _ = Describe("Admission", func() {
 		}, "spec.breakers[0].continuousValueDeviation.maxDeviationPercent", "greater than or equal to 0"}),
 		Entry("custom service url with a space", invalid{func(s map[string]any) {
 			s["breakers"] = []any{map[string]any{"name": "c", "customService": map[string]any{"url": "detector :8080/x"}}}
-		}, "spec.breakers[0].customService.url", "host:port/path or an http(s):// URL"}),
+		}, "spec.breakers[0].customService.url", "host:port/path, an http(s):// URL, or a path (with endpoint)"}),
 		Entry("unknown dryRun type", invalid{func(s map[string]any) { s["dryRun"] = "perhaps" },
 			"spec.dryRun", "boolean"}),
+		Entry("prometheusService and endpoint", invalid{func(s map[string]any) { discrete0(s)["endpoint"] = "thanos" },
+			"spec.breakers[0].discreteValueOutOfList", "set prometheusService or endpoint, not both"}),
+		Entry("endpoint not a DNS label", invalid{func(s map[string]any) {
+			delete(discrete0(s), "prometheusService")
+			discrete0(s)["endpoint"] = "Thanos_1"
+		}, "spec.breakers[0].discreteValueOutOfList.endpoint", "should match"}),
+		Entry("custom service path without endpoint", invalid{func(s map[string]any) {
+			s["breakers"] = []any{map[string]any{"name": "c", "customService": map[string]any{"url": "/v1/anomalies"}}}
+		}, "spec.breakers[0].customService", "url is a path only with endpoint"}),
+		Entry("custom service endpoint with a full url", invalid{func(s map[string]any) {
+			s["breakers"] = []any{map[string]any{"name": "c", "customService": map[string]any{"endpoint": "d", "url": "detector:8080/x"}}}
+		}, "spec.breakers[0].customService", "with endpoint, url is a path under the endpoint's URL"}),
+	)
+
+	DescribeTable("accepts detectors that name an endpoint, or none (the manager's default)",
+		func(mutate func(s map[string]any)) {
+			Expect(k8sClient.Create(ctx, kvsObject(ns, "endpoint", mutate))).To(Succeed())
+		},
+		Entry("a Prometheus detector naming an endpoint", func(s map[string]any) {
+			delete(discrete0(s), "prometheusService")
+			discrete0(s)["endpoint"] = "thanos"
+		}),
+		Entry("a Prometheus detector naming no address (the default endpoint)", func(s map[string]any) { delete(discrete0(s), "prometheusService") }),
+		Entry("a custom service with an endpoint and a path", func(s map[string]any) {
+			s["breakers"] = []any{map[string]any{"name": "c", "customService": map[string]any{"endpoint": "d", "url": "/v1/anomalies?team=a"}}}
+		}),
+		Entry("a custom service with an endpoint alone", func(s map[string]any) {
+			s["breakers"] = []any{map[string]any{"name": "c", "customService": map[string]any{"endpoint": "d"}}}
+		}),
+		Entry("a custom service with nothing (the default endpoint)", func(s map[string]any) {
+			s["breakers"] = []any{map[string]any{"name": "c", "customService": map[string]any{}}}
+		}),
 	)
 
 	DescribeTable("accepts a peerOutlier threshold as a number or a string",

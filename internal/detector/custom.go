@@ -28,11 +28,25 @@ type customDetector struct {
 }
 
 func newCustomDetector(breaker string, c *v1alpha1.CustomService, opts Options) (*customDetector, error) {
-	u, err := parseAddress(c.URL)
-	if err != nil {
-		return nil, fmt.Errorf("breaker %q: customService: url: %w", breaker, err)
+	raw := c.URL
+	if opts.Endpoint != nil {
+		raw = ""
 	}
-	return &customDetector{breaker: breaker, address: c.URL, url: u, client: opts.HTTPClient, timeout: opts.Timeout}, nil
+	u, client, name, err := opts.target("url", raw)
+	if err != nil {
+		return nil, fmt.Errorf("breaker %q: customService: %w", breaker, err)
+	}
+	if opts.Endpoint != nil && c.URL != "" {
+		// url is a path under the endpoint's URL (admission refuses anything else with endpoint).
+		p, err := url.Parse(c.URL)
+		if err != nil || p.Host != "" || p.Scheme != "" {
+			return nil, fmt.Errorf("breaker %q: customService: url %q: with an endpoint, url is a path", breaker, c.URL)
+		}
+		u = u.JoinPath(p.Path)
+		u.RawQuery = p.RawQuery
+		name += ", path " + p.Path
+	}
+	return &customDetector{breaker: breaker, address: name, url: u, client: client, timeout: opts.Timeout}, nil
 }
 
 // Detect sends GET url?namespace=…&kubervisorservice=…&breaker=… and reads the ranked pod names.

@@ -103,6 +103,34 @@ type Options struct {
 	// Now gives the evaluation time of Prometheus instant queries. nil uses time.Now; tests inject a fixed
 	// clock to check the timestamp sent.
 	Now func() time.Time
+	// Endpoint is the named endpoint (SPEC §2.3) the detector talks to, resolved by the caller: its URL
+	// replaces prometheusService (customService.url is then a path under it), its Client (TLS, credentials,
+	// headers) replaces HTTPClient, and its timeout, when shorter, Timeout. nil: the breaker's own address.
+	Endpoint *Endpoint
+}
+
+// Endpoint is a named detector endpoint as a detector uses it. Messages name it, never its credentials.
+type Endpoint struct {
+	Name    string
+	URL     *url.URL
+	Client  *http.Client
+	Timeout time.Duration
+}
+
+// target is where a detector sends its queries: the endpoint's URL and client, or the breaker's own
+// address (raw, as the user wrote it; field names it in messages) with the shared client.
+func (o *Options) target(field, raw string) (u *url.URL, client *http.Client, name string, err error) {
+	if e := o.Endpoint; e != nil {
+		u := *e.URL
+		return &u, e.Client, "endpoint " + e.Name, nil
+	}
+	if raw == "" {
+		return nil, nil, "", fmt.Errorf("%s: no address and no endpoint", field)
+	}
+	if u, err = parseAddress(raw); err != nil {
+		return nil, nil, "", fmt.Errorf("%s: %w", field, err)
+	}
+	return u, o.HTTPClient, raw, nil
 }
 
 // maxBodyBytes caps what a custom service may answer: 16 MiB is a PodList of tens of thousands of pods,
@@ -146,6 +174,14 @@ func New(b *v1alpha1.BreakerStrategy, opts Options) (Detector, error) {
 			return nil, fmt.Errorf("breaker %q: evaluationPeriod: %w", b.Name, err)
 		}
 		opts.Timeout = period
+	}
+	if e := opts.Endpoint; e != nil {
+		if e.URL == nil || e.Client == nil {
+			return nil, fmt.Errorf("breaker %q: endpoint %q without a URL or a client", b.Name, e.Name)
+		}
+		if e.Timeout > 0 {
+			opts.Timeout = min(opts.Timeout, e.Timeout)
+		}
 	}
 
 	switch {

@@ -134,7 +134,7 @@ func TestNew(t *testing.T) {
 		},
 		"empty custom URL": {
 			breaker: custom(""),
-			wantErr: "empty address",
+			wantErr: "no address and no endpoint",
 		},
 		"negative timeout": {
 			breaker: custom("x:1"),

@@ -45,23 +45,23 @@ func newPrometheusDetector(b *v1alpha1.BreakerStrategy, kind, address, promQL st
 	if promQL == "" {
 		return nil, fmt.Errorf("breaker %q: %s: empty promQL", breaker, kind)
 	}
-	u, err := parseAddress(address)
+	u, client, name, err := opts.target("prometheusService", address)
 	if err != nil {
-		return nil, fmt.Errorf("breaker %q: %s: prometheusService: %w", breaker, kind, err)
+		return nil, fmt.Errorf("breaker %q: %s: %w", breaker, kind, err)
 	}
 	// The client is built once per detector and reused by every evaluation; the HTTP transport beneath is
-	// shared by all detectors through Options.HTTPClient.
-	client, err := api.NewClient(api.Config{Address: u.String(), Client: opts.HTTPClient})
+	// shared by all detectors through Options.HTTPClient (or the endpoint's).
+	apiClient, err := api.NewClient(api.Config{Address: u.String(), Client: client})
 	if err != nil {
-		return nil, fmt.Errorf("breaker %q: %s: prometheusService %q: %w", breaker, kind, address, err)
+		return nil, fmt.Errorf("breaker %q: %s: %s: %w", breaker, kind, name, err)
 	}
 	return &prometheusDetector{
 		breaker:      breaker,
 		kind:         kind,
-		address:      address,
+		address:      name,
 		promQL:       promQL,
 		namespaceKey: model.LabelName(b.NamespaceKeyOf()),
-		api:          promv1.NewAPI(client),
+		api:          promv1.NewAPI(apiClient),
 		analyzer:     a,
 		timeout:      opts.Timeout,
 		now:          opts.Now,

@@ -83,7 +83,7 @@ func (r *KubervisorServiceReconciler) answer(ctx context.Context, kvs *kvv1.Kube
 		pods := planPods(obs.pods, kvs.Spec.GateMode())
 		fleet := breaker.Count(pods)
 		floor := breaker.FloorOf(&kvs.Spec, fleet.Base)
-		serving := state.Traffic == kvv1.TrafficYes && podstate.ServingReady(pod, kvs.Spec.GateMode()) && pod.DeletionTimestamp.IsZero()
+		serving := podstate.Serving(pod, kvs.Spec.GateMode())
 		if serving && fleet.InTraffic-1 < floor && !rq.Force {
 			metrics.Withheld.WithLabelValues(kvs.Namespace, kvs.Name, kvv1.ManualStrategy).Inc()
 			return r.refuse(ctx, kvs, pod, rq, fmt.Sprintf(

@@ -174,10 +174,11 @@ func countPods(pods []*corev1.Pod, gateMode bool) kvv1.PodCounts {
 		if ready {
 			c.Ready++
 		}
-		switch podstate.TrafficOf(p) {
+		switch t := podstate.TrafficOf(p); t {
 		case kvv1.TrafficYes:
-			// Serving only: a terminating pod is out of the endpoints whatever its Ready condition says.
-			if ready && p.DeletionTimestamp.IsZero() {
+			// Serving only (podstate.Serving): a terminating pod is out of the endpoints whatever its Ready
+			// condition says.
+			if podstate.Serves(t, ready, !p.DeletionTimestamp.IsZero()) {
 				c.InTraffic++
 			}
 		case kvv1.TrafficNo:

@@ -49,6 +49,21 @@ func ServingReady(pod *corev1.Pod, gateMode bool) bool {
 	return Ready(pod)
 }
 
+// Serving reports whether the pod is in traffic, as the floor, the quota, the pod counts and the detectors
+// judge it (SPEC §5.3): labelled traffic=yes, ready in ServingReady's sense (ContainersReady in readinessGate
+// mode), and not terminating (the EndpointSlice controller marks a terminating pod so, whatever its Ready
+// condition says: it serves no new traffic).
+func Serving(pod *corev1.Pod, gateMode bool) bool {
+	return Serves(TrafficOf(pod), ServingReady(pod, gateMode), !pod.DeletionTimestamp.IsZero())
+}
+
+// Serves is Serving's rule on what is known of a pod: its traffic label, its readiness in ServingReady's
+// sense and whether it is terminating. For code that holds that summary rather than the pod (breaker.Pod)
+// or has the readiness at hand already.
+func Serves(traffic string, ready, terminating bool) bool {
+	return ready && !terminating && traffic == v1alpha1.TrafficYes
+}
+
 // ReadySince returns when the pod last became ready in ServingReady's sense (Ready; ContainersReady in
 // readinessGate mode): the condition's lastTransitionTime. Zero when the pod is not ready or the time is
 // unset (a pod with no known start of readiness counts as warm: warm-up never keeps a pod in traffic on a

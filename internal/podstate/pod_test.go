@@ -180,3 +180,41 @@ func TestReadySince(t *testing.T) {
 		})
 	}
 }
+
+func TestServing(t *testing.T) {
+	// A pod whose ContainersReady is True and Ready False is ready but for a readiness gate (Kubervisor's).
+	pod := func(traffic string, ready, containersReady corev1.ConditionStatus, terminating bool) *corev1.Pod {
+		p := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{kvv1.LabelTraffic: traffic}},
+			Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: ready},
+				{Type: corev1.ContainersReady, Status: containersReady}}},
+		}
+		if terminating {
+			p.DeletionTimestamp = new(metav1.NewTime(now))
+		}
+		return p
+	}
+	const yes, no = corev1.ConditionTrue, corev1.ConditionFalse
+	cases := map[string]struct {
+		pod                  *corev1.Pod
+		selectorMode, inGate bool
+	}{
+		"ready, in traffic":             {pod: pod(kvv1.TrafficYes, yes, yes, false), selectorMode: true, inGate: true},
+		"ready, ejected":                {pod: pod(kvv1.TrafficNo, yes, yes, false)},
+		"ready, paused":                 {pod: pod(kvv1.TrafficPause, yes, yes, false)},
+		"ready, no traffic label":       {pod: pod("", yes, yes, false)},
+		"ready, terminating":            {pod: pod(kvv1.TrafficYes, yes, yes, true)},
+		"not ready":                     {pod: pod(kvv1.TrafficYes, no, no, false)},
+		"held by a gate: ready in gate": {pod: pod(kvv1.TrafficYes, no, yes, false), inGate: true},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := podstate.Serving(tc.pod, false); got != tc.selectorMode {
+				t.Errorf("Serving(selector mode) = %t, want %t", got, tc.selectorMode)
+			}
+			if got := podstate.Serving(tc.pod, true); got != tc.inGate {
+				t.Errorf("Serving(readinessGate mode) = %t, want %t", got, tc.inGate)
+			}
+		})
+	}
+}

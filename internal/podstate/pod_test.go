@@ -218,3 +218,20 @@ func TestServing(t *testing.T) {
 		})
 	}
 }
+
+func TestCountPaused(t *testing.T) {
+	var pods []corev1.Pod
+	for _, traffic := range []string{kvv1.TrafficPause, kvv1.TrafficNo, kvv1.TrafficYes, "", kvv1.TrafficPause, "Pause"} {
+		pods = append(pods, corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{kvv1.LabelTraffic: traffic}}})
+	}
+	pods = append(pods, corev1.Pod{})
+	if got := podstate.CountPaused(pods); got != 2 {
+		t.Errorf("CountPaused = %d, want 2", got)
+	}
+	if got := podstate.CountPaused(nil); got != 0 {
+		t.Errorf("CountPaused(nil) = %d, want 0", got)
+	}
+	if !podstate.IsPaused(&pods[0]) || podstate.IsPaused(&pods[1]) || podstate.IsPaused(&pods[6]) {
+		t.Error("IsPaused: want only traffic=pause")
+	}
+}

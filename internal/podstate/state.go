@@ -163,6 +163,21 @@ func Of(pod *corev1.Pod, now time.Time) State {
 // traffic label (every pod of every pass).
 func TrafficOf(pod *corev1.Pod) string { return pod.Labels[v1alpha1.LabelTraffic] }
 
+// IsPaused reports whether the pod is paused (kubervisor/traffic=pause): out of traffic for good, for
+// investigation.
+func IsPaused(pod *corev1.Pod) bool { return TrafficOf(pod) == v1alpha1.TrafficPause }
+
+// CountPaused counts the paused pods (IsPaused): what the activator weighs against maxPauseCount.
+func CountPaused(pods []corev1.Pod) int32 {
+	var n int32
+	for i := range pods {
+		if IsPaused(&pods[i]) {
+			n++
+		}
+	}
+	return n
+}
+
 // BreakAtOf is the pod's kubervisor/break-at as written (zero when missing or malformed), without the
 // checks and defaults of Parse: an order among pods out of traffic, not a schedule.
 func BreakAtOf(pod *corev1.Pod) time.Time {

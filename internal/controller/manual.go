@@ -80,11 +80,11 @@ func (r *KubervisorServiceReconciler) answer(ctx context.Context, kvs *kvv1.Kube
 		if kvs.Spec.GateMode() && !podstate.HasGate(pod) {
 			return r.refuse(ctx, kvs, pod, rq, "the pod lacks the readiness gate "+kvv1.ConditionInTraffic+": it cannot be taken out of traffic")
 		}
-		pods := planPods(obs.pods, kvs.Spec.GateMode())
-		fleet := breaker.Count(pods)
+		fleet := breaker.Count(planPods(obs.pods, kvs.Spec.GateMode()))
 		floor := breaker.FloorOf(&kvs.Spec, fleet.Base)
-		serving := podstate.Serving(pod, kvs.Spec.GateMode())
-		if serving && fleet.InTraffic-1 < floor && !rq.Force {
+		// A serving pod leaves traffic only within the quota the breakers share; a pod out already uses none.
+		breaksFloor := podstate.Serving(pod, kvs.Spec.GateMode()) && breaker.Quota(fleet, floor) == 0
+		if breaksFloor && !rq.Force {
 			metrics.Withheld.WithLabelValues(kvs.Namespace, kvs.Name, kvv1.ManualStrategy).Inc()
 			return r.refuse(ctx, kvs, pod, rq, fmt.Sprintf(
 				"the floor keeps %d pods in traffic and %d serve: ejecting this one would leave %d (use --force to break the floor)",
@@ -96,7 +96,7 @@ func (r *KubervisorServiceReconciler) answer(ctx context.Context, kvs *kvv1.Kube
 			until = now.Add(rq.For)
 			what = "out of traffic until " + podstate.FormatTime(until)
 		}
-		if serving && fleet.InTraffic-1 < floor {
+		if breaksFloor {
 			what += fmt.Sprintf(", forced under the floor of %d", floor)
 		}
 		metrics.Ejections.WithLabelValues(kvs.Namespace, kvs.Name, kvv1.ManualStrategy, "true").Inc()

@@ -72,7 +72,7 @@ func desiredStatus(kvs *kvv1.KubervisorService, obs *observation, mem recalled, 
 func heldOutBy(pods []*corev1.Pod, breakerName string) []string {
 	var out []string
 	for _, p := range pods {
-		if podstate.TrafficOf(p) == kvv1.TrafficNo && p.Labels[kvv1.LabelStrategy] == breakerName {
+		if podstate.TrafficOf(p) == kvv1.TrafficNo && podstate.StrategyOf(p) == breakerName {
 			out = append(out, p.Name)
 		}
 	}

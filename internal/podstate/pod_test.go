@@ -138,11 +138,17 @@ func TestActivatorInactivityForADryRunBreaker(t *testing.T) {
 
 // TestLabelReadersAgreeWithParse guards the cheap readers against drifting from the parser.
 func TestLabelReadersAgreeWithParse(t *testing.T) {
-	for _, l := range []map[string]string{nil, {kvv1.LabelName: "kvs", kvv1.LabelTraffic: kvv1.TrafficNo}, {kvv1.LabelTraffic: "maybe"}} {
+	for _, l := range []map[string]string{nil, {kvv1.LabelName: "kvs", kvv1.LabelTraffic: kvv1.TrafficNo, kvv1.LabelStrategy: "errors"},
+		{kvv1.LabelTraffic: "maybe"}, {kvv1.LabelName: ""}} {
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: l}}
 		s := podstate.Of(pod, time.Time{})
-		if podstate.TrafficOf(pod) != s.Traffic || podstate.OwnerOf(pod) != s.Owner {
-			t.Errorf("labels %v: TrafficOf %q OwnerOf %q, Parse %q %q", l, podstate.TrafficOf(pod), podstate.OwnerOf(pod), s.Traffic, s.Owner)
+		if podstate.TrafficOf(pod) != s.Traffic || podstate.OwnerOf(pod) != s.Owner || podstate.StrategyOf(pod) != s.Strategy {
+			t.Errorf("labels %v: TrafficOf %q OwnerOf %q StrategyOf %q, Parse %q %q %q", l, podstate.TrafficOf(pod), podstate.OwnerOf(pod),
+				podstate.StrategyOf(pod), s.Traffic, s.Owner, s.Strategy)
+		}
+		_, present := l[kvv1.LabelName]
+		if name, ok := podstate.OwnerLabel(l); name != s.Owner || ok != present {
+			t.Errorf("labels %v: OwnerLabel = %q, %t; want %q, %t", l, name, ok, s.Owner, present)
 		}
 	}
 }

@@ -192,6 +192,18 @@ func BreakAtOf(pod *corev1.Pod) time.Time {
 // kubervisor/name label, "" for none.
 func OwnerOf(pod *corev1.Pod) string { return pod.Labels[v1alpha1.LabelName] }
 
+// OwnerLabel is the kubervisor/name label of a pod's labels, and whether the pod carries it at all: a pod
+// labelled with an empty name counts as labelled (the pod index and the conflict check), while OwnerOf
+// and Parse read it as no owner.
+func OwnerLabel(labels map[string]string) (name string, ok bool) {
+	name, ok = labels[v1alpha1.LabelName]
+	return name, ok
+}
+
+// StrategyOf is Of(pod, now).Strategy without parsing the annotations: the kubervisor/strategy label (the
+// breaker that last ejected the pod, v1alpha1.ManualStrategy for a person), "" when missing.
+func StrategyOf(pod *corev1.Pod) string { return pod.Labels[v1alpha1.LabelStrategy] }
+
 // FormatTime formats t the way Kubervisor writes times on pods: RFC 3339 in UTC with sub-second
 // precision (time.RFC3339Nano, which drops trailing zeros).
 func FormatTime(t time.Time) string {

@@ -108,6 +108,28 @@ func WantedGate(pod *corev1.Pod, gateMode bool) corev1.ConditionStatus {
 	return corev1.ConditionTrue
 }
 
+// GateReason is the reason and message of the kubervisor.io/in-traffic condition a pod should carry
+// (WantedGate): why Kubervisor holds it out of traffic (ejected by which breaker, paused), or why it lets it
+// in (in traffic, selector mode, not supervised).
+func GateReason(pod *corev1.Pod, gateMode bool) (reason, message string) {
+	want := WantedGate(pod, gateMode)
+	switch t := TrafficOf(pod); {
+	case want == corev1.ConditionFalse && t == v1alpha1.TrafficPause:
+		return v1alpha1.GateReasonPaused, "Paused by Kubervisor for investigation (kubervisor/traffic=pause)"
+	case want == corev1.ConditionFalse:
+		strategy := StrategyOf(pod)
+		if strategy == "" {
+			strategy = "(none)"
+		}
+		return v1alpha1.GateReasonEjected, "Taken out of traffic by Kubervisor, breaker " + strategy
+	case OwnerOf(pod) == "":
+		return v1alpha1.GateReasonNotSupervised, "No KubervisorService supervises the pod"
+	case !gateMode:
+		return v1alpha1.GateReasonSelectorMode, "The KubervisorService controls traffic through the Service selector"
+	}
+	return v1alpha1.GateReasonInTraffic, "Kubervisor keeps the pod in traffic"
+}
+
 // ManagedSelector returns the selector of the pods a KubervisorService supervises: the Service selector
 // minus kubervisor/traffic. A selector with no other key selects nothing to supervise (a Service without a
 // selector has its endpoints managed by hand; one with the traffic key alone would pick the in-traffic

@@ -241,3 +241,45 @@ func TestCountPaused(t *testing.T) {
 		t.Error("IsPaused: want only traffic=pause")
 	}
 }
+
+func TestGateReason(t *testing.T) {
+	pod := func(owner, traffic, strategy string) *corev1.Pod {
+		l := map[string]string{}
+		for k, v := range map[string]string{kvv1.LabelName: owner, kvv1.LabelTraffic: traffic, kvv1.LabelStrategy: strategy} {
+			if v != "" {
+				l[k] = v
+			}
+		}
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: l}}
+	}
+	cases := map[string]struct {
+		pod      *corev1.Pod
+		gateMode bool
+		want     corev1.ConditionStatus
+		reason   string
+		message  string
+	}{
+		"ejected in gate mode": {pod: pod("kvs", kvv1.TrafficNo, "errors"), gateMode: true, want: corev1.ConditionFalse,
+			reason: kvv1.GateReasonEjected, message: "Taken out of traffic by Kubervisor, breaker errors"},
+		"ejected without a strategy": {pod: pod("kvs", kvv1.TrafficNo, ""), gateMode: true, want: corev1.ConditionFalse,
+			reason: kvv1.GateReasonEjected, message: "Taken out of traffic by Kubervisor, breaker (none)"},
+		"paused in gate mode": {pod: pod("kvs", kvv1.TrafficPause, "errors"), gateMode: true, want: corev1.ConditionFalse,
+			reason: kvv1.GateReasonPaused, message: "Paused by Kubervisor for investigation (kubervisor/traffic=pause)"},
+		"in traffic in gate mode": {pod: pod("kvs", kvv1.TrafficYes, ""), gateMode: true, want: corev1.ConditionTrue,
+			reason: kvv1.GateReasonInTraffic, message: "Kubervisor keeps the pod in traffic"},
+		"ejected in selector mode": {pod: pod("kvs", kvv1.TrafficNo, "errors"), want: corev1.ConditionTrue,
+			reason: kvv1.GateReasonSelectorMode, message: "The KubervisorService controls traffic through the Service selector"},
+		"not supervised, out by hand": {pod: pod("", kvv1.TrafficNo, ""), gateMode: true, want: corev1.ConditionTrue,
+			reason: kvv1.GateReasonNotSupervised, message: "No KubervisorService supervises the pod"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := podstate.WantedGate(tc.pod, tc.gateMode); got != tc.want {
+				t.Errorf("WantedGate = %s, want %s", got, tc.want)
+			}
+			if reason, message := podstate.GateReason(tc.pod, tc.gateMode); reason != tc.reason || message != tc.message {
+				t.Errorf("GateReason = %q, %q; want %q, %q", reason, message, tc.reason, tc.message)
+			}
+		})
+	}
+}

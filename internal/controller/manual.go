@@ -19,10 +19,11 @@ import (
 )
 
 // Manual control (SPEC §10). `kubectl kubervisor eject|restore` writes a request on a pod (annotations
-// kubervisor/request*); the KubervisorService reconciler carries it out in its pass, so that it stays the
-// only writer of the traffic label and a person's ejection shares the floor and the quota with the
-// breakers (one writer of ejections per KubervisorService, never two racing for the last pods). A request
-// on a pod no KubervisorService supervises is refused by the Pod reconciler (refuseUnsupervised).
+// kubervisor/request*, podstate.Request; read back by podstate.RequestOf); the KubervisorService reconciler
+// carries it out in its pass, so that it stays the only writer of the traffic label and a person's ejection
+// shares the floor and the quota with the breakers (one writer of ejections per KubervisorService, never two
+// racing for the last pods). A request on a pod no KubervisorService supervises is refused by the Pod
+// reconciler (refuseUnsupervised).
 //
 // Every answer is one patch: the action (if any) and the outcome (podstate.Answer: the request's keys
 // removed, "<request-at> Done: …" or "<request-at> Refused: …" in kubervisor/request-outcome), with an

@@ -27,7 +27,8 @@ const DefaultWait = 10 * time.Second
 // anonymous is the username the API server gives to unauthenticated requests.
 const anonymous = "system:anonymous"
 
-// ManualRequest is what `kubectl kubervisor eject|restore` asks of the controller (SPEC §10).
+// ManualRequest is what `kubectl kubervisor eject|restore` asks of the controller (SPEC §10): its flags.
+// Request checks them and writes them on the pod as a podstate.ManualRequest, the controller's reading.
 type ManualRequest struct {
 	// Action is kvv1.RequestEject or kvv1.RequestRestore.
 	Action string

@@ -70,6 +70,14 @@ const (
 	// ConditionInTraffic is the pod condition of the readinessGate mode (SPEC §11), declared by the pods in
 	// spec.readinessGates: True while kubervisor/traffic is yes, False while it is no or pause.
 	ConditionInTraffic = "kubervisor.io/in-traffic"
+	// GateReasonEjected and GateReasonPaused are the reasons of a False ConditionInTraffic (traffic no,
+	// pause); GateReasonInTraffic, GateReasonSelectorMode and GateReasonNotSupervised those of a True one:
+	// the pod in traffic, its KubervisorService in selector mode, or no KubervisorService supervising it.
+	GateReasonEjected       = "Ejected"
+	GateReasonPaused        = "Paused"
+	GateReasonInTraffic     = "InTraffic"
+	GateReasonSelectorMode  = "SelectorMode"
+	GateReasonNotSupervised = "NotSupervised"
 
 	// AnnotationDeletionCost is the Kubernetes annotation a ReplicaSet ranks its pods by when it removes
 	// some (scale-down, rollout): lowest cost first. Kubervisor sets it to DeletionCostOutOfTraffic on the

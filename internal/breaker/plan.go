@@ -6,6 +6,7 @@ import (
 	"time"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/podstate"
 )
 
 // Pod is what the plan needs to know of a managed pod.
@@ -27,9 +28,10 @@ type Pod struct {
 	BreakAt time.Time
 }
 
-// Serving reports whether the pod is in traffic: Ready, not terminating, labelled traffic=yes.
+// Serving reports whether the pod is in traffic (podstate.Serving): Ready, not terminating, labelled
+// traffic=yes.
 func (p Pod) Serving() bool {
-	return p.Ready && !p.Terminating && p.Traffic == kvv1.TrafficYes
+	return podstate.Serves(p.Traffic, p.Ready, p.Terminating)
 }
 
 // Anomaly is a pod flagged by a detector, with the detector's explanation.

@@ -176,11 +176,5 @@ func (r *PodReconciler) countPaused(ctx context.Context, kvs *kvv1.KubervisorSer
 	if err != nil {
 		return 0, err
 	}
-	var n int32
-	for i := range pods {
-		if podstate.TrafficOf(&pods[i]) == kvv1.TrafficPause {
-			n++
-		}
-	}
-	return n, nil
+	return podstate.CountPaused(pods), nil
 }

@@ -3,7 +3,7 @@
 // # Who writes what (one writer per field)
 //
 // Every write on a pod's metadata is a constructor of internal/podstate, sent by patchPod (merge patch with
-// optimistic locking):
+// optimistic locking), and every read of a pod's labels and annotations goes through podstate too:
 //
 //	field                                   written by
 //	--------------------------------------  -----------------------------------------------------------
@@ -26,10 +26,15 @@
 //	annotation activator                    podstate.Eject (the fingerprint of the activator in force)
 //	annotations manual-by/-reason/-until    podstate.EjectByHand (KubervisorService reconciler, carrying
 //	                                        out a request); removed by podstate.Restore and Release
-//	annotations request, request-*          `kubectl kubervisor eject|restore` (the plugin: the only
-//	                                        other writer); removed by podstate.Answer once carried out
+//	annotations request, request-*          podstate.Request, from `kubectl kubervisor eject|restore` (the
+//	                                        plugin: the only other writer); read by podstate.RequestOf (here
+//	                                        and in the plugin); removed by podstate.Answer once carried out
 //	annotation request-outcome              podstate.Answer (KubervisorService reconciler; the Pod
-//	                                        reconciler for a pod nobody supervises)
+//	                                        reconciler for a pod nobody supervises); read by the plugin
+//	                                        through podstate.OutcomeOf
+//	pod condition kubervisor.io/in-traffic  syncGate (pods/status patch; after the traffic writes, in the
+//	                                        Pod reconciler, at release): status podstate.WantedGate, reason
+//	                                        and message podstate.GateReason (reasons kvv1.GateReason*)
 //	KubervisorService status (all of it)    KubervisorService reconciler, once per pass, only if changed
 //	KubervisorService finalizer             KubervisorService reconciler
 //
@@ -43,7 +48,8 @@
 //	                        overlay: the expectations that keep the floor against a lagging cache, §5.5)
 //	fail-open (restore.go)  under the floor, pods the breakers ejected back in traffic (breaker.Restore),
 //	                        in every pass, before any evaluation -> the BelowFloor message, its event
-//	requests (manual.go)    manual eject/restore requests carried out inside the floor (live read first)
+//	requests (manual.go)    manual eject/restore requests (podstate.RequestOf) carried out inside the floor
+//	                        (breaker.Quota, as the plan; live read first)
 //	evaluate (evaluate.go)  detector queries of the due breakers -> evaluation (typed OK | NoData | Error,
 //	                        guards, failureThreshold counts) with the schedule and the detectors it built,
 //	                        as values: it writes nothing, its memory included

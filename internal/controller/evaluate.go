@@ -310,7 +310,7 @@ func planPods(pods []*corev1.Pod, gateMode bool) []breaker.Pod {
 			Traffic: podstate.TrafficOf(p), Locked: gateMode && !podstate.HasGate(p)}
 		if out[i].Traffic == kvv1.TrafficNo {
 			// Only pods out of traffic are ever restored: read who ejected them and when for those alone.
-			out[i].Manual = p.Labels[kvv1.LabelStrategy] == kvv1.ManualStrategy
+			out[i].Manual = podstate.StrategyOf(p) == kvv1.ManualStrategy
 			out[i].BreakAt = podstate.BreakAtOf(p)
 		}
 	}

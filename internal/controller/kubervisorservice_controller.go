@@ -243,7 +243,7 @@ func (r *KubervisorServiceReconciler) finalize(ctx context.Context, kvs *kvv1.Ku
 	paused := 0
 	var errs error
 	for i := range pods {
-		wasPaused := pods[i].Labels[kvv1.LabelTraffic] == kvv1.TrafficPause
+		wasPaused := podstate.IsPaused(&pods[i])
 		if err := releasePod(ctx, r.Client, &pods[i]); err != nil {
 			errs = errors.Join(errs, err)
 			continue

@@ -19,57 +19,21 @@ import (
 )
 
 // Manual control (SPEC §10). `kubectl kubervisor eject|restore` writes a request on a pod (annotations
-// kubervisor/request*); the KubervisorService reconciler carries it out in its pass, so that it stays the
-// only writer of the traffic label and a person's ejection shares the floor and the quota with the
-// breakers (one writer of ejections per KubervisorService, never two racing for the last pods). A request
-// on a pod no KubervisorService supervises is refused by the Pod reconciler (refuseUnsupervised).
+// kubervisor/request*, podstate.Request; read back by podstate.RequestOf); the KubervisorService reconciler
+// carries it out in its pass, so that it stays the only writer of the traffic label and a person's ejection
+// shares the floor and the quota with the breakers (one writer of ejections per KubervisorService, never two
+// racing for the last pods). A request on a pod no KubervisorService supervises is refused by the Pod
+// reconciler (refuseUnsupervised).
 //
 // Every answer is one patch: the action (if any) and the outcome (podstate.Answer: the request's keys
 // removed, "<request-at> Done: …" or "<request-at> Refused: …" in kubervisor/request-outcome), with an
 // event on the pod and the KubervisorService naming who, what and why.
 
-// request is a manual request read from a pod.
-type request struct {
-	kind, by, at, reason string
-	// forDuration is how long an eject holds the pod out (0: until restored).
-	forDuration time.Duration
-	force       bool
-}
-
-// requestOf reads the pod's pending request; ok is false when it carries none.
-func requestOf(pod *corev1.Pod) (request, bool, error) {
-	a := pod.Annotations
-	kind, ok := a[kvv1.AnnotationRequest]
-	if !ok {
-		return request{}, false, nil
-	}
-	rq := request{kind: kind, by: a[kvv1.AnnotationRequestBy], at: a[kvv1.AnnotationRequestAt], reason: a[kvv1.AnnotationRequestReason],
-		force: a[kvv1.AnnotationRequestForce] == "true"}
-	var errs []string
-	if kind != kvv1.RequestEject && kind != kvv1.RequestRestore {
-		errs = append(errs, fmt.Sprintf("%s is %q, not %s or %s", kvv1.AnnotationRequest, kind, kvv1.RequestEject, kvv1.RequestRestore))
-	}
-	if rq.by == "" {
-		errs = append(errs, kvv1.AnnotationRequestBy+" is missing: a request names who asked")
-	}
-	if v, ok := a[kvv1.AnnotationRequestFor]; ok && kind == kvv1.RequestEject {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			errs = append(errs, fmt.Sprintf("%s %q is not a duration more than zero", kvv1.AnnotationRequestFor, v))
-		}
-		rq.forDuration = d
-	}
-	if len(errs) > 0 {
-		return rq, true, errors.New(strings.Join(errs, "; "))
-	}
-	return rq, true, nil
-}
-
 // carryOutRequests answers every pending request on the KubervisorService's pods, in name order. floor is
 // the KubervisorService's floor; pods reflect the pass's own writes afterwards.
 func (r *KubervisorServiceReconciler) carryOutRequests(ctx context.Context, kvs *kvv1.KubervisorService, obs *observation,
 	now time.Time) error {
-	if !slices.ContainsFunc(obs.pods, hasRequest) {
+	if !slices.ContainsFunc(obs.pods, podstate.HasRequest) {
 		return nil
 	}
 	// A live read, as before any ejection (SPEC §5.5): the floor holds for people too.
@@ -80,7 +44,7 @@ func (r *KubervisorServiceReconciler) carryOutRequests(ctx context.Context, kvs 
 	obs.pods = pointersTo(live)
 	var errs error
 	for _, pod := range obs.pods {
-		if !hasRequest(pod) {
+		if !podstate.HasRequest(pod) {
 			continue
 		}
 		if err := r.answer(ctx, kvs, obs, pod, now); err != nil {
@@ -93,12 +57,12 @@ func (r *KubervisorServiceReconciler) carryOutRequests(ctx context.Context, kvs 
 // answer carries out one pod's request.
 func (r *KubervisorServiceReconciler) answer(ctx context.Context, kvs *kvv1.KubervisorService, obs *observation, pod *corev1.Pod,
 	now time.Time) error {
-	rq, _, err := requestOf(pod)
+	rq, _, err := podstate.RequestOf(pod)
 	if err != nil {
 		return r.refuse(ctx, kvs, pod, rq, "the request is malformed: "+err.Error())
 	}
 	state := podstate.Of(pod, now)
-	switch rq.kind {
+	switch rq.Action {
 	case kvv1.RequestRestore:
 		if state.Traffic == kvv1.TrafficYes {
 			return r.done(ctx, kvs, obs, pod, rq, podstate.Patch{}, kvv1.EventManualRestore, "the pod is in traffic already")
@@ -117,11 +81,11 @@ func (r *KubervisorServiceReconciler) answer(ctx context.Context, kvs *kvv1.Kube
 		if kvs.Spec.GateMode() && !podstate.HasGate(pod) {
 			return r.refuse(ctx, kvs, pod, rq, "the pod lacks the readiness gate "+kvv1.ConditionInTraffic+": it cannot be taken out of traffic")
 		}
-		pods := planPods(obs.pods, kvs.Spec.GateMode())
-		fleet := breaker.Count(pods)
+		fleet := breaker.Count(planPods(obs.pods, kvs.Spec.GateMode()))
 		floor := breaker.FloorOf(&kvs.Spec, fleet.Base)
-		serving := state.Traffic == kvv1.TrafficYes && podstate.ServingReady(pod, kvs.Spec.GateMode()) && pod.DeletionTimestamp.IsZero()
-		if serving && fleet.InTraffic-1 < floor && !rq.force {
+		// A serving pod leaves traffic only within the quota the breakers share; a pod out already uses none.
+		breaksFloor := podstate.Serving(pod, kvs.Spec.GateMode()) && breaker.Quota(fleet, floor) == 0
+		if breaksFloor && !rq.Force {
 			metrics.Withheld.WithLabelValues(kvs.Namespace, kvs.Name, kvv1.ManualStrategy).Inc()
 			return r.refuse(ctx, kvs, pod, rq, fmt.Sprintf(
 				"the floor keeps %d pods in traffic and %d serve: ejecting this one would leave %d (use --force to break the floor)",
@@ -129,23 +93,23 @@ func (r *KubervisorServiceReconciler) answer(ctx context.Context, kvs *kvv1.Kube
 		}
 		var until time.Time
 		what := "out of traffic until restored by hand"
-		if rq.forDuration > 0 {
-			until = now.Add(rq.forDuration)
+		if rq.For > 0 {
+			until = now.Add(rq.For)
 			what = "out of traffic until " + podstate.FormatTime(until)
 		}
-		if serving && fleet.InTraffic-1 < floor {
+		if breaksFloor {
 			what += fmt.Sprintf(", forced under the floor of %d", floor)
 		}
 		metrics.Ejections.WithLabelValues(kvs.Namespace, kvs.Name, kvv1.ManualStrategy, "true").Inc()
-		return r.done(ctx, kvs, obs, pod, rq, podstate.EjectByHand(rq.by, rq.reason, until, now), kvv1.EventManualEject, what)
+		return r.done(ctx, kvs, obs, pod, rq, podstate.EjectByHand(rq.By, rq.Reason, until, now), kvv1.EventManualEject, what)
 	}
 }
 
 // done writes the action and the outcome in one patch, with events and a log line.
 func (r *KubervisorServiceReconciler) done(ctx context.Context, kvs *kvv1.KubervisorService, obs *observation, pod *corev1.Pod,
-	rq request, action podstate.Patch, reason, what string) error {
+	rq podstate.ManualRequest, action podstate.Patch, reason, what string) error {
 	base, traffic := pod.ResourceVersion, podstate.TrafficOf(pod)
-	if err := patchPod(ctx, r.Client, pod, action.Merge(podstate.Answer(rq.at, "Done: "+what))); err != nil {
+	if err := patchPod(ctx, r.Client, pod, action.Merge(podstate.Answer(rq.At, "Done: "+what))); err != nil {
 		return err
 	}
 	if t := podstate.TrafficOf(pod); t != traffic {
@@ -156,28 +120,29 @@ func (r *KubervisorServiceReconciler) done(ctx context.Context, kvs *kvv1.Kuberv
 		return err
 	}
 	verb := "restore"
-	if rq.kind == kvv1.RequestEject {
+	if rq.Action == kvv1.RequestEject {
 		verb = "eject"
 	}
-	logf.FromContext(ctx).Info("Carried out a manual request", "Pod", klog.KObj(pod), "request", verb, "by", rq.by, "reason", rq.reason)
+	logf.FromContext(ctx).Info("Carried out a manual request", "Pod", klog.KObj(pod), "request", verb, "by", rq.By, "reason", rq.Reason)
 	recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeNormal, reason, actionOf(rq),
-		fmt.Sprintf("%s asked to %s pod %s (%s): %s", rq.by, verb, pod.Name, orNoReason(rq.reason), what))
+		fmt.Sprintf("%s asked to %s pod %s (%s): %s", rq.By, verb, pod.Name, orNoReason(rq.Reason), what))
 	return nil
 }
 
 // refuse answers a request it does not carry out, with a Warning event.
-func (r *KubervisorServiceReconciler) refuse(ctx context.Context, kvs *kvv1.KubervisorService, pod *corev1.Pod, rq request, why string) error {
-	if err := patchPod(ctx, r.Client, pod, podstate.Answer(rq.at, "Refused: "+why)); err != nil {
+func (r *KubervisorServiceReconciler) refuse(ctx context.Context, kvs *kvv1.KubervisorService, pod *corev1.Pod, rq podstate.ManualRequest,
+	why string) error {
+	if err := patchPod(ctx, r.Client, pod, podstate.Answer(rq.At, "Refused: "+why)); err != nil {
 		return err
 	}
-	logf.FromContext(ctx).Info("Refused a manual request", "Pod", klog.KObj(pod), "request", rq.kind, "by", rq.by, "why", why)
+	logf.FromContext(ctx).Info("Refused a manual request", "Pod", klog.KObj(pod), "request", rq.Action, "by", rq.By, "why", why)
 	recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeWarning, kvv1.EventManualRefused, actionOf(rq),
-		fmt.Sprintf("Refused the request of %s to %s pod %s (%s): %s", orSomeone(rq.by), rq.kind, pod.Name, orNoReason(rq.reason), why))
+		fmt.Sprintf("Refused the request of %s to %s pod %s (%s): %s", orSomeone(rq.By), rq.Action, pod.Name, orNoReason(rq.Reason), why))
 	return nil
 }
 
-func actionOf(rq request) string {
-	if rq.kind == kvv1.RequestRestore {
+func actionOf(rq podstate.ManualRequest) string {
+	if rq.Action == kvv1.RequestRestore {
 		return kvv1.ActionRestore
 	}
 	return kvv1.ActionEject
@@ -195,12 +160,6 @@ func orSomeone(by string) string {
 		return "someone"
 	}
 	return by
-}
-
-// hasRequest reports whether the pod carries a manual request (SPEC §10).
-func hasRequest(pod *corev1.Pod) bool {
-	_, ok := pod.Annotations[kvv1.AnnotationRequest]
-	return ok
 }
 
 // manualHolds lists the pods held out of traffic by hand, in name order, at most MaxPodNamesInStatus

@@ -155,7 +155,7 @@ func conflictOf(kvs *kvv1.KubervisorService, cs []claim, selected []*corev1.Pod)
 	}
 	others := map[string]int{}
 	for _, p := range selected {
-		owner, ok := p.Labels[kvv1.LabelName]
+		owner, ok := podstate.OwnerLabel(p.Labels)
 		switch {
 		case !ok && p.DeletionTimestamp.IsZero():
 			c.unadopted = append(c.unadopted, p.Name)

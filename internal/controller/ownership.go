@@ -171,10 +171,10 @@ func sortClaims(cs []claim) {
 func desiredOwner(pod *corev1.Pod, cs []claim) string {
 	if !pod.DeletionTimestamp.IsZero() {
 		// A terminating pod keeps whatever it has; it is going away.
-		return pod.Labels[kvv1.LabelName]
+		return podstate.OwnerOf(pod)
 	}
 	podLabels := labels.Set(pod.Labels)
-	current := pod.Labels[kvv1.LabelName]
+	current := podstate.OwnerOf(pod)
 	first := ""
 	for _, c := range cs {
 		if !c.selector.Matches(podLabels) {

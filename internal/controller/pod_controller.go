@@ -113,16 +113,16 @@ func (r *PodReconciler) refuseUnsupervised(ctx context.Context, pod *corev1.Pod)
 	if podstate.OwnerOf(pod) != "" {
 		return nil
 	}
-	rq, ok, _ := requestOf(pod)
+	rq, ok, _ := podstate.RequestOf(pod)
 	if !ok {
 		return nil
 	}
 	why := "no KubervisorService supervises this pod"
-	if err := patchPod(ctx, r.Client, pod, podstate.Answer(rq.at, "Refused: "+why)); err != nil {
+	if err := patchPod(ctx, r.Client, pod, podstate.Answer(rq.At, "Refused: "+why)); err != nil {
 		return err
 	}
 	r.Recorder.Eventf(pod, nil, corev1.EventTypeWarning, kvv1.EventManualRefused, actionOf(rq),
-		"Refused the request of %s to %s pod %s: %s", orSomeone(rq.by), rq.kind, pod.Name, why)
+		"Refused the request of %s to %s pod %s: %s", orSomeone(rq.By), rq.Action, pod.Name, why)
 	return nil
 }
 

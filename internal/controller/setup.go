@@ -104,7 +104,7 @@ func KubervisorServiceByService(o client.Object) []string {
 
 // PodByOwner is the index function of IndexOwner.
 func PodByOwner(o client.Object) []string {
-	if name, ok := o.GetLabels()[kvv1.LabelName]; ok {
+	if name, ok := podstate.OwnerLabel(o.GetLabels()); ok {
 		return []string{name}
 	}
 	return nil

@@ -141,17 +141,7 @@ func syncGate(ctx context.Context, c client.Client, pod *corev1.Pod, gateMode bo
 	if podstate.GateStatus(pod) == want {
 		return nil
 	}
-	reason, msg := "InTraffic", "Kubervisor keeps the pod in traffic"
-	switch t := podstate.TrafficOf(pod); {
-	case want == corev1.ConditionFalse && t == kvv1.TrafficPause:
-		reason, msg = "Paused", "Paused by Kubervisor for investigation (kubervisor/traffic=pause)"
-	case want == corev1.ConditionFalse:
-		reason, msg = "Ejected", "Taken out of traffic by Kubervisor, breaker "+orNone(pod.Labels[kvv1.LabelStrategy])
-	case podstate.OwnerOf(pod) == "":
-		reason, msg = "NotSupervised", "No KubervisorService supervises the pod"
-	case !gateMode:
-		reason, msg = "SelectorMode", "The KubervisorService controls traffic through the Service selector"
-	}
+	reason, msg := podstate.GateReason(pod, gateMode)
 	updated := pod.DeepCopy()
 	cond := corev1.PodCondition{Type: kvv1.ConditionInTraffic, Status: want, Reason: reason, Message: msg,
 		LastTransitionTime: metav1.NewTime(now)}

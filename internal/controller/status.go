@@ -78,7 +78,7 @@ func desiredStatus(kvs *kvv1.KubervisorService, obs *observation, mem recalled, 
 func heldOutBy(pods []*corev1.Pod, breakerName string) []string {
 	var out []string
 	for _, p := range pods {
-		if podstate.TrafficOf(p) == kvv1.TrafficNo && p.Labels[kvv1.LabelStrategy] == breakerName {
+		if podstate.TrafficOf(p) == kvv1.TrafficNo && podstate.StrategyOf(p) == breakerName {
 			out = append(out, p.Name)
 		}
 	}
@@ -180,10 +180,11 @@ func countPods(pods []*corev1.Pod, gateMode bool) kvv1.PodCounts {
 		if ready {
 			c.Ready++
 		}
-		switch podstate.TrafficOf(p) {
+		switch t := podstate.TrafficOf(p); t {
 		case kvv1.TrafficYes:
-			// Serving only: a terminating pod is out of the endpoints whatever its Ready condition says.
-			if ready && p.DeletionTimestamp.IsZero() {
+			// Serving only (podstate.Serving): a terminating pod is out of the endpoints whatever its Ready
+			// condition says.
+			if podstate.Serves(t, ready, !p.DeletionTimestamp.IsZero()) {
 				c.InTraffic++
 			}
 		case kvv1.TrafficNo:

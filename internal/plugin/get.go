@@ -138,12 +138,7 @@ func writePods(w *bytes.Buffer, kvs *kvv1.KubervisorService, svc *corev1.Service
 	}
 	slices.SortFunc(pods, func(a, b corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
 	// The activator counts the KubervisorService's paused pods to decide between pausing and killing.
-	var paused int32
-	for i := range pods {
-		if pods[i].Labels[kvv1.LabelTraffic] == kvv1.TrafficPause {
-			paused++
-		}
-	}
+	paused := podstate.CountPaused(pods)
 
 	held := heldBack(kvs)
 

@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -28,7 +27,8 @@ const DefaultWait = 10 * time.Second
 // anonymous is the username the API server gives to unauthenticated requests.
 const anonymous = "system:anonymous"
 
-// ManualRequest is what `kubectl kubervisor eject|restore` asks of the controller (SPEC §10).
+// ManualRequest is what `kubectl kubervisor eject|restore` asks of the controller (SPEC §10): its flags.
+// Request checks them and writes them on the pod as a podstate.ManualRequest, the controller's reading.
 type ManualRequest struct {
 	// Action is kvv1.RequestEject or kvv1.RequestRestore.
 	Action string
@@ -49,7 +49,7 @@ type ManualRequest struct {
 // writing the request: bad flags, a pod that is missing or unsupervised, an unknown requester.
 func (p *Plugin) Request(ctx context.Context, namespace, name string, r ManualRequest) error {
 	// 1. Refuse bad flags before reading anything.
-	forValue, err := r.validate()
+	forDuration, err := r.validate()
 	if err != nil {
 		return err
 	}
@@ -74,13 +74,14 @@ func (p *Plugin) Request(ctx context.Context, namespace, name string, r ManualRe
 	}
 	// 4. One merge patch of annotations; request-at identifies the request in the outcome.
 	at := podstate.FormatTime(p.Clock.Now())
-	if prev := pod.Annotations[kvv1.AnnotationRequest]; prev != "" {
-		if _, err := fmt.Fprintf(p.Out, "pod/%s: replacing the pending %s request of %s (request-at %s)\n", name, prev,
-			orNone(pod.Annotations[kvv1.AnnotationRequestBy]), orNone(pod.Annotations[kvv1.AnnotationRequestAt])); err != nil {
+	if prev, ok, _ := podstate.RequestOf(pod); ok && prev.Action != "" {
+		if _, err := fmt.Fprintf(p.Out, "pod/%s: replacing the pending %s request of %s (request-at %s)\n", name, prev.Action,
+			orNone(prev.By), orNone(prev.At)); err != nil {
 			return err
 		}
 	}
-	patch, err := requestPatch(r, by, at, forValue)
+	patch, err := podstate.Request(podstate.ManualRequest{Action: r.Action, By: by, At: at, Reason: r.Reason, For: forDuration,
+		Force: r.Force}).MergePatch()
 	if err != nil {
 		return err
 	}
@@ -124,50 +125,28 @@ func (p *Plugin) Request(ctx context.Context, namespace, name string, r ManualRe
 	}
 }
 
-// validate checks the flags of a request and returns --for as the duration string to write ("" for none).
-func (r ManualRequest) validate() (string, error) {
+// validate checks the flags of a request and returns --for as a duration (0 for none).
+func (r ManualRequest) validate() (time.Duration, error) {
 	if r.Action != kvv1.RequestEject && r.Action != kvv1.RequestRestore {
-		return "", fmt.Errorf("unknown request %q: want %s or %s", r.Action, kvv1.RequestEject, kvv1.RequestRestore)
+		return 0, fmt.Errorf("unknown request %q: want %s or %s", r.Action, kvv1.RequestEject, kvv1.RequestRestore)
 	}
 	if r.Wait < 0 {
-		return "", fmt.Errorf("--wait %s: must not be negative (0 does not wait)", r.Wait)
+		return 0, fmt.Errorf("--wait %s: must not be negative (0 does not wait)", r.Wait)
 	}
 	if r.Action == kvv1.RequestRestore && (r.For != "" || r.Force) {
-		return "", errors.New("--for and --force apply to eject only")
+		return 0, errors.New("--for and --force apply to eject only")
 	}
 	if r.For == "" {
-		return "", nil
+		return 0, nil
 	}
 	d, err := time.ParseDuration(r.For)
 	if err != nil {
-		return "", fmt.Errorf("--for %q: not a duration such as 30m or 2h: %w", r.For, err)
+		return 0, fmt.Errorf("--for %q: not a duration such as 30m or 2h: %w", r.For, err)
 	}
 	if d <= 0 {
-		return "", fmt.Errorf("--for %q: must be more than zero (leave it out to eject until restored)", r.For)
+		return 0, fmt.Errorf("--for %q: must be more than zero (leave it out to eject until restored)", r.For)
 	}
-	return d.String(), nil
-}
-
-// requestPatch is the merge patch of a request: every key of kvv1.RequestAnnotations, set or null, so
-// that no key of an older request survives (say the --for of an earlier eject under a restore).
-func requestPatch(r ManualRequest, by, at, forValue string) ([]byte, error) {
-	annotations := make(map[string]any, len(kvv1.RequestAnnotations))
-	for _, k := range kvv1.RequestAnnotations {
-		annotations[k] = nil
-	}
-	annotations[kvv1.AnnotationRequest] = r.Action
-	annotations[kvv1.AnnotationRequestBy] = by
-	annotations[kvv1.AnnotationRequestAt] = at
-	if r.Reason != "" {
-		annotations[kvv1.AnnotationRequestReason] = r.Reason
-	}
-	if forValue != "" {
-		annotations[kvv1.AnnotationRequestFor] = forValue
-	}
-	if r.Force {
-		annotations[kvv1.AnnotationRequestForce] = "true"
-	}
-	return json.Marshal(map[string]any{"metadata": map[string]any{"annotations": annotations}})
+	return d, nil
 }
 
 // whoAmI asks the API server who the user is (a SelfSubjectReview, which every authenticated user may
@@ -203,7 +182,6 @@ var errPending = errors.New("no answer from the controller")
 // wait or on an interrupt, and with another error when the pod is gone or a newer request replaced this one.
 func (p *Plugin) awaitOutcome(ctx context.Context, key types.NamespacedName, at string, wait time.Duration) (string, error) {
 	deadline := p.Clock.Now().Add(wait)
-	prefix := at + " "
 	for {
 		step := min(PollInterval, deadline.Sub(p.Clock.Now()))
 		if step <= 0 {
@@ -222,12 +200,11 @@ func (p *Plugin) awaitOutcome(ctx context.Context, key types.NamespacedName, at 
 			}
 			return "", fmt.Errorf("reading the pod while waiting: %w", err)
 		}
-		if rest, ok := strings.CutPrefix(pod.Annotations[kvv1.AnnotationRequestOutcome], prefix); ok {
-			return rest, nil
+		if outcome, ok := podstate.OutcomeOf(pod, at); ok {
+			return outcome, nil
 		}
-		if other := pod.Annotations[kvv1.AnnotationRequestAt]; other != "" && other != at {
-			return "", fmt.Errorf("a newer request by %s (request-at %s) replaced this one",
-				orNone(pod.Annotations[kvv1.AnnotationRequestBy]), other)
+		if other, _, _ := podstate.RequestOf(pod); other.At != "" && other.At != at {
+			return "", fmt.Errorf("a newer request by %s (request-at %s) replaced this one", orNone(other.By), other.At)
 		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 	"github.com/kubervisor/kubervisor/internal/plugin"
+	"github.com/kubervisor/kubervisor/internal/podstate"
 )
 
 // requestAt is the instant every request is made at, with nanoseconds to show they are kept.
@@ -350,4 +351,48 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// TestRequestReadsBack checks that what the plugin writes is what the controller reads: the request left on
+// the server parses (podstate.RequestOf, the controller's reader) to the flags given, over an older
+// request whose keys must not survive.
+func TestRequestReadsBack(t *testing.T) {
+	older := map[string]string{kvv1.AnnotationRequest: kvv1.RequestEject, kvv1.AnnotationRequestBy: "bob",
+		kvv1.AnnotationRequestAt: olderAt, kvv1.AnnotationRequestReason: "slow", kvv1.AnnotationRequestFor: "1h0m0s",
+		kvv1.AnnotationRequestForce: "true"}
+	for name, tc := range map[string]struct {
+		req  plugin.ManualRequest
+		want podstate.ManualRequest
+	}{
+		"eject with every flag": {
+			req:  plugin.ManualRequest{Action: kvv1.RequestEject, Reason: "bad node", For: "90m", Force: true},
+			want: podstate.ManualRequest{Action: kvv1.RequestEject, By: "alice", At: at, Reason: "bad node", For: 90 * time.Minute, Force: true},
+		},
+		"eject without flags": {
+			req:  plugin.ManualRequest{Action: kvv1.RequestEject},
+			want: podstate.ManualRequest{Action: kvv1.RequestEject, By: "alice", At: at},
+		},
+		"restore": {
+			req:  plugin.ManualRequest{Action: kvv1.RequestRestore, Reason: "fixed"},
+			want: podstate.ManualRequest{Action: kvv1.RequestRestore, By: "alice", At: at, Reason: "fixed"},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			m := newManualEnv(t, []client.Object{supervised(older)}, "alice", nil, nil, 0)
+			if err := m.plugin.Request(context.Background(), "shop", "pricer-b", tc.req); err != nil {
+				t.Fatal(err)
+			}
+			var p corev1.Pod
+			if err := m.server.Get(context.Background(), client.ObjectKey{Namespace: "shop", Name: "pricer-b"}, &p); err != nil {
+				t.Fatal(err)
+			}
+			got, ok, err := podstate.RequestOf(&p)
+			if !ok || err != nil {
+				t.Fatalf("RequestOf = %t, %v; want a well-formed request", ok, err)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("request read back (-want +got):\n%s", diff)
+			}
+		})
+	}
 }

@@ -86,12 +86,6 @@ func EjectByHand(by, reason string, until, now time.Time) Patch {
 	return p
 }
 
-// Answer closes a manual request: its keys are removed and the outcome recorded as "<request-at> <outcome>".
-func Answer(requestAt, outcome string) Patch {
-	return Patch{Annotations: map[string]string{v1alpha1.AnnotationRequestOutcome: requestAt + " " + outcome},
-		RemoveAnnotations: slices.Clone(v1alpha1.RequestAnnotations)}
-}
-
 // Pause keeps an ejected pod out of traffic for good, for investigation: traffic=pause, with any repair.
 // NOTE: a paused pod keeps the deletion cost of a pod out of traffic: it serves nothing, so a ReplicaSet
 // that must remove a pod removes it before a serving one (to keep it through a rollout, take it out of its

@@ -49,6 +49,21 @@ func ServingReady(pod *corev1.Pod, gateMode bool) bool {
 	return Ready(pod)
 }
 
+// Serving reports whether the pod is in traffic, as the floor, the quota, the pod counts and the detectors
+// judge it (SPEC §5.3): labelled traffic=yes, ready in ServingReady's sense (ContainersReady in readinessGate
+// mode), and not terminating (the EndpointSlice controller marks a terminating pod so, whatever its Ready
+// condition says: it serves no new traffic).
+func Serving(pod *corev1.Pod, gateMode bool) bool {
+	return Serves(TrafficOf(pod), ServingReady(pod, gateMode), !pod.DeletionTimestamp.IsZero())
+}
+
+// Serves is Serving's rule on what is known of a pod: its traffic label, its readiness in ServingReady's
+// sense and whether it is terminating. For code that holds that summary rather than the pod (breaker.Pod)
+// or has the readiness at hand already.
+func Serves(traffic string, ready, terminating bool) bool {
+	return ready && !terminating && traffic == v1alpha1.TrafficYes
+}
+
 // ReadySince returns when the pod last became ready in ServingReady's sense (Ready; ContainersReady in
 // readinessGate mode): the condition's lastTransitionTime. Zero when the pod is not ready or the time is
 // unset (a pod with no known start of readiness counts as warm: warm-up never keeps a pod in traffic on a
@@ -91,6 +106,28 @@ func WantedGate(pod *corev1.Pod, gateMode bool) corev1.ConditionStatus {
 		}
 	}
 	return corev1.ConditionTrue
+}
+
+// GateReason is the reason and message of the kubervisor.io/in-traffic condition a pod should carry
+// (WantedGate): why Kubervisor holds it out of traffic (ejected by which breaker, paused), or why it lets it
+// in (in traffic, selector mode, not supervised).
+func GateReason(pod *corev1.Pod, gateMode bool) (reason, message string) {
+	want := WantedGate(pod, gateMode)
+	switch t := TrafficOf(pod); {
+	case want == corev1.ConditionFalse && t == v1alpha1.TrafficPause:
+		return v1alpha1.GateReasonPaused, "Paused by Kubervisor for investigation (kubervisor/traffic=pause)"
+	case want == corev1.ConditionFalse:
+		strategy := StrategyOf(pod)
+		if strategy == "" {
+			strategy = "(none)"
+		}
+		return v1alpha1.GateReasonEjected, "Taken out of traffic by Kubervisor, breaker " + strategy
+	case OwnerOf(pod) == "":
+		return v1alpha1.GateReasonNotSupervised, "No KubervisorService supervises the pod"
+	case !gateMode:
+		return v1alpha1.GateReasonSelectorMode, "The KubervisorService controls traffic through the Service selector"
+	}
+	return v1alpha1.GateReasonInTraffic, "Kubervisor keeps the pod in traffic"
 }
 
 // ManagedSelector returns the selector of the pods a KubervisorService supervises: the Service selector

@@ -138,11 +138,17 @@ func TestActivatorInactivityForADryRunBreaker(t *testing.T) {
 
 // TestLabelReadersAgreeWithParse guards the cheap readers against drifting from the parser.
 func TestLabelReadersAgreeWithParse(t *testing.T) {
-	for _, l := range []map[string]string{nil, {kvv1.LabelName: "kvs", kvv1.LabelTraffic: kvv1.TrafficNo}, {kvv1.LabelTraffic: "maybe"}} {
+	for _, l := range []map[string]string{nil, {kvv1.LabelName: "kvs", kvv1.LabelTraffic: kvv1.TrafficNo, kvv1.LabelStrategy: "errors"},
+		{kvv1.LabelTraffic: "maybe"}, {kvv1.LabelName: ""}} {
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: l}}
 		s := podstate.Of(pod, time.Time{})
-		if podstate.TrafficOf(pod) != s.Traffic || podstate.OwnerOf(pod) != s.Owner {
-			t.Errorf("labels %v: TrafficOf %q OwnerOf %q, Parse %q %q", l, podstate.TrafficOf(pod), podstate.OwnerOf(pod), s.Traffic, s.Owner)
+		if podstate.TrafficOf(pod) != s.Traffic || podstate.OwnerOf(pod) != s.Owner || podstate.StrategyOf(pod) != s.Strategy {
+			t.Errorf("labels %v: TrafficOf %q OwnerOf %q StrategyOf %q, Parse %q %q %q", l, podstate.TrafficOf(pod), podstate.OwnerOf(pod),
+				podstate.StrategyOf(pod), s.Traffic, s.Owner, s.Strategy)
+		}
+		_, present := l[kvv1.LabelName]
+		if name, ok := podstate.OwnerLabel(l); name != s.Owner || ok != present {
+			t.Errorf("labels %v: OwnerLabel = %q, %t; want %q, %t", l, name, ok, s.Owner, present)
 		}
 	}
 }
@@ -176,6 +182,103 @@ func TestReadySince(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			if got := podstate.ReadySince(tc.pod, tc.gateMode); !got.Equal(tc.want) {
 				t.Errorf("ReadySince = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestServing(t *testing.T) {
+	// A pod whose ContainersReady is True and Ready False is ready but for a readiness gate (Kubervisor's).
+	pod := func(traffic string, ready, containersReady corev1.ConditionStatus, terminating bool) *corev1.Pod {
+		p := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{kvv1.LabelTraffic: traffic}},
+			Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: ready},
+				{Type: corev1.ContainersReady, Status: containersReady}}},
+		}
+		if terminating {
+			p.DeletionTimestamp = new(metav1.NewTime(now))
+		}
+		return p
+	}
+	const yes, no = corev1.ConditionTrue, corev1.ConditionFalse
+	cases := map[string]struct {
+		pod                  *corev1.Pod
+		selectorMode, inGate bool
+	}{
+		"ready, in traffic":             {pod: pod(kvv1.TrafficYes, yes, yes, false), selectorMode: true, inGate: true},
+		"ready, ejected":                {pod: pod(kvv1.TrafficNo, yes, yes, false)},
+		"ready, paused":                 {pod: pod(kvv1.TrafficPause, yes, yes, false)},
+		"ready, no traffic label":       {pod: pod("", yes, yes, false)},
+		"ready, terminating":            {pod: pod(kvv1.TrafficYes, yes, yes, true)},
+		"not ready":                     {pod: pod(kvv1.TrafficYes, no, no, false)},
+		"held by a gate: ready in gate": {pod: pod(kvv1.TrafficYes, no, yes, false), inGate: true},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := podstate.Serving(tc.pod, false); got != tc.selectorMode {
+				t.Errorf("Serving(selector mode) = %t, want %t", got, tc.selectorMode)
+			}
+			if got := podstate.Serving(tc.pod, true); got != tc.inGate {
+				t.Errorf("Serving(readinessGate mode) = %t, want %t", got, tc.inGate)
+			}
+		})
+	}
+}
+
+func TestCountPaused(t *testing.T) {
+	var pods []corev1.Pod
+	for _, traffic := range []string{kvv1.TrafficPause, kvv1.TrafficNo, kvv1.TrafficYes, "", kvv1.TrafficPause, "Pause"} {
+		pods = append(pods, corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{kvv1.LabelTraffic: traffic}}})
+	}
+	pods = append(pods, corev1.Pod{})
+	if got := podstate.CountPaused(pods); got != 2 {
+		t.Errorf("CountPaused = %d, want 2", got)
+	}
+	if got := podstate.CountPaused(nil); got != 0 {
+		t.Errorf("CountPaused(nil) = %d, want 0", got)
+	}
+	if !podstate.IsPaused(&pods[0]) || podstate.IsPaused(&pods[1]) || podstate.IsPaused(&pods[6]) {
+		t.Error("IsPaused: want only traffic=pause")
+	}
+}
+
+func TestGateReason(t *testing.T) {
+	pod := func(owner, traffic, strategy string) *corev1.Pod {
+		l := map[string]string{}
+		for k, v := range map[string]string{kvv1.LabelName: owner, kvv1.LabelTraffic: traffic, kvv1.LabelStrategy: strategy} {
+			if v != "" {
+				l[k] = v
+			}
+		}
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: l}}
+	}
+	cases := map[string]struct {
+		pod      *corev1.Pod
+		gateMode bool
+		want     corev1.ConditionStatus
+		reason   string
+		message  string
+	}{
+		"ejected in gate mode": {pod: pod("kvs", kvv1.TrafficNo, "errors"), gateMode: true, want: corev1.ConditionFalse,
+			reason: kvv1.GateReasonEjected, message: "Taken out of traffic by Kubervisor, breaker errors"},
+		"ejected without a strategy": {pod: pod("kvs", kvv1.TrafficNo, ""), gateMode: true, want: corev1.ConditionFalse,
+			reason: kvv1.GateReasonEjected, message: "Taken out of traffic by Kubervisor, breaker (none)"},
+		"paused in gate mode": {pod: pod("kvs", kvv1.TrafficPause, "errors"), gateMode: true, want: corev1.ConditionFalse,
+			reason: kvv1.GateReasonPaused, message: "Paused by Kubervisor for investigation (kubervisor/traffic=pause)"},
+		"in traffic in gate mode": {pod: pod("kvs", kvv1.TrafficYes, ""), gateMode: true, want: corev1.ConditionTrue,
+			reason: kvv1.GateReasonInTraffic, message: "Kubervisor keeps the pod in traffic"},
+		"ejected in selector mode": {pod: pod("kvs", kvv1.TrafficNo, "errors"), want: corev1.ConditionTrue,
+			reason: kvv1.GateReasonSelectorMode, message: "The KubervisorService controls traffic through the Service selector"},
+		"not supervised, out by hand": {pod: pod("", kvv1.TrafficNo, ""), gateMode: true, want: corev1.ConditionTrue,
+			reason: kvv1.GateReasonNotSupervised, message: "No KubervisorService supervises the pod"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := podstate.WantedGate(tc.pod, tc.gateMode); got != tc.want {
+				t.Errorf("WantedGate = %s, want %s", got, tc.want)
+			}
+			if reason, message := podstate.GateReason(tc.pod, tc.gateMode); reason != tc.reason || message != tc.message {
+				t.Errorf("GateReason = %q, %q; want %q, %q", reason, message, tc.reason, tc.message)
 			}
 		})
 	}

@@ -163,6 +163,21 @@ func Of(pod *corev1.Pod, now time.Time) State {
 // traffic label (every pod of every pass).
 func TrafficOf(pod *corev1.Pod) string { return pod.Labels[v1alpha1.LabelTraffic] }
 
+// IsPaused reports whether the pod is paused (kubervisor/traffic=pause): out of traffic for good, for
+// investigation.
+func IsPaused(pod *corev1.Pod) bool { return TrafficOf(pod) == v1alpha1.TrafficPause }
+
+// CountPaused counts the paused pods (IsPaused): what the activator weighs against maxPauseCount.
+func CountPaused(pods []corev1.Pod) int32 {
+	var n int32
+	for i := range pods {
+		if IsPaused(&pods[i]) {
+			n++
+		}
+	}
+	return n
+}
+
 // BreakAtOf is the pod's kubervisor/break-at as written (zero when missing or malformed), without the
 // checks and defaults of Parse: an order among pods out of traffic, not a schedule.
 func BreakAtOf(pod *corev1.Pod) time.Time {
@@ -176,6 +191,18 @@ func BreakAtOf(pod *corev1.Pod) time.Time {
 // OwnerOf is Of(pod, now).Owner without parsing the annotations: the KubervisorService named by the
 // kubervisor/name label, "" for none.
 func OwnerOf(pod *corev1.Pod) string { return pod.Labels[v1alpha1.LabelName] }
+
+// OwnerLabel is the kubervisor/name label of a pod's labels, and whether the pod carries it at all: a pod
+// labelled with an empty name counts as labelled (the pod index and the conflict check), while OwnerOf
+// and Parse read it as no owner.
+func OwnerLabel(labels map[string]string) (name string, ok bool) {
+	name, ok = labels[v1alpha1.LabelName]
+	return name, ok
+}
+
+// StrategyOf is Of(pod, now).Strategy without parsing the annotations: the kubervisor/strategy label (the
+// breaker that last ejected the pod, v1alpha1.ManualStrategy for a person), "" when missing.
+func StrategyOf(pod *corev1.Pod) string { return pod.Labels[v1alpha1.LabelStrategy] }
 
 // FormatTime formats t the way Kubervisor writes times on pods: RFC 3339 in UTC with sub-second
 // precision (time.RFC3339Nano, which drops trailing zeros).

@@ -276,7 +276,7 @@ func (d *demo) startFleet(ctx context.Context) error {
 		return err
 	}
 	// NOTE: in readinessGate mode the pods become Ready only once the manager sets their gate True: the
-	// wait comes after the manager starts (the caveat the README documents: a rollout waits for it).
+	// wait comes after the manager starts (the caveat docs/traffic-modes.md documents: a rollout waits for it).
 	if !d.gateMode() {
 		if err := d.fleet.WaitForPods(ctx, replicas, 60*time.Second); err != nil {
 			return err

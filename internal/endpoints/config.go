@@ -22,6 +22,8 @@ import (
 // evaluation period anyway; a longer timeout is a typo.
 const MaxTimeout = 5 * time.Minute
 
+const schemeHTTP = "http"
+
 // sampleNamespace is the namespace header templates are executed with at load, so that a template that
 // cannot execute is refused then and not at the first evaluation of some breaker.
 const sampleNamespace = "kubervisor-sample"
@@ -219,8 +221,8 @@ func unknownFields(raw any) []string {
 // unknownKeys returns "<prefix><key>: unknown field" for each key of m that is no JSON field of t.
 func unknownKeys(prefix string, m map[string]any, t reflect.Type) []string {
 	known := map[string]bool{}
-	for i := range t.NumField() {
-		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 		known[name] = true
 	}
 	var out []string
@@ -240,62 +242,35 @@ func parseEndpoint(e Endpoint, dir string) (*Parsed, []string) {
 		problems = append(problems, field+": "+fmt.Sprintf(format, args...))
 	}
 
-	switch {
-	case e.Name == "":
+	if e.Name == "" {
 		add("name", "required")
-	default:
+	} else {
 		for _, msg := range validation.IsDNS1123Label(e.Name) {
 			add("name", "%q is not a DNS-1123 label: %s", e.Name, msg)
 		}
 	}
-
 	u, msg := parseURL(e.URL)
 	if msg != "" {
 		add("url", "%s", msg)
 	}
-
-	var timeout time.Duration
-	if e.Timeout != "" {
-		d, err := time.ParseDuration(e.Timeout)
-		switch {
-		case err != nil:
-			add("timeout", "%q is not a duration such as 10s or 1m30s", e.Timeout)
-		case d <= 0:
-			add("timeout", "%s must be positive", e.Timeout)
-		case d > MaxTimeout:
-			add("timeout", "%s is longer than the maximum %s", e.Timeout, MaxTimeout)
-		default:
-			timeout = d
-		}
+	timeout, msg := parseTimeout(e.Timeout)
+	if msg != "" {
+		add("timeout", "%s", msg)
 	}
-
-	resolve := func(p string) string {
-		if p == "" || filepath.IsAbs(p) {
-			return p
-		}
-		return filepath.Join(dir, p)
-	}
-	spec := e
-	if e.TLS != nil {
-		t := *e.TLS
-		t.CAFile, t.CertFile, t.KeyFile = resolve(t.CAFile), resolve(t.CertFile), resolve(t.KeyFile)
-		spec.TLS = &t
+	spec := withAbsolutePaths(e, dir)
+	if t := spec.TLS; t != nil {
 		if t.CertFile != "" && t.KeyFile == "" {
 			add("tls.keyFile", "required with tls.certFile")
 		}
 		if t.KeyFile != "" && t.CertFile == "" {
 			add("tls.certFile", "required with tls.keyFile")
 		}
-		if u != nil && u.Scheme == "http" {
+		if u != nil && u.Scheme == schemeHTTP {
 			add("tls", "set, but the url's scheme is http: use https")
 		}
 	}
-	spec.BearerTokenFile = resolve(e.BearerTokenFile)
-	if e.BasicAuth != nil {
-		b := *e.BasicAuth
-		b.UsernameFile, b.PasswordFile = resolve(b.UsernameFile), resolve(b.PasswordFile)
-		spec.BasicAuth = &b
-		if e.BearerTokenFile != "" {
+	if b := spec.BasicAuth; b != nil {
+		if spec.BearerTokenFile != "" {
 			add("basicAuth", "not together with bearerTokenFile: choose one")
 		}
 		switch {
@@ -308,21 +283,59 @@ func parseEndpoint(e Endpoint, dir string) (*Parsed, []string) {
 			add("basicAuth.passwordFile", "required (a password is always read from a file)")
 		}
 	}
-
 	headers, headerProblems := parseHeaders(e.Headers)
 	problems = append(problems, headerProblems...)
-
 	if len(problems) > 0 {
 		return nil, problems
 	}
+
 	p := &Parsed{Spec: spec, URL: u, Timeout: timeout, headers: headers}
 	if spec.TLS != nil && spec.TLS.InsecureSkipVerify {
 		p.Warnings = append(p.Warnings, fmt.Sprintf("endpoint %s: tls.insecureSkipVerify is set: the server's certificate is not verified", e.Name))
 	}
-	if u.Scheme == "http" && (spec.BearerTokenFile != "" || spec.BasicAuth != nil) {
+	if u.Scheme == schemeHTTP && (spec.BearerTokenFile != "" || spec.BasicAuth != nil) {
 		p.Warnings = append(p.Warnings, fmt.Sprintf("endpoint %s: credentials are sent unencrypted: the url's scheme is http", e.Name))
 	}
-	return p, problems
+	return p, nil
+}
+
+// parseTimeout returns the timeout (0 when unset) or why it is refused.
+func parseTimeout(raw string) (time.Duration, string) {
+	if raw == "" {
+		return 0, ""
+	}
+	d, err := time.ParseDuration(raw)
+	switch {
+	case err != nil:
+		return 0, fmt.Sprintf("%q is not a duration such as 10s or 1m30s", raw)
+	case d <= 0:
+		return 0, raw + " must be positive"
+	case d > MaxTimeout:
+		return 0, fmt.Sprintf("%s is longer than the maximum %s", raw, MaxTimeout)
+	}
+	return d, ""
+}
+
+// withAbsolutePaths returns a copy of e whose relative file paths are joined to dir.
+func withAbsolutePaths(e Endpoint, dir string) Endpoint {
+	resolve := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(dir, p)
+	}
+	if e.TLS != nil {
+		t := *e.TLS
+		t.CAFile, t.CertFile, t.KeyFile = resolve(t.CAFile), resolve(t.CertFile), resolve(t.KeyFile)
+		e.TLS = &t
+	}
+	if e.BasicAuth != nil {
+		b := *e.BasicAuth
+		b.UsernameFile, b.PasswordFile = resolve(b.UsernameFile), resolve(b.PasswordFile)
+		e.BasicAuth = &b
+	}
+	e.BearerTokenFile = resolve(e.BearerTokenFile)
+	return e
 }
 
 // parseURL returns the parsed base URL or why it is refused. The message never repeats the URL: one
@@ -338,7 +351,7 @@ func parseURL(raw string) (*url.URL, string) {
 	switch {
 	case u.User != nil:
 		return nil, "must not hold a user or password: use basicAuth or bearerTokenFile, with files"
-	case u.Scheme != "http" && u.Scheme != "https":
+	case u.Scheme != schemeHTTP && u.Scheme != "https":
 		return nil, fmt.Sprintf("the scheme must be http or https, not %q", u.Scheme)
 	case u.Opaque != "" || u.Host == "" || u.Hostname() == "":
 		return nil, "has no host"
@@ -348,20 +361,22 @@ func parseURL(raw string) (*url.URL, string) {
 	return u, ""
 }
 
+const setByClient = "refused: set by the HTTP client"
+
 // refusedHeaders are headers an endpoint may not set, with the reason.
 var refusedHeaders = map[string]string{
 	"Authorization":       "refused: use bearerTokenFile or basicAuth (credentials are files, never inline)",
 	"Proxy-Authorization": "refused: credentials are files, never inline",
 	"Cookie":              "refused: credentials are files, never inline",
 	"Host":                "refused: set the url's host, or tls.serverName",
-	"Content-Length":      "refused: set by the HTTP client",
+	"Content-Length":      setByClient,
 	"Content-Type":        "refused: set by the detector",
-	"Transfer-Encoding":   "refused: set by the HTTP client",
-	"Connection":          "refused: set by the HTTP client",
-	"Keep-Alive":          "refused: set by the HTTP client",
-	"Upgrade":             "refused: set by the HTTP client",
-	"Te":                  "refused: set by the HTTP client",
-	"Trailer":             "refused: set by the HTTP client",
+	"Transfer-Encoding":   setByClient,
+	"Connection":          setByClient,
+	"Keep-Alive":          setByClient,
+	"Upgrade":             setByClient,
+	"Te":                  setByClient,
+	"Trailer":             setByClient,
 }
 
 // parseHeaders validates the header names and parses each value as a template with only .Namespace

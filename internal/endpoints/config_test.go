@@ -142,8 +142,8 @@ func TestParseErrors(t *testing.T) {
 		want string
 	}{
 		"unknown top-level field": {
-			file: "defualt: a\nendpoints:\n- name: a\n" + ok,
-			want: `defualt: unknown field`,
+			file: "defaults: a\nendpoints:\n- name: a\n" + ok,
+			want: `defaults: unknown field`,
 		},
 		"unknown endpoint field": {
 			file: "endpoints:\n- name: a\n" + ok + "  tmeout: 1s\n",

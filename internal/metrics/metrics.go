@@ -99,11 +99,25 @@ var (
 		Name: "kubervisor_detector_ignored_samples",
 		Help: "Samples of the last detector answer about pods that are not managed or in another namespace (never acted on).",
 	}, []string{labelNamespace, labelKVS, labelBreaker})
+
+	// EndpointsReloads counts the loads of the detector endpoints file (result="success" or "failure"). A
+	// failed load keeps the last good configuration. Like the other metrics of the manager's own state, it
+	// carries no KubervisorService label.
+	EndpointsReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kubervisor_endpoints_config_reloads_total",
+		Help: "Loads of the detector endpoints file by result (success, failure); a failed load keeps the last good configuration.",
+	}, []string{"result"})
+
+	// EndpointsLastReloadSuccessful is 1 when the last load of the detector endpoints file succeeded, else 0.
+	EndpointsLastReloadSuccessful = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "kubervisor_endpoints_config_last_reload_successful",
+		Help: "Whether the last load of the detector endpoints file succeeded (1) or failed and the previous configuration is in use (0).",
+	})
 )
 
 func init() {
 	ctrlmetrics.Registry.MustRegister(Ejections, Withheld, FloorRestorations, EvaluationDuration, EvaluationLateness, QueryDuration, DetectorErrors,
-		LastEvaluation, Pods, Activations, EvictionsRefused, Storms, IgnoredSamples)
+		LastEvaluation, Pods, Activations, EvictionsRefused, Storms, IgnoredSamples, EndpointsReloads, EndpointsLastReloadSuccessful)
 }
 
 // Forget drops every series of a KubervisorService that is gone.

@@ -21,6 +21,7 @@ import (
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 	"github.com/kubervisor/kubervisor/internal/controller"
+	"github.com/kubervisor/kubervisor/internal/endpoints"
 	"github.com/kubervisor/kubervisor/internal/logging"
 	"github.com/kubervisor/kubervisor/internal/metricsauth"
 	// +kubebuilder:scaffold:imports
@@ -41,7 +42,7 @@ func main() {
 	var metricsAddr, probeAddr, pprofAddr, watchNamespace, leaderElectionNamespace, leaderElectionID string
 	var enableLeaderElection, secureMetrics, enableHTTP2 bool
 	var workers, evaluations int
-	var kvsSelector, podSelector string
+	var kvsSelector, podSelector, endpointsFile string
 	var qps float64
 	var burst int
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. "+
@@ -77,6 +78,9 @@ func main() {
 			"pods only; pods outside it are never adopted. Empty caches every pod (the others as small stubs).")
 	flag.StringVar(&leaderElectionID, "leader-election-id", "kubervisor.breaker.kubervisor.io",
 		"Name of the leader election Lease; give each shard its own.")
+	flag.StringVar(&endpointsFile, "detector-endpoints", "",
+		"File of named detector endpoints (URL, TLS, credentials, headers: docs/detector-endpoints.md), re-read when it "+
+			"changes; a file that does not exist defines none. Empty: no named endpoints.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -129,8 +133,18 @@ func main() {
 	}
 
 	ctx := ctrl.SetupSignalHandler()
+	// The endpoints are read before the controllers start; a file that does not parse leaves none defined
+	// (the breakers naming one report it) until it is fixed: it is re-read on change.
+	detectorEndpoints := endpoints.NewRegistry(endpointsFile, ctrl.Log.WithName("endpoints"))
+	if err := detectorEndpoints.Load(); err != nil {
+		setupLog.Error(err, "Detector endpoints not loaded; will retry when the file changes")
+	}
+	if err := mgr.Add(detectorEndpoints); err != nil {
+		setupLog.Error(err, "Unable to watch the detector endpoints file")
+		os.Exit(1)
+	}
 	if err := controller.SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: workers,
-		MaxConcurrentEvaluations: evaluations, KubervisorServiceSelector: shardSelector}); err != nil {
+		MaxConcurrentEvaluations: evaluations, KubervisorServiceSelector: shardSelector, Endpoints: detectorEndpoints}); err != nil {
 		setupLog.Error(err, "Unable to set up controllers")
 		os.Exit(1)
 	}

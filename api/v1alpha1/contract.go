@@ -183,9 +183,12 @@ const (
 	// because fewer pods served than the floor (SPEC §5 step 12).
 	EventFloorRestored     = "FloorRestored"
 	EventPrometheusWarning = "PrometheusWarning"
-	EventManualEject       = "ManualEject"
-	EventManualRestore     = "ManualRestore"
-	EventManualRefused     = "ManualRequestRefused"
+	// EventEndpointWarning reports what a breaker's detector endpoint warns about (SPEC §2.3): a certificate
+	// not verified, a configuration file that does not parse (the last good one is in use).
+	EventEndpointWarning = "EndpointWarning"
+	EventManualEject     = "ManualEject"
+	EventManualRestore   = "ManualRestore"
+	EventManualRefused   = "ManualRequestRefused"
 	// EventInvalidSpec and EventAdoptionFailed accompany Ready=False with the same reason, once per change
 	// of its message.
 	EventInvalidSpec    = ReasonInvalidSpec

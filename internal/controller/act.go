@@ -43,7 +43,8 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 		if !b.kind.failed() {
 			continue
 		}
-		outcomes[b.name] = datedAgainst(prev, b.name, breakerOutcome{kind: b.kind, err: b.err.Error()}, now)
+		outcomes[b.name] = datedAgainst(prev, b.name, breakerOutcome{kind: b.kind, err: b.err.Error(),
+			endpointWarnings: capNames(b.endpointWarnings)}, now)
 		if b.kind == outcomeInvalid {
 			// The InvalidSpec condition and its event say it (Reconcile); the detector did not fail.
 			continue
@@ -78,6 +79,10 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 		// and the first detector error (a series born at 1 shows no increase).
 		metrics.Storms.WithLabelValues(kvs.Namespace, kvs.Name, b.name)
 		metrics.DetectorErrors.WithLabelValues(kvs.Namespace, kvs.Name, b.name)
+		if len(b.endpointWarnings) > 0 && !slices.Equal(prev[b.name].endpointWarnings, capNames(b.endpointWarnings)) {
+			queued.queue(kvs, nil, corev1.EventTypeWarning, kvv1.EventEndpointWarning,
+				fmt.Sprintf("Breaker %s: %s", b.name, strings.Join(b.endpointWarnings, "; ")))
+		}
 		if len(b.warnings) > 0 && !slices.Equal(prev[b.name].warnings, capNames(b.warnings)) {
 			queued.queue(kvs, nil, corev1.EventTypeWarning, kvv1.EventPrometheusWarning,
 				fmt.Sprintf("Breaker %s: Prometheus warned: %s", b.name, strings.Join(b.warnings, "; ")))
@@ -127,7 +132,8 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 		out := breakerOutcome{
 			kind: be.kind, why: be.why, anomalous: anomalyNames(o.Anomalous), ejected: ejected, withheld: withheld,
 			wouldEject: anomalyNames(o.WouldEject), ignored: int32(min(be.ignored, 1<<30)), warnings: capNames(be.warnings),
-			decisions: decisionsOf(o, byName, ejected, be, floor, dryRunCause(kvs, o.Name, selectorActive)),
+			endpointWarnings: capNames(be.endpointWarnings),
+			decisions:        decisionsOf(o, byName, ejected, be, floor, dryRunCause(kvs, o.Name, selectorActive)),
 		}
 		outcomes[o.Name] = datedAgainst(prev, o.Name, out, now)
 		log.V(1).Info("Evaluated breaker", "breaker", o.Name, "result", out.lastResult(),
@@ -153,9 +159,10 @@ type breakerOutcome struct {
 	anomalous, ejected, withheld, wouldEject []string
 	// decisions says, per anomalous pod worst first, what the breaker decided and why (status anomalies[]).
 	decisions []kvv1.PodDecision
-	// ignored counts samples about pods not managed or in another namespace; warnings are Prometheus'.
-	ignored  int32
-	warnings []string
+	// ignored counts samples about pods not managed or in another namespace; warnings are Prometheus',
+	// endpointWarnings the detector endpoint's.
+	ignored                    int32
+	warnings, endpointWarnings []string
 	// changedAt is the time of the evaluation that last changed the outcome (status lastEvaluationTime).
 	changedAt time.Time
 }
@@ -166,7 +173,7 @@ type breakerOutcome struct {
 func (o breakerOutcome) sameAs(p breakerOutcome) bool {
 	return o.kind == p.kind && o.err == p.err && o.why == p.why && slices.Equal(o.anomalous, p.anomalous) &&
 		slices.Equal(o.ejected, p.ejected) && slices.Equal(o.withheld, p.withheld) && slices.Equal(o.wouldEject, p.wouldEject) &&
-		o.ignored == p.ignored && slices.Equal(o.warnings, p.warnings) &&
+		o.ignored == p.ignored && slices.Equal(o.warnings, p.warnings) && slices.Equal(o.endpointWarnings, p.endpointWarnings) &&
 		slices.EqualFunc(o.decisions, p.decisions, sameDecision)
 }
 

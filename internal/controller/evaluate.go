@@ -24,8 +24,10 @@ type evaluation struct {
 	// schedule is when each breaker scheduled by this pass is due next: those evaluated, and first
 	// evaluations spread over their periods (memory.of).
 	schedule map[string]time.Time
-	// detectors are the detectors built by this pass, by breaker.
-	detectors map[string]detector.Detector
+	// detectors are the detectors built by this pass, by breaker; endpointGen is the generation of the
+	// detector endpoints they were built with (memory drops those of an older one).
+	detectors   map[string]detector.Detector
+	endpointGen uint64
 }
 
 // outcomeKind is the typed result of one evaluation; status.breakers[].lastResult is derived from it.
@@ -92,9 +94,10 @@ type breakerEval struct {
 	// gateMode is the KubervisorService's readinessGate mode (readiness is ContainersReady).
 	gateMode bool
 	// ignored and warnings are the detector's (samples about pods not managed or in another namespace;
-	// Prometheus' warnings).
-	ignored  int
-	warnings []string
+	// Prometheus' warnings); endpointWarnings its endpoint's (SPEC §2.3).
+	ignored          int
+	warnings         []string
+	endpointWarnings []string
 }
 
 // inputs are the answers the plan works on: failed breakers take no part.
@@ -133,6 +136,9 @@ func (b *breakerEval) sparedSet() map[string]string {
 func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.KubervisorService, obs *observation,
 	mem *kvsMemory, now time.Time) evaluation {
 	ev := evaluation{schedule: map[string]time.Time{}}
+	if r.endpoints != nil {
+		ev.endpointGen = r.endpoints.Generation()
+	}
 	managed := make(map[string]struct{}, len(obs.pods))
 	for _, p := range obs.pods {
 		managed[p.Name] = struct{}{}
@@ -175,6 +181,7 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 		metrics.LastEvaluation.WithLabelValues(kvs.Namespace, kvs.Name, b.Name).Set(float64(now.UnixNano()) / 1e9)
 		res, err := r.detect(ctx, kvs, b, &ev, mem, period, managed, serving)
 		be.ignored, be.warnings = res.Ignored, res.Warnings
+		be.endpointWarnings = r.endpointWarnings(b, kvs.Namespace)
 		switch {
 		case err != nil:
 			be.kind, be.err = outcomeError, err
@@ -269,14 +276,19 @@ func guardOn(be *breakerEval, g kvv1.Guards, pods []breaker.Pod, mem *kvsMemory,
 }
 
 // detect asks the breaker's detector once, within min(period, maxQueryTimeout). A detector built for it
-// goes into ev.detectors (memory keeps it once the pass is written).
+// goes into ev.detectors (memory keeps it once the pass is written); one built with an older configuration
+// of the detector endpoints is built again.
 func (r *KubervisorServiceReconciler) detect(ctx context.Context, kvs *kvv1.KubervisorService, b *kvv1.BreakerStrategy,
 	ev *evaluation, mem *kvsMemory, period time.Duration, managed, serving map[string]struct{}) (detector.Result, error) {
 	timeout := min(period, maxQueryTimeout)
 	d, ok := mem.detectors[b.Name]
-	if !ok {
+	if !ok || mem.endpointGen != ev.endpointGen {
+		opts := detector.Options{HTTPClient: r.HTTP, Timeout: timeout, Now: r.Clock.Now}
 		var err error
-		if d, err = r.newDetector(b, detector.Options{HTTPClient: r.HTTP, Timeout: timeout, Now: r.Clock.Now}); err != nil {
+		if opts.Endpoint, err = r.endpointOf(b, kvs.Namespace); err != nil {
+			return detector.Result{}, err
+		}
+		if d, err = r.newDetector(b, opts); err != nil {
 			return detector.Result{}, fmt.Errorf("configuring the detector: %w", err)
 		}
 		if ev.detectors == nil {
@@ -291,6 +303,44 @@ func (r *KubervisorServiceReconciler) detect(ctx context.Context, kvs *kvv1.Kube
 		InTraffic: serving})
 	metrics.QueryDuration.WithLabelValues(kvs.Namespace, kvs.Name, b.Name).Observe(r.Clock.Since(start).Seconds())
 	return res, err
+}
+
+// endpointOf resolves the named endpoint the breaker's detector talks to (SPEC §2.3), nil when it names an
+// address of its own. The error says what to fix; it never holds a credential (endpoints.Error).
+func (r *KubervisorServiceReconciler) endpointOf(b *kvv1.BreakerStrategy, namespace string) (*detector.Endpoint, error) {
+	name, uses := b.EndpointOf()
+	if !uses {
+		return nil, nil
+	}
+	if r.endpoints == nil {
+		if name == "" {
+			return nil, errors.New("the detector names no address (prometheusService or customService.url) and the manager " +
+				"defines no default endpoint (it runs without --detector-endpoints)")
+		}
+		return nil, fmt.Errorf("unknown endpoint %q: the manager runs without --detector-endpoints", name)
+	}
+	t, err := r.endpoints.Resolve(name, namespace)
+	if err != nil {
+		return nil, err
+	}
+	return &detector.Endpoint{Name: t.Name, URL: t.URL, Client: t.Client, Timeout: t.Timeout}, nil
+}
+
+// endpointWarnings are what the breaker's endpoint warns about (an unverified certificate, a configuration
+// file that does not parse): shown in the breaker's status warnings.
+func (r *KubervisorServiceReconciler) endpointWarnings(b *kvv1.BreakerStrategy, namespace string) []string {
+	name, uses := b.EndpointOf()
+	if !uses || r.endpoints == nil {
+		return nil
+	}
+	var out []string
+	if t, err := r.endpoints.Resolve(name, namespace); err == nil {
+		out = append(out, t.Warnings...)
+	}
+	if p := r.endpoints.Problem(); p != "" {
+		out = append(out, p)
+	}
+	return out
 }
 
 // planOn decides, on a view of the managed pods, who each breaker ejects (SPEC §5 steps 2–3, one quota for

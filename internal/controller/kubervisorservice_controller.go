@@ -54,6 +54,7 @@ type KubervisorServiceReconciler struct {
 	HTTP      *http.Client
 
 	newDetector DetectorFactory
+	endpoints   EndpointResolver
 	// podStore and kvsStore are the pod and KubervisorService informers' indexers the passes read from
 	// (podstore.go); nil: they list.
 	podStore, kvsStore toolscache.Indexer

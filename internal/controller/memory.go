@@ -36,7 +36,9 @@ type kvsMemory struct {
 	generation int64
 	next       map[string]time.Time
 	detectors  map[string]detector.Detector
-	outcomes   map[string]breakerOutcome
+	// endpointGen is the generation of the detector endpoints the detectors were built with.
+	endpointGen uint64
+	outcomes    map[string]breakerOutcome
 	// storms holds, per breaker, the time of its last suspected storm, for stormCooldown; stormActive the
 	// breakers whose last evaluation was a storm (not its cooldown). Seeded from status (lastStormTime) when
 	// the memory is new, so that a cooldown holds across restarts and edits.
@@ -124,6 +126,10 @@ func (e *kvsMemory) learn(l *lesson) {
 		e.breach = *l.breach
 	}
 	maps.Copy(e.outcomes, l.outcomes)
+	if l.ev.endpointGen != e.endpointGen && len(l.ev.detectors) > 0 {
+		// The detector endpoints changed: the detectors built before are built again at their turn.
+		e.detectors, e.endpointGen = map[string]detector.Detector{}, l.ev.endpointGen
+	}
 	maps.Copy(e.detectors, l.ev.detectors)
 	rememberStorms(l.ev.breakers, e.storms, e.stormActive)
 	for _, b := range l.ev.breakers {

@@ -18,6 +18,7 @@ import (
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 	"github.com/kubervisor/kubervisor/internal/detector"
+	"github.com/kubervisor/kubervisor/internal/endpoints"
 	"github.com/kubervisor/kubervisor/internal/podstate"
 )
 
@@ -39,6 +40,17 @@ const DefaultMaxConcurrentEvaluations = 64
 // fieldManager names Kubervisor in managedFields and events.
 const fieldManager = "kubervisor"
 
+// EndpointResolver resolves a named detector endpoint for a namespace (SPEC §2.3); *endpoints.Registry is
+// the production one.
+type EndpointResolver interface {
+	// Resolve returns the endpoint name ("" for the default) as the KubervisorServices of namespace use it.
+	Resolve(name, namespace string) (*endpoints.Target, error)
+	// Generation moves when the configuration changes: detectors built before are built again.
+	Generation() uint64
+	// Problem says why the configuration in use is not the file's (it does not parse), "" when it is.
+	Problem() string
+}
+
 // DetectorFactory builds the detector of one breaker; detector.New is the production one.
 type DetectorFactory func(b *kvv1.BreakerStrategy, opts detector.Options) (detector.Detector, error)
 
@@ -59,6 +71,9 @@ type Options struct {
 	MaxConcurrentEvaluations int
 	// NewDetector builds each breaker's detector; tests inject an in-memory one. nil uses detector.New.
 	NewDetector DetectorFactory
+	// Endpoints resolves the named detector endpoints (SPEC §2.3): *endpoints.Registry. nil: none are
+	// defined, and a breaker that names one, or no address, fails with DetectorError.
+	Endpoints EndpointResolver
 
 	// KubervisorServiceSelector, when set, restricts this manager to the KubervisorServices it selects (a
 	// shard, docs/scaling.md); CacheOptions must be given the same selector.
@@ -187,7 +202,7 @@ func NewKubervisorServiceReconciler(c client.Client, apiReader client.Reader, re
 	opts.defaults()
 	return &KubervisorServiceReconciler{
 		Client: c, APIReader: apiReader, Recorder: rec, Clock: opts.Clock, HTTP: opts.HTTPClient,
-		newDetector: opts.NewDetector, memory: newMemory(), adoptions: opts.adoptions,
+		newDetector: opts.NewDetector, endpoints: opts.Endpoints, memory: newMemory(), adoptions: opts.adoptions,
 	}
 }
 

@@ -56,7 +56,7 @@ func desiredStatus(kvs *kvv1.KubervisorService, obs *observation, mem recalled, 
 		entry := kvv1.BreakerStatus{
 			Name: b.Name, LastResult: o.lastResult(), AnomalousPods: capNames(o.anomalous), EjectedPods: heldOutBy(obs.pods, b.Name),
 			WithheldPods: capNames(o.withheld), WouldEjectPods: capNames(o.wouldEject), IgnoredSamples: o.ignored,
-			Warnings: capNames(o.warnings), Anomalies: carryDecisions(o.decisions, old[b.Name]),
+			Warnings: capNames(slices.Concat(o.endpointWarnings, o.warnings)), Anomalies: carryDecisions(o.decisions, old[b.Name]),
 		}
 		entry.LastStormTime = mem.lastStormTime(b.Name, old[b.Name])
 		if prev := old[b.Name]; prev != nil && prev.LastEvaluationTime != nil && sameBreakerStatus(*prev, entry) {

@@ -3,7 +3,9 @@ package endpoints
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -52,6 +54,8 @@ type Registry struct {
 
 // state is one loaded configuration, replaced as a whole by a load.
 type state struct {
+	// absent is set when the file does not exist (an optional Secret not created): no endpoint, no failure.
+	absent     bool
 	generation uint64
 	// loadedAt is when the configuration loaded; zero before the first successful load.
 	loadedAt  time.Time
@@ -93,6 +97,13 @@ func (r *Registry) Load() error {
 	}
 
 	data, readErr := os.ReadFile(r.path)
+	if errors.Is(readErr, fs.ErrNotExist) {
+		// NOTE: the file comes from an optional Secret (config/manager, the chart): absent, no endpoint is
+		// defined, which is no failure. Start loads it once it appears.
+		r.watch, r.fingerprint = nil, r.hash(nil, readErr)
+		r.swap(&state{endpoints: map[string]*endpoint{}, absent: true})
+		return nil
+	}
 	var cfg *Config
 	endpoints, err := map[string]*endpoint(nil), readErr
 	if readErr == nil {
@@ -290,6 +301,8 @@ func (r *Registry) lookup(s *state, name string) (*endpoint, error) {
 		return nil, unknown("%s", r.Problem())
 	case s.loadedAt.IsZero():
 		return nil, unknown("the manager's endpoints file (%s) has not been loaded yet", r.path)
+	case s.absent:
+		return nil, unknown("the manager's endpoints file (%s) does not exist: no endpoint is defined", r.path)
 	case len(s.names) == 0:
 		return nil, unknown("the manager's endpoints file (%s) defines no endpoint", r.path)
 	}

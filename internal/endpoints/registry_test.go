@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,6 +98,10 @@ func TestRegistryKeepsTheLastGoodConfiguration(t *testing.T) {
 func TestRegistryWithoutAGoodLoad(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "endpoints.yaml")
 	r := NewRegistry(path, nopLogger())
+	// Unreadable (an absent file is no failure: TestAbsentFileDefinesNone).
+	if err := os.Mkdir(path, 0o700); err != nil {
+		t.Fatal(err)
+	}
 
 	_, err := r.Resolve("a", "shop")
 	want := fmt.Sprintf(`unknown endpoint "a": the manager's endpoints file (%s) has not been loaded yet`, path)
@@ -105,11 +110,11 @@ func TestRegistryWithoutAGoodLoad(t *testing.T) {
 	}
 
 	err = r.Load()
-	want = fmt.Sprintf("endpoints file %s: cannot read: no such file or directory", path)
+	want = fmt.Sprintf("endpoints file %s: cannot read: is a directory", path)
 	if err == nil || err.Error() != want {
-		t.Fatalf("Load of a missing file = %v, want %s", err, want)
+		t.Fatalf("Load of an unreadable file = %v, want %s", err, want)
 	}
-	wantProblem := fmt.Sprintf("endpoints file %s: cannot read: no such file or directory; no configuration has loaded, so no endpoint is usable", path)
+	wantProblem := fmt.Sprintf("endpoints file %s: cannot read: is a directory; no configuration has loaded, so no endpoint is usable", path)
 	if r.Problem() != wantProblem {
 		t.Errorf("Problem\n got: %s\nwant: %s", r.Problem(), wantProblem)
 	}
@@ -328,5 +333,34 @@ func TestStartWithoutAFile(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Start did not return when its context ended")
+	}
+}
+
+// TestAbsentFileDefinesNone: the file of an optional Secret that was not created is no failure (no
+// problem, the reload metric stays successful) and says so when a breaker names an endpoint; once it
+// appears, it is loaded.
+func TestAbsentFileDefinesNone(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "endpoints.yaml")
+	r := NewRegistry(path, nopLogger())
+	if err := r.Load(); err != nil {
+		t.Fatalf("Load of an absent file = %v, want nil", err)
+	}
+	if p := r.Problem(); p != "" {
+		t.Errorf("Problem() = %q, want none", p)
+	}
+	if _, err := r.Resolve("thanos", "shop"); err == nil || !strings.Contains(err.Error(), "does not exist: no endpoint is defined") {
+		t.Errorf("Resolve = %v, want the absent file named", err)
+	}
+	if err := os.WriteFile(path, []byte("endpoints:\n- name: thanos\n  url: http://thanos:9090\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if !r.changed() {
+		t.Fatal("a file that appeared is not seen as a change")
+	}
+	if err := r.Load(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Resolve("thanos", "shop"); err != nil {
+		t.Errorf("Resolve after the file appeared = %v", err)
 	}
 }

@@ -50,7 +50,7 @@
 //	                        in every pass, before any evaluation -> the BelowFloor message, its event
 //	requests (manual.go)    manual eject/restore requests (podstate.RequestOf) carried out inside the floor
 //	                        (breaker.Quota, as the plan; live read first)
-//	evaluate (evaluate.go)  detector queries of the due breakers -> evaluation (typed OK | NoData | Error,
+//	evaluate (evaluate.go)  detector queries of the due breakers, at once (maxQueriesPerPass) -> evaluation (typed OK | NoData | Error,
 //	                        guards, failureThreshold counts) with the schedule and the detectors it built,
 //	                        as values: it writes nothing, its memory included
 //	act      (act.go)       plan on that view (no live read); patches, pod events, metrics, logs -> one

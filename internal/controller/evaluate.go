@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -151,6 +152,8 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 			serving[p.Name] = struct{}{}
 		}
 	}
+	// 1. Which breakers are due, in spec order; an unusable one is judged at once.
+	var queries []*query
 	for i := range kvs.Spec.Breakers {
 		b := &kvs.Spec.Breakers[i]
 		due, scheduled := mem.next[b.Name]
@@ -166,54 +169,114 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 		if scheduled {
 			metrics.EvaluationLateness.Observe(now.Sub(due).Seconds())
 		}
-		be := breakerEval{name: b.Name, dryRun: kvs.Spec.IsDryRun(b) || !selectorActive, gateMode: kvs.Spec.GateMode()}
+		q := &query{b: b, be: breakerEval{name: b.Name, dryRun: kvs.Spec.IsDryRun(b) || !selectorActive, gateMode: kvs.Spec.GateMode()}}
+		queries = append(queries, q)
 		if problems := b.Unusable(); len(problems) > 0 {
 			// Never a silent default (SPEC §2.1): the breaker is not evaluated until its spec changes, which
 			// resets the memory; conditions report InvalidSpec.
 			ev.schedule[b.Name] = now.Add(kvv1.MaxPeriod)
-			be.kind, be.err = outcomeInvalid, errors.New("invalid spec: "+strings.Join(problems, "; "))
-			ev.breakers = append(ev.breakers, be)
+			q.be.kind, q.be.err = outcomeInvalid, errors.New("invalid spec: "+strings.Join(problems, "; "))
 			continue
 		}
-		period, _ := b.EvaluationPeriodOf()
-		guards, _ := b.GuardsOf()
-		ev.schedule[b.Name] = nextDue(due, now, period)
+		q.period, _ = b.EvaluationPeriodOf()
+		ev.schedule[b.Name] = nextDue(due, now, q.period)
 		metrics.LastEvaluation.WithLabelValues(kvs.Namespace, kvs.Name, b.Name).Set(float64(now.UnixNano()) / 1e9)
-		res, err := r.detect(ctx, kvs, b, &ev, mem, period, managed, serving)
-		be.ignored, be.warnings = res.Ignored, res.Warnings
-		be.endpointWarnings = r.endpointWarnings(b, kvs.Namespace)
-		switch {
-		case err != nil:
-			be.kind, be.err = outcomeError, err
-		case res.NoData && guards.OnNoDataError && b.CustomService == nil:
-			be.kind, be.err = outcomeError, errors.New("the answer holds no sample about any managed pod (onNoData: error): is the query broken?")
-		case res.NoData:
-			be.kind = outcomeNoData
-		default:
-			be.kind = outcomeOK
+		q.ask = true
+	}
+	// 2. Their detectors, asked at once (at most maxQueriesPerPass at a time): the pass lasts as long as its
+	// slowest query, not the sum of them.
+	r.ask(ctx, kvs, queries, &ev, mem, managed, serving)
+	// 3. The answers, judged in spec order.
+	for _, q := range queries {
+		if q.ask {
+			r.judge(q, kvs, obs, pods, mem, now)
 		}
-		if be.kind != outcomeError {
-			for _, a := range res.Anomalies {
-				be.anomalies = append(be.anomalies, breaker.Anomaly{Pod: a.Pod, Reason: a.Reason})
-			}
-			guardOn(&be, guards, pods, mem, now)
-			if be.kind != outcomeStorm {
-				// NOTE: a suspected storm is a detector not trusted: like a failed evaluation, it leaves the
-				// counts of failureThreshold as they were.
-				be.streaks, be.keepStreaks = breaker.Sustain(mem.streaks[b.Name], pods, be.anomalies), true
-			}
-			be.spared = spareOf(b, be.anomalies, obs.pods, be.streaks, kvs.Spec.GateMode(), now)
-			for pod, s := range be.spared {
-				// NOTE: evaluations of a pod warming up or on probation do not count towards failureThreshold:
-				// they judge it on being new, or on failures from before its ejection.
-				if s.decision != kvv1.DecisionPending {
-					delete(be.streaks, pod)
-				}
-			}
-		}
-		ev.breakers = append(ev.breakers, be)
+		ev.breakers = append(ev.breakers, q.be)
 	}
 	return ev
+}
+
+// maxQueriesPerPass bounds the detector queries one pass sends at once.
+const maxQueriesPerPass = 8
+
+// query is one due breaker of a pass: its detector's answer, then its judgement.
+type query struct {
+	b      *kvv1.BreakerStrategy
+	be     breakerEval
+	period time.Duration
+	// ask is set when the detector is to be asked (the breaker is usable); built is a detector built for it.
+	ask   bool
+	built detector.Detector
+	res   detector.Result
+	err   error
+}
+
+// ask queries the detectors of the queries to ask concurrently, at most maxQueriesPerPass at a time, and
+// records the detectors built in ev.
+func (r *KubervisorServiceReconciler) ask(ctx context.Context, kvs *kvv1.KubervisorService, queries []*query, ev *evaluation,
+	mem *kvsMemory, managed, serving map[string]struct{}) {
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, maxQueriesPerPass)
+	for _, q := range queries {
+		if !q.ask {
+			continue
+		}
+		// The endpoint's warnings are read here, not in the goroutines: the registry is safe, the query is not shared.
+		q.be.endpointWarnings = r.endpointWarnings(q.b, kvs.Namespace)
+		wg.Go(func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			q.built, q.res, q.err = r.detect(ctx, kvs, q.b, ev.endpointGen, mem, q.period, managed, serving)
+		})
+	}
+	wg.Wait()
+	for _, q := range queries {
+		if q.built != nil {
+			if ev.detectors == nil {
+				ev.detectors = map[string]detector.Detector{}
+			}
+			ev.detectors[q.b.Name] = q.built
+		}
+	}
+}
+
+// judge turns a breaker's answer into its evaluation: the outcome kind, the guards, failureThreshold's
+// counts and the pods it spares.
+func (r *KubervisorServiceReconciler) judge(q *query, kvs *kvv1.KubervisorService, obs *observation, pods []breaker.Pod,
+	mem *kvsMemory, now time.Time) {
+	b, be, res := q.b, &q.be, q.res
+	guards, _ := b.GuardsOf()
+	be.ignored, be.warnings = res.Ignored, res.Warnings
+	switch {
+	case q.err != nil:
+		be.kind, be.err = outcomeError, q.err
+	case res.NoData && guards.OnNoDataError && b.CustomService == nil:
+		be.kind, be.err = outcomeError, errors.New("the answer holds no sample about any managed pod (onNoData: error): is the query broken?")
+	case res.NoData:
+		be.kind = outcomeNoData
+	default:
+		be.kind = outcomeOK
+	}
+	if be.kind == outcomeError {
+		return
+	}
+	for _, a := range res.Anomalies {
+		be.anomalies = append(be.anomalies, breaker.Anomaly{Pod: a.Pod, Reason: a.Reason})
+	}
+	guardOn(be, guards, pods, mem, now)
+	if be.kind != outcomeStorm {
+		// NOTE: a suspected storm is a detector not trusted: like a failed evaluation, it leaves the counts of
+		// failureThreshold as they were.
+		be.streaks, be.keepStreaks = breaker.Sustain(mem.streaks[b.Name], pods, be.anomalies), true
+	}
+	be.spared = spareOf(b, be.anomalies, obs.pods, be.streaks, kvs.Spec.GateMode(), now)
+	for pod, s := range be.spared {
+		// NOTE: evaluations of a pod warming up or on probation do not count towards failureThreshold: they
+		// judge it on being new, or on failures from before its ejection.
+		if s.decision != kvv1.DecisionPending {
+			delete(be.streaks, pod)
+		}
+	}
 }
 
 // spareOf returns the anomalous pods the breaker judges but does not eject, with the decision and why, the
@@ -275,26 +338,24 @@ func guardOn(be *breakerEval, g kvv1.Guards, pods []breaker.Pod, mem *kvsMemory,
 	}
 }
 
-// detect asks the breaker's detector once, within min(period, maxQueryTimeout). A detector built for it
-// goes into ev.detectors (memory keeps it once the pass is written); one built with an older configuration
-// of the detector endpoints is built again.
+// detect asks the breaker's detector once, within min(period, maxQueryTimeout), and returns the detector it
+// built for it, if any (memory keeps it once the pass is learned); one built with an older configuration of
+// the detector endpoints is built again. Safe to call concurrently: it reads memory only.
 func (r *KubervisorServiceReconciler) detect(ctx context.Context, kvs *kvv1.KubervisorService, b *kvv1.BreakerStrategy,
-	ev *evaluation, mem *kvsMemory, period time.Duration, managed, serving map[string]struct{}) (detector.Result, error) {
+	endpointGen uint64, mem *kvsMemory, period time.Duration, managed, serving map[string]struct{}) (detector.Detector, detector.Result, error) {
 	timeout := min(period, maxQueryTimeout)
+	var built detector.Detector
 	d, ok := mem.detectors[b.Name]
-	if !ok || mem.endpointGen != ev.endpointGen {
+	if !ok || mem.endpointGen != endpointGen {
 		opts := detector.Options{HTTPClient: r.HTTP, Timeout: timeout, Now: r.Clock.Now}
 		var err error
 		if opts.Endpoint, err = r.endpointOf(b, kvs.Namespace); err != nil {
-			return detector.Result{}, err
+			return nil, detector.Result{}, err
 		}
 		if d, err = r.newDetector(b, opts); err != nil {
-			return detector.Result{}, fmt.Errorf("configuring the detector: %w", err)
+			return nil, detector.Result{}, fmt.Errorf("configuring the detector: %w", err)
 		}
-		if ev.detectors == nil {
-			ev.detectors = map[string]detector.Detector{}
-		}
-		ev.detectors[b.Name] = d
+		built = d
 	}
 	qctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -302,7 +363,7 @@ func (r *KubervisorServiceReconciler) detect(ctx context.Context, kvs *kvv1.Kube
 	res, err := d.Detect(qctx, detector.Request{Namespace: kvs.Namespace, KubervisorService: kvs.Name, Breaker: b.Name, Pods: managed,
 		InTraffic: serving})
 	metrics.QueryDuration.WithLabelValues(kvs.Namespace, kvs.Name, b.Name).Observe(r.Clock.Since(start).Seconds())
-	return res, err
+	return built, res, err
 }
 
 // endpointOf resolves the named endpoint the breaker's detector talks to (SPEC §2.3), nil when it names an

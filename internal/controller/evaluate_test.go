@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/detector"
 )
 
 // memorySnapshot is what evaluate could write into a KubervisorService's memory.
@@ -96,5 +98,69 @@ func TestEvaluateWritesNothing(t *testing.T) {
 		schedule: map[string]time.Time{"sustained": due.Add(time.Hour)}}, retry: true})
 	if !retried.next["sustained"].Equal(due) {
 		t.Errorf("a lesson whose act failed rescheduled the breaker it evaluated to %s (was %s)", retried.next["sustained"], due)
+	}
+}
+
+// gatedDetector holds every query until the test releases them, counting those in flight.
+type gatedDetector struct {
+	mu            sync.Mutex
+	inFlight, max int
+	release       chan struct{}
+}
+
+func (g *gatedDetector) Detect(ctx context.Context, _ detector.Request) (detector.Result, error) {
+	g.mu.Lock()
+	g.inFlight++
+	g.max = max(g.max, g.inFlight)
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		g.inFlight--
+		g.mu.Unlock()
+	}()
+	select {
+	case <-g.release:
+	case <-ctx.Done():
+		return detector.Result{}, ctx.Err()
+	}
+	return detector.Result{NoData: true}, nil
+}
+
+func (g *gatedDetector) peak() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.max
+}
+
+// TestBreakersOfAPassAreAskedAtOnce: the detectors of one pass's breakers are asked concurrently, at most
+// maxQueriesPerPass at a time (sequential queries would never have two in flight).
+func TestBreakersOfAPassAreAskedAtOnce(t *testing.T) {
+	var names []string
+	for i := range 12 {
+		names = append(names, fmt.Sprintf("b%d", i))
+	}
+	h := newHarness(t, testService(true), testPod("p0", "yes", nil), testKVS(nil, names...))
+	g := &gatedDetector{release: make(chan struct{})}
+	opts := h.opts()
+	opts.NewDetector = func(*kvv1.BreakerStrategy, detector.Options) (detector.Detector, error) { return g, nil }
+	r := NewKubervisorServiceReconciler(h.client, liveReader{Reader: h.client, h: h}, h.events, opts)
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.pass(r)
+		done <- err
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for g.peak() < maxQueriesPerPass && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	close(g.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := g.peak(); got != maxQueriesPerPass {
+		t.Errorf("%d queries in flight at most, want %d (concurrent, bounded)", got, maxQueriesPerPass)
+	}
+	if got := len(h.kvs().Status.Breakers); got != len(names) {
+		t.Errorf("%d breakers in status, want %d", got, len(names))
 	}
 }

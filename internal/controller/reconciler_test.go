@@ -161,12 +161,14 @@ func (e *fakeEvictor) Evict(_ context.Context, namespace, name string) error {
 
 // harness wires a reconciler on a fake client that records what is sent.
 type harness struct {
-	t         *testing.T
-	client    client.Client
-	clock     *clocktesting.FakeClock
-	events    *eventLog
-	detectors map[string]*fakeDetector
-	evictor   *fakeEvictor
+	t      *testing.T
+	client client.Client
+	clock  *clocktesting.FakeClock
+	events *eventLog
+	// detectors are the breakers' fake detectors, built by the pass's concurrent queries (detectorsMu).
+	detectorsMu sync.Mutex
+	detectors   map[string]*fakeDetector
+	evictor     *fakeEvictor
 	// patches are the pod patches sent, as "name: body"; statusWrites counts status updates; liveLists
 	// counts pod lists through the API reader.
 	patches []string
@@ -274,6 +276,8 @@ func (i builderIndexer) IndexField(_ context.Context, obj client.Object, field s
 
 // answer sets what breaker b's detector says.
 func (h *harness) answer(b string, err error, pods ...string) {
+	h.detectorsMu.Lock()
+	defer h.detectorsMu.Unlock()
 	d, ok := h.detectors[b]
 	if !ok {
 		d = &fakeDetector{}
@@ -283,6 +287,8 @@ func (h *harness) answer(b string, err error, pods ...string) {
 }
 
 func (h *harness) calls(b string) int {
+	h.detectorsMu.Lock()
+	defer h.detectorsMu.Unlock()
 	if d, ok := h.detectors[b]; ok {
 		return d.calls
 	}
@@ -304,6 +310,8 @@ func (l liveReader) List(ctx context.Context, list client.ObjectList, opts ...cl
 
 func (h *harness) opts() Options {
 	return Options{Clock: h.clock, adoptions: h.adoptions, NewDetector: func(b *kvv1.BreakerStrategy, _ detector.Options) (detector.Detector, error) {
+		h.detectorsMu.Lock()
+		defer h.detectorsMu.Unlock()
 		d, ok := h.detectors[b.Name]
 		if !ok {
 			d = &fakeDetector{}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,6 +54,18 @@ type PrometheusOptions struct {
 	StopGracePeriod time.Duration
 	// Log receives progress lines; default none.
 	Log io.Writer
+
+	// WebConfig, when set, is the content of a web configuration file (TLS, basic auth: Prometheus's
+	// --web.config.file), written beside prometheus.yml and passed to Prometheus. Files it names should
+	// be absolute paths.
+	WebConfig string
+	// Scheme is how the harness reaches Prometheus: "http" (default), or "https" for a WebConfig with a
+	// tls_server_config.
+	Scheme string
+	// Client sends the harness's requests to Prometheus (readiness, targets, API): with WebConfig, one
+	// that trusts the server's certificate and presents the credentials it requires. Default a plain
+	// client.
+	Client *http.Client
 }
 
 // Prometheus is a Prometheus server running as a child process on 127.0.0.1, with a configuration the
@@ -83,6 +96,9 @@ func StartPrometheus(ctx context.Context, opts PrometheusOptions) (*Prometheus, 
 	}
 	if opts.StopGracePeriod <= 0 {
 		opts.StopGracePeriod = 30 * time.Second
+	}
+	if opts.Scheme == "" {
+		opts.Scheme = "http"
 	}
 	if opts.Binary == "" {
 		bin, err := EnsurePrometheus(ctx)
@@ -142,13 +158,21 @@ func (p *Prometheus) Start(ctx context.Context) error {
 	if err := p.writeConfig(); err != nil {
 		return err
 	}
-	args := slices.Concat([]string{
+	args := []string{
 		"--config.file=" + p.configPath(),
 		"--storage.tsdb.path=" + filepath.Join(p.opts.Dir, "data"),
 		"--storage.tsdb.retention.time=6h",
 		"--web.listen-address=" + p.Addr(),
 		"--log.level=info",
-	}, p.opts.ExtraArgs)
+	}
+	if p.opts.WebConfig != "" {
+		web := filepath.Join(p.opts.Dir, "web.yml")
+		if err := os.WriteFile(web, []byte(p.opts.WebConfig), 0o600); err != nil {
+			return fmt.Errorf("writing the Prometheus web configuration: %w", err)
+		}
+		args = append(args, "--web.config.file="+web)
+	}
+	args = slices.Concat(args, p.opts.ExtraArgs)
 	_, _ = fmt.Fprintf(p.opts.Log, "prometheus: starting on %s\n", p.Addr()) // progress lines are best effort
 	proc, err := StartProcess("prometheus", p.opts.Binary, args, p.LogPath(), nil)
 	if err != nil {
@@ -262,12 +286,21 @@ func (p *Prometheus) waitRules(ctx context.Context, files []string) error {
 // Addr is host:port of Prometheus, the form a breaker's prometheusService takes.
 func (p *Prometheus) Addr() string { return "127.0.0.1:" + strconv.Itoa(p.opts.Port) }
 
-// URL is the base URL of Prometheus.
-func (p *Prometheus) URL() string { return "http://" + p.Addr() }
+// URL is the base URL of Prometheus (https:// with PrometheusOptions.Scheme "https").
+func (p *Prometheus) URL() string { return p.opts.Scheme + "://" + p.Addr() }
 
-// API is a client of Prometheus's HTTP API.
+// Client is the HTTP client of the harness's requests to Prometheus (PrometheusOptions.Client, else a
+// plain one).
+func (p *Prometheus) Client() *http.Client {
+	if p.opts.Client != nil {
+		return p.opts.Client
+	}
+	return &http.Client{Timeout: 2 * time.Second}
+}
+
+// API is a client of Prometheus's HTTP API, through Client.
 func (p *Prometheus) API() promv1.API {
-	c, err := promapi.NewClient(promapi.Config{Address: p.URL()})
+	c, err := promapi.NewClient(promapi.Config{Address: p.URL(), Client: p.opts.Client})
 	if err != nil {
 		panic(err) // only an unparsable address fails, and Addr is always valid
 	}
@@ -325,7 +358,7 @@ func promDuration(d time.Duration) string {
 func (p *Prometheus) waitUp(ctx context.Context, jobs []ScrapeJob) error {
 	ctx, cancel := context.WithTimeout(ctx, p.opts.StartTimeout)
 	defer cancel()
-	if err := WaitForHTTP(ctx, p.URL()+"/-/ready", p.opts.StartTimeout); err != nil {
+	if err := p.waitReady(ctx); err != nil {
 		return err
 	}
 	api := p.API()
@@ -365,6 +398,34 @@ func (p *Prometheus) waitUp(ctx context.Context, jobs []ScrapeJob) error {
 			}
 			return fmt.Errorf("waiting for Prometheus's targets: %w", errors.Join(ctx.Err(), err))
 		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// waitReady polls /-/ready through Client until it answers 200.
+func (p *Prometheus) waitReady(ctx context.Context) error {
+	if p.opts.Client == nil {
+		return WaitForHTTP(ctx, p.URL()+"/-/ready", p.opts.StartTimeout)
+	}
+	var last error
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL()+"/-/ready", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := p.opts.Client.Do(req)
+		if err == nil {
+			_ = resp.Body.Close() // only the status matters
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("status %s", resp.Status)
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s/-/ready: %w (last: %v)", p.URL(), ctx.Err(), last)
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }

@@ -7,6 +7,7 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -39,6 +40,9 @@ var (
 	prom *cluster.Prometheus
 	k8s  client.Client
 	ctx  = context.Background()
+	// endpointsFile is the manager's --detector-endpoints file, absent until a spec writes it; the files
+	// it names (CA, certificates, password, token) go beside it, in its directory.
+	endpointsFile string
 )
 
 func TestE2E(t *testing.T) {
@@ -80,6 +84,11 @@ var _ = BeforeSuite(func() {
 	prom, err = cl.StartPrometheus(ctx, cluster.PrometheusOptions{Log: GinkgoWriter})
 	Expect(err).NotTo(HaveOccurred())
 
+	endpointsDir, err := os.MkdirTemp("", "kubervisor-e2e-endpoints-")
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(os.RemoveAll, endpointsDir)
+	endpointsFile = filepath.Join(endpointsDir, "endpoints.yaml")
+
 	By("starting the manager binary as the ServiceAccount of config/rbac")
 	Expect(cl.StartManager(manager, managerArgs())).To(Succeed())
 })
@@ -111,6 +120,7 @@ func managerArgs() []string {
 	return []string{
 		"--metrics-bind-address=" + metrics, "--metrics-secure=false", "--health-probe-bind-address=" + probes,
 		"--leader-elect", "--leader-election-namespace=" + cluster.ManagerNamespace, "--zap-log-level=debug",
+		"--detector-endpoints=" + endpointsFile,
 	}
 }
 

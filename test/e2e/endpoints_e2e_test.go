@@ -1,0 +1,264 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"github.com/prometheus/common/model"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/test/cluster"
+	"github.com/kubervisor/kubervisor/test/fleet"
+)
+
+// basicAuthPassword and its bcrypt hash (cost 10) for the web configuration of a Prometheus behind basic
+// auth. NOTE: a fixed pair, so that the test needs no bcrypt implementation (golang.org/x/crypto is not a
+// requirement of this module); the specs check that this value never leaks.
+const (
+	basicAuthUser     = "kubervisor"
+	basicAuthPassword = "e2e-Vh7qLx2mTz9RkPw4"
+	basicAuthHash     = "$2a$10$0gt7wOpTcl9OAWRu9MxEoeSwuudaYnu5lC9u0M.66F4.5PSrByR5e"
+)
+
+var _ = Describe("Detector endpoints on a real cluster", func() {
+	It("ejects through a Prometheus behind HTTPS and basic auth, refuses a wrong password, and recovers when the file is fixed", func() {
+		managerPID := cl.Manager().Pid()
+		s := newScenario(4)
+		deleteNamespaceLater(s)
+		ca := newTestCA()
+		dir := GinkgoT().TempDir()
+		serverCrt, serverKey := ca.issue(dir, "server", false)
+		secure := startWebPrometheus(s, dir, fmt.Sprintf("tls_server_config:\n  cert_file: %s\n  key_file: %s\nbasic_auth_users:\n  %s: %s\n",
+			serverCrt, serverKey, basicAuthUser, basicAuthHash),
+			&http.Client{Timeout: 5 * time.Second, Transport: basicAuth{next: ca.transport(nil)}})
+
+		writeEndpointFiles(map[string]string{"ca.crt": string(ca.pem), "password": basicAuthPassword})
+		writeEndpoints(fmt.Sprintf(`endpoints:
+- name: secure
+  url: https://%s
+  tls: {caFile: ca.crt}
+  basicAuth: {username: %s, passwordFile: password}
+`, secure.Addr(), basicAuthUser))
+
+		b := s.discrete()
+		b.DiscreteValueOutOfList.PrometheusService, b.DiscreteValueOutOfList.Endpoint = "", "secure"
+		s.createKVS(b, tolerateTwo)
+		pods := s.pods()
+
+		By("a pod returning 5xx leaves the EndpointSlice, judged through the secure endpoint")
+		Expect(s.fleet.SetErrorRate(pods[0], 0.6)).To(Succeed())
+		s.timeToLeave(pods[0], time.Now())
+
+		By("a wrong password: DetectorError with the endpoint's message, and a new fault ejects nothing")
+		writeEndpointFiles(map[string]string{"password": "e2e-wrong-Qd8sLm3n"})
+		expectRefused(s, secure, pods[1], without(pods, pods[0]),
+			"endpoint secure: 401 Unauthorized: check the basic auth username and password files")
+
+		By("the password file fixed while the manager runs: the next evaluation ejects the faulty pod")
+		writeEndpointFiles(map[string]string{"password": basicAuthPassword})
+		s.timeToLeave(pods[1], time.Now())
+		Eventually(s.condition(kvv1.ConditionReady)).Should(HaveField("Status", metav1.ConditionTrue))
+		Expect(cl.Manager().Pid()).To(Equal(managerPID), "no restart of the manager")
+		Expect(cl.Manager().Running()).To(BeTrue())
+
+		expectNoSecret(s, basicAuthPassword, "e2e-wrong-Qd8sLm3n")
+	})
+})
+
+// tolerateTwo lets the floor and the storm guard allow two ejections out of four pods.
+func tolerateTwo(k *kvv1.KubervisorService) {
+	k.Spec.Breakers[0].MinPodsAvailableRatio = new(int32(50))
+	k.Spec.Breakers[0].MaxAnomalousPercent = new(int32(100))
+}
+
+// expectRefused waits for the endpoint's refusal (Ready=False, DetectorError, the message), then makes pod
+// faulty, waits until Prometheus itself shows the fault (so the breaker would eject it if it could read
+// it), and checks that nothing leaves the EndpointSlice.
+func expectRefused(s *scenario, p *cluster.Prometheus, pod string, serving []string, message string) {
+	refused := And(HaveField("Status", metav1.ConditionFalse), HaveField("Reason", kvv1.ReasonDetectorError),
+		HaveField("Message", ContainSubstring(message)))
+	Eventually(s.condition(kvv1.ConditionReady)).Should(refused)
+	GinkgoWriter.Printf("Ready condition: %s\n", s.condition(kvv1.ConditionReady)().Message)
+	Expect(s.fleet.SetErrorRate(pod, 0.6)).To(Succeed())
+	Eventually(badRatio(p, s.ns, pod)).Should(BeNumerically(">", 0.3), "Prometheus sees the fault")
+	Consistently(s.endpoints).Should(Equal(serving), "a refused endpoint ejects nothing")
+	Expect(s.condition(kvv1.ConditionReady)()).To(refused)
+	Expect(s.breaker()().LastResult).To(ContainSubstring(message))
+}
+
+// badRatio is the share of non-200 answers of pod over the breaker's window, as Prometheus p computes it.
+func badRatio(p *cluster.Prometheus, ns, pod string) func() float64 {
+	return func() float64 {
+		v, _, err := p.API().Query(ctx, fleet.DiscreteQuery(ns), time.Now())
+		if err != nil {
+			return 0
+		}
+		vec, _ := v.(model.Vector)
+		var bad, all float64
+		for _, smp := range vec {
+			if string(smp.Metric[fleet.PodLabel]) != pod {
+				continue
+			}
+			all += float64(smp.Value)
+			if string(smp.Metric[fleet.CodeLabel]) != "200" {
+				bad += float64(smp.Value)
+			}
+		}
+		if all < 5 {
+			return 0
+		}
+		return bad / all
+	}
+}
+
+// expectNoSecret checks that no secret appears in the KubervisorService (spec and status), the events of
+// its namespace, or the manager's log.
+func expectNoSecret(s *scenario, secrets ...string) {
+	kvs, err := json.Marshal(s.kvs())
+	Expect(err).NotTo(HaveOccurred())
+	var list eventsv1.EventList
+	Expect(k8s.List(ctx, &list, client.InNamespace(s.ns))).To(Succeed())
+	events, err := json.Marshal(list)
+	Expect(err).NotTo(HaveOccurred())
+	log := cl.ManagerLog()
+	for _, secret := range secrets {
+		Expect(string(kvs)).NotTo(ContainSubstring(secret), "the KubervisorService holds a credential")
+		Expect(string(events)).NotTo(ContainSubstring(secret), "an event holds a credential")
+		Expect(log).NotTo(ContainSubstring(secret), "the manager's log holds a credential")
+	}
+}
+
+// startWebPrometheus starts a second Prometheus, scraping the scenario's fleet, with a web configuration
+// (TLS, basic auth); c is how the harness reaches it.
+func startWebPrometheus(s *scenario, dir, web string, c *http.Client) *cluster.Prometheus {
+	p, err := cluster.StartPrometheus(ctx, cluster.PrometheusOptions{
+		Log:       GinkgoWriter,
+		Dir:       filepath.Join(dir, "prometheus"),
+		Jobs:      []cluster.ScrapeJob{{Name: s.ns, Targets: []string{s.fleet.Addr()}}},
+		WebConfig: web,
+		Scheme:    "https",
+		Client:    c,
+	})
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(p.Stop)
+	return p
+}
+
+// writeEndpoints writes the manager's endpoints file (atomically: the manager polls it) and removes it
+// when the spec ends.
+func writeEndpoints(content string) {
+	writeAtomically(endpointsFile, content)
+	DeferCleanup(func() { _ = os.Remove(endpointsFile) })
+}
+
+// writeEndpointFiles writes files beside the endpoints file (CA, certificates, password, token), where its
+// relative paths resolve; they are removed when the spec ends.
+func writeEndpointFiles(files map[string]string) {
+	for name, content := range files {
+		path := filepath.Join(filepath.Dir(endpointsFile), name)
+		writeAtomically(path, content)
+		DeferCleanup(func() { _ = os.Remove(path) })
+	}
+}
+
+func writeAtomically(path, content string) {
+	tmp := path + ".tmp"
+	Expect(os.WriteFile(tmp, []byte(content), 0o600)).To(Succeed())
+	Expect(os.Rename(tmp, path)).To(Succeed())
+}
+
+// basicAuth adds the fixed basic-auth credentials to the harness's requests.
+type basicAuth struct{ next http.RoundTripper }
+
+func (b basicAuth) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.SetBasicAuth(basicAuthUser, basicAuthPassword)
+	return b.next.RoundTrip(r)
+}
+
+// testCA is a certificate authority made for one spec.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+func newTestCA() *testCA {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	Expect(err).NotTo(HaveOccurred())
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "kubervisor-e2e CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	Expect(err).NotTo(HaveOccurred())
+	cert, err := x509.ParseCertificate(der)
+	Expect(err).NotTo(HaveOccurred())
+	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// issue writes a certificate signed by the CA and its key to dir/name.crt and dir/name.key, for a server
+// (127.0.0.1, localhost) or a client, and returns their paths.
+func (ca *testCA) issue(dir, name string, forClient bool) (crtPath, keyPath string) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	Expect(err).NotTo(HaveOccurred())
+	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
+	Expect(err).NotTo(HaveOccurred())
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: name},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		DNSNames:     []string{"localhost"},
+	}
+	if forClient {
+		tmpl.ExtKeyUsage, tmpl.IPAddresses, tmpl.DNSNames = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, nil, nil
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	Expect(err).NotTo(HaveOccurred())
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	Expect(err).NotTo(HaveOccurred())
+	crtPath, keyPath = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+	Expect(os.WriteFile(crtPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)).To(Succeed())
+	Expect(os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)).To(Succeed())
+	return crtPath, keyPath
+}
+
+// transport trusts the CA and presents the client certificate, if any.
+func (ca *testCA) transport(clientCert *tls.Certificate) *http.Transport {
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.cert)
+	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if clientCert != nil {
+		cfg.Certificates = []tls.Certificate{*clientCert}
+	}
+	return &http.Transport{TLSClientConfig: cfg}
+}

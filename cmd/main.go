@@ -50,9 +50,9 @@ func main() {
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the probe endpoint binds to.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "The address Go's pprof profiles are served on "+
 		"(e.g. 127.0.0.1:6060; unauthenticated, bind it to loopback). Empty disables them.")
-	flag.BoolVar(&enableLeaderElection, "leader-elect", false,
-		"Enable leader election for controller manager. "+
-			"Enabling this will ensure there is only one active controller manager.")
+	flag.BoolVar(&enableLeaderElection, "leader-elect", true,
+		"Leader election: one replica is active, the others wait on the Lease and take over when it goes "+
+			"(highly available by default). --leader-elect=false runs without a Lease: never with two replicas.")
 	flag.StringVar(&leaderElectionNamespace, "leader-election-namespace", "",
 		"Namespace of the leader election Lease; empty means the namespace the manager runs in.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true,

@@ -10,8 +10,12 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
@@ -99,6 +103,49 @@ var _ = Describe("Deployment manifests and kubectl", func() {
 			out := run([]byte(rendered), kubectl(), "--kubeconfig", kubeconfig, "apply", "--dry-run=server", "-f", "-")
 			Expect(out).To(ContainSubstring("deployment.apps/kubervisor-controller-manager created (server dry run)"))
 		}
+	})
+
+	It("is highly available by default, and mounts the detector endpoints, in config/default and in the chart", func() {
+		kustomized := run(nil, repoBin("kustomize"), "build", filepath.Join("..", "..", "config", "default"))
+		charted := run(nil, repoBin("helm"), "template", "kubervisor", filepath.Join("..", "..", "dist", "chart"), "--namespace", "kubervisor-system")
+		for name, rendered := range map[string]string{"config/default": kustomized, "the chart": charted} {
+			var deploy appsv1.Deployment
+			var pdb policyv1.PodDisruptionBudget
+			for _, doc := range strings.Split(rendered, "\n---\n") {
+				var meta metav1.TypeMeta
+				Expect(yaml.Unmarshal([]byte(doc), &meta)).To(Succeed())
+				switch meta.Kind {
+				case "Deployment":
+					Expect(yaml.Unmarshal([]byte(doc), &deploy)).To(Succeed())
+				case "PodDisruptionBudget":
+					Expect(yaml.Unmarshal([]byte(doc), &pdb)).To(Succeed())
+				}
+			}
+			Expect(deploy.Spec.Replicas).To(HaveValue(Equal(int32(2))), "%s: two replicas", name)
+			pod := deploy.Spec.Template
+			Expect(pdb.Spec.MinAvailable).NotTo(BeNil(), "%s: a PodDisruptionBudget", name)
+			Expect(pdb.Spec.MinAvailable.IntValue()).To(Equal(1), name)
+			sel, err := metav1.LabelSelectorAsSelector(pdb.Spec.Selector)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(sel.Matches(labels.Set(pod.Labels))).To(BeTrue(), "%s: the budget selects the manager's pods", name)
+			Expect(pod.Spec.Affinity).NotTo(BeNil(), name)
+			Expect(pod.Spec.Affinity.PodAntiAffinity).NotTo(BeNil(), "%s: the replicas spread over nodes", name)
+			terms := pod.Spec.Affinity.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution
+			Expect(terms).To(ContainElement(HaveField("PodAffinityTerm.TopologyKey", "kubernetes.io/hostname")), name)
+			args := strings.Join(pod.Spec.Containers[0].Args, " ")
+			Expect(args).To(ContainSubstring("--leader-elect"), name)
+			Expect(args).NotTo(ContainSubstring("--leader-elect=false"), name)
+			Expect(args).To(ContainSubstring("--detector-endpoints=/etc/kubervisor/endpoints/endpoints.yaml"), name)
+			Expect(pod.Spec.Volumes).To(ContainElement(And(HaveField("Name", "detector-endpoints"),
+				HaveField("Secret.SecretName", "kubervisor-detector-endpoints"), HaveField("Secret.Optional", HaveValue(BeTrue())))), name)
+			Expect(pod.Spec.Containers[0].VolumeMounts).To(ContainElement(And(HaveField("MountPath", "/etc/kubervisor/endpoints"),
+				HaveField("ReadOnly", BeTrue()))), name)
+		}
+		By("the chart renders the endpoints Secret from its values, headers' templates untouched")
+		withEndpoints := run(nil, repoBin("helm"), "template", "kubervisor", filepath.Join("..", "..", "dist", "chart"),
+			"--set-json", `manager.detectorEndpoints.config={"endpoints":[{"name":"mimir","url":"https://mimir:8080","headers":{"X-Scope-OrgID":"{{ .Namespace }}"}}]}`)
+		Expect(withEndpoints).To(ContainSubstring("name: kubervisor-detector-endpoints"))
+		Expect(withEndpoints).To(ContainSubstring("X-Scope-OrgID: '{{ .Namespace }}'"))
 	})
 
 	It("generates least-privilege RBAC: no update or delete on Services, pods only get/list/watch/patch", func() {

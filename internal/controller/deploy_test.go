@@ -15,8 +15,8 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"sigs.k8s.io/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 	"github.com/kubervisor/kubervisor/test/utils"
@@ -111,7 +111,7 @@ var _ = Describe("Deployment manifests and kubectl", func() {
 		for name, rendered := range map[string]string{"config/default": kustomized, "the chart": charted} {
 			var deploy appsv1.Deployment
 			var pdb policyv1.PodDisruptionBudget
-			for _, doc := range strings.Split(rendered, "\n---\n") {
+			for doc := range strings.SplitSeq(rendered, "\n---\n") {
 				var meta metav1.TypeMeta
 				Expect(yaml.Unmarshal([]byte(doc), &meta)).To(Succeed())
 				switch meta.Kind {

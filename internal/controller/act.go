@@ -53,6 +53,9 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 		if p, ok := prev[b.name]; !ok || p.kind != b.kind || p.err != b.err.Error() {
 			queued.queue(kvs, nil, corev1.EventTypeWarning, kvv1.EventDetectorFailed,
 				fmt.Sprintf("Breaker %s: %v; no pod is ejected on this evaluation", b.name, b.err))
+			// At the default level, once per change (as the event): a detector failing the same way is not
+			// logged at every evaluation.
+			log.Info("Detector failed; no pod is ejected", "breaker", b.name, "error", b.err.Error())
 		}
 		log.V(1).Info("Evaluated breaker", "breaker", b.name, "result", kvv1.ResultErrorPrefix+b.err.Error())
 	}
@@ -88,6 +91,7 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 				fmt.Sprintf("Breaker %s: Prometheus warned: %s", b.name, strings.Join(b.warnings, "; ")))
 		}
 		if b.stormStarted {
+			log.Info("Storm suspected; nobody is ejected", "breaker", b.name, "why", b.why)
 			metrics.Storms.WithLabelValues(kvs.Namespace, kvs.Name, b.name).Inc()
 			queued.queue(kvs, nil, corev1.EventTypeWarning, kvv1.EventStormSuspected, fmt.Sprintf("Breaker %s: %s", b.name, b.why))
 		}

@@ -133,6 +133,7 @@ func (r *PodReconciler) evict(ctx context.Context, kvs *kvv1.KubervisorService, 
 	case apierrors.IsTooManyRequests(err):
 		retry := min(act.Period, maxEvictionRetry)
 		metrics.EvictionsRefused.WithLabelValues(kvs.Namespace, kvs.Name).Inc()
+		logf.FromContext(ctx).Info("Eviction refused; the pod stays out of traffic", "reason", err.Error(), "retryIn", retry)
 		recordPodEvent(r.Recorder, kvs, pod, corev1.EventTypeWarning, kvv1.EventEvictionRefused, kvv1.ActionKill,
 			fmt.Sprintf("Eviction of pod %s refused (%v); it stays out of traffic and is retried in %s", pod.Name, err, retry))
 		return ctrl.Result{RequeueAfter: retry}, nil

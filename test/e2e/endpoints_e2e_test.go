@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -71,8 +72,8 @@ var _ = Describe("Detector endpoints on a real cluster", func() {
 
 		By("a wrong password: DetectorError with the endpoint's message, and a new fault ejects nothing")
 		writeEndpointFiles(map[string]string{"password": "e2e-wrong-Qd8sLm3n"})
-		expectRefused(s, secure, pods[1], without(pods, pods[0]),
-			"endpoint secure: 401 Unauthorized: check the basic auth username and password files")
+		const unauthorized = "endpoint secure: 401 Unauthorized: check the basic auth username and password files"
+		expectRefused(s, secure, pods[1], without(pods, pods[0]), unauthorized, unauthorized)
 
 		By("the password file fixed while the manager runs: the next evaluation ejects the faulty pod")
 		writeEndpointFiles(map[string]string{"password": basicAuthPassword})
@@ -82,6 +83,53 @@ var _ = Describe("Detector endpoints on a real cluster", func() {
 		Expect(cl.Manager().Running()).To(BeTrue())
 
 		expectNoSecret(s, basicAuthPassword, "e2e-wrong-Qd8sLm3n")
+	})
+
+	It("ejects through a Prometheus that requires a client certificate, and without one reports the TLS refusal and ejects nothing", func() {
+		s := newScenario(4)
+		deleteNamespaceLater(s)
+		ca := newTestCA()
+		dir := GinkgoT().TempDir()
+		serverCrt, serverKey := ca.issue(dir, "server", false)
+		clientCrt, clientKey := ca.issue(dir, "client", true)
+		caFile := filepath.Join(dir, "ca.crt")
+		Expect(os.WriteFile(caFile, ca.pem, 0o600)).To(Succeed())
+		pair, err := tls.LoadX509KeyPair(clientCrt, clientKey)
+		Expect(err).NotTo(HaveOccurred())
+		secure := startWebPrometheus(s, dir, fmt.Sprintf(
+			"tls_server_config:\n  cert_file: %s\n  key_file: %s\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: %s\n",
+			serverCrt, serverKey, caFile), &http.Client{Timeout: 5 * time.Second, Transport: ca.transport(&pair)})
+
+		key, err := os.ReadFile(clientKey)
+		Expect(err).NotTo(HaveOccurred())
+		crt, err := os.ReadFile(clientCrt)
+		Expect(err).NotTo(HaveOccurred())
+		writeEndpointFiles(map[string]string{"ca.crt": string(ca.pem), "tls.crt": string(crt), "tls.key": string(key)})
+		endpoint := fmt.Sprintf("endpoints:\n- name: mtls\n  url: https://%s\n  tls: {caFile: ca.crt%%s}\n", secure.Addr())
+		writeEndpoints(fmt.Sprintf(endpoint, ", certFile: tls.crt, keyFile: tls.key"))
+
+		b := s.discrete()
+		b.DiscreteValueOutOfList.PrometheusService, b.DiscreteValueOutOfList.Endpoint = "", "mtls"
+		s.createKVS(b, tolerateTwo)
+		pods := s.pods()
+
+		By("a pod returning 5xx leaves the EndpointSlice, judged through mutual TLS")
+		Expect(s.fleet.SetErrorRate(pods[0], 0.6)).To(Succeed())
+		s.timeToLeave(pods[0], time.Now())
+
+		By("the endpoint without certFile and keyFile: the TLS refusal is DetectorError and a new fault ejects nothing")
+		writeEndpoints(fmt.Sprintf(endpoint, ""))
+		// NOTE: the TLS 1.3 handshake completes on the client's side before the server checks its
+		// certificate: the refusal comes as an alert at the first read, and some requests fail on the
+		// connection the server closed instead (a broken pipe, an HTTP/2 connection not established), whose
+		// message names the endpoint but not the certificate.
+		expectRefused(s, secure, pods[1], without(pods, pods[0]),
+			"endpoint mtls: TLS: the server refused the handshake (tls: bad certificate): it may require a client certificate: set tls.certFile and tls.keyFile",
+			"endpoint mtls: ")
+
+		// The key's base64 body, whichever line of it a leak would show.
+		body := strings.Join(strings.Split(strings.TrimSpace(string(key)), "\n")[1:2], "")
+		expectNoSecret(s, body)
 	})
 })
 
@@ -93,17 +141,20 @@ func tolerateTwo(k *kvv1.KubervisorService) {
 
 // expectRefused waits for the endpoint's refusal (Ready=False, DetectorError, the message), then makes pod
 // faulty, waits until Prometheus itself shows the fault (so the breaker would eject it if it could read
-// it), and checks that nothing leaves the EndpointSlice.
-func expectRefused(s *scenario, p *cluster.Prometheus, pod string, serving []string, message string) {
-	refused := And(HaveField("Status", metav1.ConditionFalse), HaveField("Reason", kvv1.ReasonDetectorError),
-		HaveField("Message", ContainSubstring(message)))
-	Eventually(s.condition(kvv1.ConditionReady)).Should(refused)
+// it), and checks that nothing leaves the EndpointSlice while the breaker still reports the endpoint's
+// failure (settled: what its message holds by then).
+func expectRefused(s *scenario, p *cluster.Prometheus, pod string, serving []string, message, settled string) {
+	refused := func(m string) OmegaMatcher {
+		return And(HaveField("Status", metav1.ConditionFalse), HaveField("Reason", kvv1.ReasonDetectorError),
+			HaveField("Message", ContainSubstring(m)))
+	}
+	Eventually(s.condition(kvv1.ConditionReady)).Should(refused(message))
 	GinkgoWriter.Printf("Ready condition: %s\n", s.condition(kvv1.ConditionReady)().Message)
 	Expect(s.fleet.SetErrorRate(pod, 0.6)).To(Succeed())
 	Eventually(badRatio(p, s.ns, pod)).Should(BeNumerically(">", 0.3), "Prometheus sees the fault")
 	Consistently(s.endpoints).Should(Equal(serving), "a refused endpoint ejects nothing")
-	Expect(s.condition(kvv1.ConditionReady)()).To(refused)
-	Expect(s.breaker()().LastResult).To(ContainSubstring(message))
+	Expect(s.condition(kvv1.ConditionReady)()).To(refused(settled))
+	Expect(s.breaker()().LastResult).To(ContainSubstring(settled))
 }
 
 // badRatio is the share of non-200 answers of pod over the breaker's window, as Prometheus p computes it.

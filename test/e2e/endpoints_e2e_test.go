@@ -15,14 +15,19 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/common/model"
+	authnv1 "k8s.io/api/authentication/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -131,7 +136,91 @@ var _ = Describe("Detector endpoints on a real cluster", func() {
 		body := strings.Join(strings.Split(strings.TrimSpace(string(key)), "\n")[1:2], "")
 		expectNoSecret(s, body)
 	})
+
+	It("ejects through a verifier that accepts the manager's ServiceAccount token after a TokenReview, and a token of another audience is refused", func() {
+		s := newScenario(4)
+		deleteNamespaceLater(s)
+		verifier := newTokenVerifier(prom.URL())
+		good := serviceAccountToken(tokenAudience)
+		writeEndpointFiles(map[string]string{"token": good})
+		writeEndpoints(fmt.Sprintf("endpoints:\n- name: sa-token\n  url: %s\n  bearerTokenFile: token\n", verifier.URL))
+
+		b := s.discrete()
+		b.DiscreteValueOutOfList.PrometheusService, b.DiscreteValueOutOfList.Endpoint = "", "sa-token"
+		s.createKVS(b, tolerateTwo)
+		pods := s.pods()
+
+		By("a pod returning 5xx leaves the EndpointSlice, judged through the token the verifier accepted")
+		Expect(s.fleet.SetErrorRate(pods[0], 0.6)).To(Succeed())
+		s.timeToLeave(pods[0], time.Now())
+		Expect(verifier.accepted.Load()).To(BeNumerically(">", 0))
+
+		By("a token of another audience in the file: refused by the TokenReview, and a new fault ejects nothing")
+		other := serviceAccountToken("another-audience")
+		writeEndpointFiles(map[string]string{"token": other})
+		const unauthorized = "endpoint sa-token: 401 Unauthorized: check the bearer token file"
+		expectRefused(s, prom, pods[1], without(pods, pods[0]), unauthorized, unauthorized)
+		Expect(verifier.refused.Load()).To(BeNumerically(">", 0))
+
+		expectNoSecret(s, good, other)
+	})
 })
+
+// tokenAudience is the audience the verifier of newTokenVerifier requires.
+const tokenAudience = "kubervisor-e2e"
+
+// tokenVerifier is an authenticating reverse proxy in front of a Prometheus: it forwards a request only
+// when its bearer token passes a TokenReview at the test cluster's API server, for tokenAudience, as the
+// manager's ServiceAccount. NOTE: this verifier is the test's own, written here for the test (no
+// maintained authenticating proxy, such as kube-rbac-proxy, is built or run by this suite); it checks
+// what such a proxy would check, with the API server's real token authentication.
+type tokenVerifier struct {
+	*httptest.Server
+	accepted, refused atomic.Int32
+}
+
+func newTokenVerifier(upstream string) *tokenVerifier {
+	target, err := url.Parse(upstream)
+	Expect(err).NotTo(HaveOccurred())
+	proxy := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(target)
+		r.Out.Header.Del("Authorization")
+	}}
+	v := &tokenVerifier{}
+	want := cluster.ManagerUser().Name
+	v.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if ok && token != "" {
+			review, err := cl.Clientset().AuthenticationV1().TokenReviews().Create(r.Context(), &authnv1.TokenReview{
+				Spec: authnv1.TokenReviewSpec{Token: token, Audiences: []string{tokenAudience}},
+			}, metav1.CreateOptions{})
+			if err != nil {
+				http.Error(w, "token review failed", http.StatusBadGateway)
+				return
+			}
+			if review.Status.Authenticated && review.Status.User.Username == want {
+				v.accepted.Add(1)
+				proxy.ServeHTTP(w, r)
+				return
+			}
+		}
+		v.refused.Add(1)
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+	}))
+	DeferCleanup(v.Close)
+	return v
+}
+
+// serviceAccountToken asks the API server for a token of the manager's ServiceAccount (created by the
+// suite from config/rbac) with an audience, as the kubelet projects one.
+func serviceAccountToken(audience string) string {
+	tr, err := cl.Clientset().CoreV1().ServiceAccounts(cluster.ManagerNamespace).CreateToken(ctx, cluster.ManagerServiceAccount,
+		&authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{Audiences: []string{audience}, ExpirationSeconds: new(int64(600))}},
+		metav1.CreateOptions{})
+	Expect(err).NotTo(HaveOccurred())
+	Expect(tr.Status.Token).NotTo(BeEmpty())
+	return tr.Status.Token
+}
 
 // tolerateTwo lets the floor and the storm guard allow two ejections out of four pods.
 func tolerateTwo(k *kvv1.KubervisorService) {

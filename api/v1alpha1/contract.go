@@ -261,7 +261,11 @@ type ResolvedActivator struct {
 	Period        time.Duration
 	MaxRetryCount int32
 	MaxPauseCount int32
-	Backoff       Backoff
+	// PauseScope is whose paused pods count against MaxPauseCount: the breaker's name when its own
+	// activator sets maxPauseCount (its pods only), "" when it comes from defaultActivator or the built-in
+	// default (every pod of the KubervisorService).
+	PauseScope string
+	Backoff    Backoff
 	// MaxPeriod caps every wait; 0 is no cap.
 	MaxPeriod time.Duration
 	// JitterPercent spreads every wait by ± that share, 0 to 100.
@@ -307,6 +311,9 @@ func (s *KubervisorServiceSpec) ActivatorFor(breaker string) (ResolvedActivator,
 			r.MaxRetryCount = *a.MaxRetryCount
 		}
 		if a.MaxPauseCount != nil {
+			if a == layers[0] {
+				r.PauseScope = breaker
+			}
 			r.MaxPauseCount = *a.MaxPauseCount
 		}
 		if a.Backoff != "" {

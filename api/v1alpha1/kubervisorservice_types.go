@@ -438,7 +438,8 @@ type ActivatorStrategy struct {
 	MaxRetryCount *int32 `json:"maxRetryCount,omitempty"`
 
 	// maxPauseCount is, for retryAndPause, the most pods paused at once; beyond it pods are killed instead.
-	// Built-in default: 1.
+	// Set in a breaker's own activator, it counts the pods that breaker paused; in defaultActivator (or the
+	// built-in default, 1), every paused pod of the KubervisorService.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	MaxPauseCount *int32 `json:"maxPauseCount,omitempty"`

@@ -23,6 +23,12 @@ func resolved(mode v1alpha1.ActivatorMode, period time.Duration, maxRetry, maxPa
 	return v1alpha1.ResolvedActivator{Mode: mode, Period: period, MaxRetryCount: maxRetry, MaxPauseCount: maxPause, Backoff: v1alpha1.BackoffLinear}
 }
 
+// scoped is r with its maxPauseCount set by the breaker's own activator (its paused pods only).
+func scoped(r v1alpha1.ResolvedActivator, breaker string) v1alpha1.ResolvedActivator {
+	r.PauseScope = breaker
+	return r
+}
+
 const (
 	periodic      = v1alpha1.ActivatorModePeriodic
 	retryAndKill  = v1alpha1.ActivatorModeRetryAndKill

@@ -329,12 +329,12 @@ func TestNextWithSpec(t *testing.T) {
 	}{
 		"breaker activator overrides every default field": {
 			spec: full, strategy: "errors", retryCount: 1, ago: 2 * s,
-			wantActivator: resolved(retryAndKill, 5*s, 1, 0),
+			wantActivator: scoped(resolved(retryAndKill, 5*s, 1, 0), "errors"),
 			want:          wait(3*s, "retry 1 of 1 (retryAndKill): back in traffic after 5s, due in 3s"),
 		},
 		"breaker activator kills at retry 2, where the default would retry": {
 			spec: full, strategy: "errors", retryCount: 2, ago: 0,
-			wantActivator: resolved(retryAndKill, 5*s, 1, 0),
+			wantActivator: scoped(resolved(retryAndKill, 5*s, 1, 0), "errors"),
 			want:          kill("retry 2 exceeds maxRetryCount 1 (retryAndKill): killing the pod"),
 		},
 		"partly filled breaker activator: mode from the breaker, the rest from defaultActivator": {

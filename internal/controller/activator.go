@@ -82,7 +82,7 @@ func (r *PodReconciler) activate(ctx context.Context, pod *corev1.Pod, cs []clai
 		key := client.ObjectKeyFromObject(kvs).String()
 		r.pauses.LockKey(key)
 		defer func() { _ = r.pauses.UnlockKey(key) }() // UnlockKey of a hashed keymutex never fails
-		if paused, err = r.countPaused(ctx, kvs); err != nil {
+		if paused, err = r.countPaused(ctx, kvs, act.PauseScope); err != nil {
 			return ctrl.Result{}, err
 		}
 		d = decide()
@@ -171,11 +171,12 @@ func (e restEvictor) Evict(ctx context.Context, namespace, name string) error {
 		SubResource("eviction").Body(eviction).MaxRetries(0).Do(ctx).Error()
 }
 
-// countPaused counts, from the API server, the pods of the KubervisorService that are paused.
-func (r *PodReconciler) countPaused(ctx context.Context, kvs *kvv1.KubervisorService) (int32, error) {
+// countPaused counts, from the API server, the pods of the KubervisorService that are paused, in scope
+// (podstate.CountPaused: a breaker's own maxPauseCount counts its paused pods only).
+func (r *PodReconciler) countPaused(ctx context.Context, kvs *kvv1.KubervisorService, scope string) (int32, error) {
 	pods, err := livePods(ctx, r.APIReader, kvs)
 	if err != nil {
 		return 0, err
 	}
-	return podstate.CountPaused(pods), nil
+	return podstate.CountPaused(pods, scope), nil
 }

@@ -69,6 +69,13 @@ func testPod(name, traffic string, annotations map[string]string) *corev1.Pod {
 	return p
 }
 
+// pausedBy is a pod that breaker paused.
+func pausedBy(name, breakerName string) *corev1.Pod {
+	p := testPod(name, kvv1.TrafficPause, nil)
+	p.Labels[kvv1.LabelStrategy] = breakerName
+	return p
+}
+
 // ejectedPod is a pod ejected by breaker "b" at breakAt with the given retry count, as the breaker writes it.
 func ejectedPod(name string, retries int32, breakAt time.Time) *corev1.Pod {
 	p := testPod(name, kvv1.TrafficYes, nil)
@@ -921,6 +928,32 @@ func TestActivatorPass(t *testing.T) {
 					"retry 2 exceeds maxRetryCount 1 (retryAndPause): pausing the pod, 0 of maxPauseCount 1 paused before it",
 				"Normal Paused Pause Pod/e: Pod e paused out of traffic for investigation: " +
 					"retry 2 exceeds maxRetryCount 1 (retryAndPause): pausing the pod, 0 of maxPauseCount 1 paused before it",
+			},
+		},
+		"a breaker's own maxPauseCount counts the pods it paused, not another breaker's": {
+			objs: []client.Object{testService(true), testKVS(func(k *kvv1.KubervisorService) {
+				k.Spec.Breakers[0].Activator = &pauseOne
+			}, "b"), ejectedPod("e", 2, t0), pausedBy("paused", "other")},
+			wantTraffic:  "pause",
+			wantPatches:  []string{`e: {"metadata":{"labels":{"kubervisor/traffic":"pause"},"resourceVersion":"999"}}`},
+			wantLiveList: 1,
+			wantEvents: []string{
+				"Normal Paused Pause KubervisorService/kvs: Pod e paused out of traffic for investigation: " +
+					"retry 2 exceeds maxRetryCount 1 (retryAndPause): pausing the pod, 0 of maxPauseCount 1 paused before it",
+				"Normal Paused Pause Pod/e: Pod e paused out of traffic for investigation: " +
+					"retry 2 exceeds maxRetryCount 1 (retryAndPause): pausing the pod, 0 of maxPauseCount 1 paused before it",
+			},
+		},
+		"defaultActivator's maxPauseCount counts every paused pod of the KubervisorService": {
+			objs:         []client.Object{testService(true), activatorKVS(pauseOne), ejectedPod("e", 2, t0), pausedBy("paused", "other")},
+			wantTraffic:  "no",
+			wantEvicted:  []string{"ns/e"},
+			wantLiveList: 1,
+			wantEvents: []string{
+				"Normal Killed Kill KubervisorService/kvs: Pod e evicted: retry 2 exceeds maxRetryCount 1 (retryAndPause): " +
+					"killing the pod instead of pausing it, 1 paused already (maxPauseCount 1)",
+				"Normal Killed Kill Pod/e: Pod e evicted: retry 2 exceeds maxRetryCount 1 (retryAndPause): " +
+					"killing the pod instead of pausing it, 1 paused already (maxPauseCount 1)",
 			},
 		},
 		"kills instead of pausing when every pause slot is taken": {

@@ -137,8 +137,6 @@ func writePods(w *bytes.Buffer, kvs *kvv1.KubervisorService, svc *corev1.Service
 		return
 	}
 	slices.SortFunc(pods, func(a, b corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
-	// The activator counts the KubervisorService's paused pods to decide between pausing and killing.
-	paused := podstate.CountPaused(pods)
 
 	held := heldBack(kvs)
 
@@ -156,6 +154,8 @@ func writePods(w *bytes.Buffer, kvs *kvv1.KubervisorService, svc *corev1.Service
 		if len(issues) > 0 {
 			problems = append(problems, fmt.Sprintf("  %s: %s", pod.Name, strings.Join(issues, "; ")))
 		}
+		// The activator counts the paused pods in its scope to decide between pausing and killing.
+		paused := podstate.CountPaused(pods, act.PauseScope)
 		off := podstate.ActivatorInactivityFor(kvs, svc, state.Strategy)
 		var next string
 		switch {

@@ -231,10 +231,14 @@ func TestCountPaused(t *testing.T) {
 		pods = append(pods, corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{kvv1.LabelTraffic: traffic}}})
 	}
 	pods = append(pods, corev1.Pod{})
-	if got := podstate.CountPaused(pods); got != 2 {
+	if got := podstate.CountPaused(pods, ""); got != 2 {
 		t.Errorf("CountPaused = %d, want 2", got)
 	}
-	if got := podstate.CountPaused(nil); got != 0 {
+	pods[0].Labels[kvv1.LabelStrategy] = "latency"
+	if got := podstate.CountPaused(pods, "latency"); got != 1 {
+		t.Errorf("CountPaused of breaker latency = %d, want 1 (the other paused pod is another breaker's)", got)
+	}
+	if got := podstate.CountPaused(nil, ""); got != 0 {
 		t.Errorf("CountPaused(nil) = %d, want 0", got)
 	}
 	if !podstate.IsPaused(&pods[0]) || podstate.IsPaused(&pods[1]) || podstate.IsPaused(&pods[6]) {

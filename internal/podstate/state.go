@@ -167,11 +167,13 @@ func TrafficOf(pod *corev1.Pod) string { return pod.Labels[v1alpha1.LabelTraffic
 // investigation.
 func IsPaused(pod *corev1.Pod) bool { return TrafficOf(pod) == v1alpha1.TrafficPause }
 
-// CountPaused counts the paused pods (IsPaused): what the activator weighs against maxPauseCount.
-func CountPaused(pods []corev1.Pod) int32 {
+// CountPaused counts the paused pods (IsPaused) in scope, what the activator weighs against maxPauseCount:
+// those a breaker paused (kubervisor/strategy) when scope names it, every one when scope is ""
+// (ResolvedActivator.PauseScope).
+func CountPaused(pods []corev1.Pod, scope string) int32 {
 	var n int32
 	for i := range pods {
-		if IsPaused(&pods[i]) {
+		if IsPaused(&pods[i]) && (scope == "" || StrategyOf(&pods[i]) == scope) {
 			n++
 		}
 	}

@@ -81,7 +81,7 @@ test-rules: prometheus ## Alerting rules: promtool check rules, then their unit 
 	cd config/prometheus/tests && "$$promtool" test rules *.yaml
 
 .PHONY: test-e2e
-test-e2e: build envtest-assets kustomize helm prometheus ## End-to-end suite: control plane, controller-manager, Prometheus, the manager binary.
+test-e2e: build envtest-assets kustomize helm prometheus prom-label-proxy ## End-to-end suite: control plane, controller-manager, Prometheus, the manager binary.
 	KUBEBUILDER_ASSETS="$(KUBEBUILDER_ASSETS)" go test -v -p 1 -tags e2e -timeout 60m -count=1 $(E2E_PKGS) $(E2E_GINKGO_FLAGS)
 
 .PHONY: demo
@@ -171,6 +171,7 @@ ENVTEST ?= $(LOCALBIN)/setup-envtest
 GOLANGCI_LINT = $(LOCALBIN)/golangci-lint-custom
 KUBEBUILDER ?= $(LOCALBIN)/kubebuilder
 HELM ?= $(LOCALBIN)/helm
+PROM_LABEL_PROXY ?= $(LOCALBIN)/prom-label-proxy
 
 ## Tool Versions
 KUSTOMIZE_VERSION ?= v5.8.1
@@ -178,6 +179,7 @@ CONTROLLER_TOOLS_VERSION ?= v0.23.0
 ENVTEST_VERSION ?= v0.0.0-20260305142021-f9589b9f2b9d
 KUBEBUILDER_VERSION ?= v4.16.0
 HELM_VERSION ?= v3.22.0
+PROM_LABEL_PROXY_VERSION ?= v0.11.1
 # golangci-lint and its logcheck plugin: the versions are those of .custom-gcl.yml.
 GOLANGCI_LINT_VERSION ?= $(shell sed -n 's/^version: *//p' .custom-gcl.yml)
 LOGTOOLS_VERSION ?= $(shell sed -n 's/^ \{1,\}version: *//p' .custom-gcl.yml)
@@ -206,6 +208,11 @@ $(KUBEBUILDER): $(LOCALBIN)
 helm: $(HELM) ## Build the helm CLI locally if necessary.
 $(HELM): $(LOCALBIN)
 	$(call go-install-tool,$(HELM),helm.sh/helm/v3/cmd/helm,$(HELM_VERSION))
+
+.PHONY: prom-label-proxy
+prom-label-proxy: $(PROM_LABEL_PROXY) ## Build prom-label-proxy locally if necessary (the e2e tenant-header spec runs it).
+$(PROM_LABEL_PROXY): $(LOCALBIN)
+	$(call go-install-tool,$(PROM_LABEL_PROXY),github.com/prometheus-community/prom-label-proxy,$(PROM_LABEL_PROXY_VERSION))
 
 .PHONY: golangci-lint
 golangci-lint: $(LOCALBIN) ## Build golangci-lint with the logcheck plugin (.custom-gcl.yml) locally if necessary.

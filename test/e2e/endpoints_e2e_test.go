@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"math/big"
 	"net"
 	"net/http"
@@ -20,12 +21,15 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	promapi "github.com/prometheus/client_golang/api"
+	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
 	authnv1 "k8s.io/api/authentication/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -164,7 +168,109 @@ var _ = Describe("Detector endpoints on a real cluster", func() {
 
 		expectNoSecret(s, good, other)
 	})
+
+	It("gives each namespace its own tenant through prom-label-proxy and a header templated with the namespace", func() {
+		a, b := newScenario(4), newScenario(4)
+		deleteNamespaceLater(a)
+		deleteNamespaceLater(b)
+		// newScenario makes Prometheus scrape its own fleet only: both, for this spec.
+		Expect(prom.SetJobs(ctx, []cluster.ScrapeJob{{Name: a.ns, Targets: []string{a.fleet.Addr()}},
+			{Name: b.ns, Targets: []string{b.fleet.Addr()}}})).To(Succeed())
+		proxy := startLabelProxy(prom.URL())
+		writeEndpoints(fmt.Sprintf("endpoints:\n- name: tenants\n  url: %s\n  headers:\n    %s: \"{{ .Namespace }}\"\n", proxy, tenantHeader))
+
+		// No namespace matcher: what keeps a breaker to its namespace is the tenant header, not its query.
+		const everyNamespace = `sum by (namespace, pod, code) (increase(demo_http_requests_total[20s]))`
+		By("Prometheus holds both namespaces' series; through the proxy, a namespace's header reads its own only")
+		Eventually(seriesNamespaces(prom.API(), everyNamespace)).Should(ConsistOf(a.ns, b.ns))
+		for _, s := range []*scenario{a, b} {
+			Expect(seriesNamespaces(tenantAPI(proxy, s.ns), everyNamespace)()).To(ConsistOf(s.ns))
+		}
+
+		for _, s := range []*scenario{a, b} {
+			br := s.discrete()
+			br.DiscreteValueOutOfList.PrometheusService, br.DiscreteValueOutOfList.Endpoint = "", "tenants"
+			br.DiscreteValueOutOfList.PromQL = everyNamespace
+			s.createKVS(br, tolerateTwo)
+		}
+
+		By("a faulty pod in each namespace: each leaves its EndpointSlice, ejected by its own KubervisorService")
+		podsA, podsB := a.pods(), b.pods()
+		Expect(a.fleet.SetErrorRate(podsA[0], 0.6)).To(Succeed())
+		Expect(b.fleet.SetErrorRate(podsB[1], 0.6)).To(Succeed())
+		start := time.Now()
+		a.timeToLeave(podsA[0], start)
+		b.timeToLeave(podsB[1], start)
+		Expect(a.pod(podsA[0]).Labels).To(HaveKeyWithValue(kvv1.LabelName, a.name))
+		Expect(b.pod(podsB[1]).Labels).To(HaveKeyWithValue(kvv1.LabelName, b.name))
+
+		By("neither breaker receives a series of the other namespace")
+		Consistently(func(g Gomega) {
+			for _, s := range []*scenario{a, b} {
+				st := s.breaker()()
+				g.Expect(st.IgnoredSamples).To(BeZero(), "samples of another namespace reached %s", s.ns)
+				g.Expect(st.LastResult).To(Equal(kvv1.ResultOK))
+			}
+			g.Expect(a.endpoints()).To(Equal(without(podsA, podsA[0])))
+			g.Expect(b.endpoints()).To(Equal(without(podsB, podsB[1])))
+		}).Should(Succeed())
+	})
 })
+
+// tenantHeader is the header prom-label-proxy reads the tenant (a namespace) from.
+const tenantHeader = "X-Scope-OrgID"
+
+// startLabelProxy runs prom-label-proxy (bin/, installed by make test-e2e) in front of upstream, enforcing
+// namespace="<the tenant header>" on every query, and returns its URL.
+func startLabelProxy(upstream string) string {
+	bin := filepath.Join(root, "bin", "prom-label-proxy")
+	Expect(bin).To(BeAnExistingFile(), "make test-e2e installs bin/prom-label-proxy (make prom-label-proxy)")
+	addr, err := cluster.FreeAddr()
+	Expect(err).NotTo(HaveOccurred())
+	proc, err := cluster.StartProcess("prom-label-proxy", bin, []string{
+		"-header-name", tenantHeader, "-label", fleet.NamespaceLabel, "-upstream", upstream, "-insecure-listen-address", addr,
+	}, filepath.Join(GinkgoT().TempDir(), "prom-label-proxy.log"), nil)
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(proc.Stop, 10*time.Second)
+	u := "http://" + addr
+	Eventually(func() error {
+		_, _, err := tenantAPI(u, "default").Query(ctx, "vector(1)", time.Now())
+		return err
+	}).Should(Succeed(), "prom-label-proxy answers")
+	return u
+}
+
+// tenantAPI is a client of the Prometheus API behind prom-label-proxy at u, as tenant.
+func tenantAPI(u, tenant string) promv1.API {
+	c, err := promapi.NewClient(promapi.Config{Address: u, RoundTripper: tenantHeaderRT{tenant: tenant, next: http.DefaultTransport}})
+	Expect(err).NotTo(HaveOccurred())
+	return promv1.NewAPI(c)
+}
+
+type tenantHeaderRT struct {
+	tenant string
+	next   http.RoundTripper
+}
+
+func (t tenantHeaderRT) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set(tenantHeader, t.tenant)
+	return t.next.RoundTrip(r)
+}
+
+// seriesNamespaces returns the namespaces of the series a query answers, sorted.
+func seriesNamespaces(api promv1.API, query string) func() []string {
+	return func() []string {
+		v, _, err := api.Query(ctx, query, time.Now())
+		Expect(err).NotTo(HaveOccurred())
+		vec, _ := v.(model.Vector)
+		seen := map[string]bool{}
+		for _, smp := range vec {
+			seen[string(smp.Metric[fleet.NamespaceLabel])] = true
+		}
+		return slices.Sorted(maps.Keys(seen))
+	}
+}
 
 // tokenAudience is the audience the verifier of newTokenVerifier requires.
 const tokenAudience = "kubervisor-e2e"

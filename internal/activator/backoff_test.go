@@ -222,3 +222,21 @@ func TestNextBackoffManualAndEdits(t *testing.T) {
 		})
 	}
 }
+
+// TestJitterSpreadsPodsHeldAtTheCap: pods whose back-off is past maxPeriod do not all come back together:
+// the jitter spreads them below the cap (the cap applies before it), and none waits longer than the cap.
+func TestJitterSpreadsPodsHeldAtTheCap(t *testing.T) {
+	a := v1alpha1.ResolvedActivator{Mode: v1alpha1.ActivatorModeRetryAndKill, Period: 10 * time.Second, Backoff: v1alpha1.BackoffExponential,
+		MaxPeriod: 5 * time.Minute, JitterPercent: 20}
+	waits := map[time.Duration]bool{}
+	for i := range 100 {
+		w := activator.Wait(a, 12, types.UID(fmt.Sprintf("pod-%d", i)))
+		if w > a.MaxPeriod || w < 4*time.Minute {
+			t.Fatalf("wait %s, want within [4m, 5m] (the cap, less 20%%)", w)
+		}
+		waits[w] = true
+	}
+	if len(waits) < 90 {
+		t.Errorf("100 pods held at the cap come back at %d distinct times, want them spread", len(waits))
+	}
+}

@@ -132,9 +132,9 @@ func orSomeone(by string) string {
 // Wait is how long retry n (n ≥ 1; lower counts as 1) stays out of traffic under the activator (SPEC §6):
 //
 //   - the back-off: linear n × period, exponential period × 2^(n−1);
+//   - the cap: never more than MaxPeriod when set, applied first;
 //   - jitter: ± JitterPercent of that, from a hash of the pod's UID and n (the same pod and retry always
-//     get the same wait, so a restarted controller computes the same due time);
-//   - the cap: never more than MaxPeriod when set.
+//     get the same wait, so a restarted controller computes the same due time), reflected below the cap.
 //
 // The result is always more than zero and never overflows: a product past the largest Duration saturates
 // before the cap applies. A Period ≤ 0 counts as the built-in 10s.
@@ -153,15 +153,21 @@ func Wait(a v1alpha1.ResolvedActivator, n int32, uid types.UID) time.Duration {
 	default:
 		w = saturatingMul(period, int64(n), 0)
 	}
+	// NOTE: the cap applies before the jitter: capped after it, every pod held at maxPeriod would come back
+	// at the same moment. A jittered wait past the cap is reflected below it, so the waits of pods at the cap
+	// spread over [maxPeriod × (1 − jitter), maxPeriod] and the cap still bounds every wait.
+	if a.MaxPeriod > 0 {
+		w = min(w, a.MaxPeriod)
+	}
 	if j := min(max(a.JitterPercent, 0), 100); j > 0 {
 		f := float64(w) * (1 + float64(j)/100*jitterOf(uid, n))
+		if limit := float64(a.MaxPeriod); a.MaxPeriod > 0 && f > limit {
+			f = 2*limit - f
+		}
 		w = time.Duration(math.MaxInt64)
 		if f < float64(math.MaxInt64) {
 			w = time.Duration(f)
 		}
-	}
-	if a.MaxPeriod > 0 {
-		w = min(w, a.MaxPeriod)
 	}
 	return max(w, time.Nanosecond)
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/kubervisor/kubervisor/internal/controller"
 	"github.com/kubervisor/kubervisor/internal/endpoints"
 	"github.com/kubervisor/kubervisor/internal/logging"
+	"github.com/kubervisor/kubervisor/internal/memlimit"
 	"github.com/kubervisor/kubervisor/internal/metricsauth"
 	// +kubebuilder:scaffold:imports
 )
@@ -159,7 +160,9 @@ func main() {
 		os.Exit(1)
 	}
 
-	setupLog.Info("Starting manager", "watchNamespace", watchNamespace, "podSelector", podSelector)
+	// The Go runtime's memory limit from the container's (unless GOMEMLIMIT is set): 90 % of it.
+	memoryLimit := memlimit.Set("/")
+	setupLog.Info("Starting manager", "watchNamespace", watchNamespace, "podSelector", podSelector, "goMemoryLimit", memoryLimit)
 	if err := mgr.Start(ctx); err != nil {
 		setupLog.Error(err, "Problem running manager")
 		os.Exit(1)

@@ -141,6 +141,14 @@ var _ = Describe("Deployment manifests and kubectl", func() {
 			Expect(pod.Spec.Containers[0].VolumeMounts).To(ContainElement(And(HaveField("MountPath", "/etc/kubervisor/endpoints"),
 				HaveField("ReadOnly", BeTrue()))), name)
 		}
+		By("the memory limit is documented beside it with the per-pod cost, in the chart's values and config/manager")
+		for _, f := range []string{filepath.Join("..", "..", "dist", "chart", "values.yaml"), filepath.Join("..", "..", "config", "manager", "manager.yaml")} {
+			data, err := os.ReadFile(f)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(string(data)).To(MatchRegexp(`(?s)KiB per pod in the cluster.{0,200}256Mi holds about 40,000 pods`), f)
+			Expect(string(data)).To(ContainSubstring("GOMEMLIMIT"), f)
+		}
+
 		By("the chart renders the endpoints Secret from its values, headers' templates untouched")
 		withEndpoints := run(nil, repoBin("helm"), "template", "kubervisor", filepath.Join("..", "..", "dist", "chart"),
 			"--set-json", `manager.detectorEndpoints.config={"endpoints":[{"name":"mimir","url":"https://mimir:8080","headers":{"X-Scope-OrgID":"{{ .Namespace }}"}}]}`)

@@ -1,6 +1,7 @@
 package endpoints
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -12,6 +13,8 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	promconfig "github.com/prometheus/common/config"
@@ -85,6 +88,9 @@ type endpoint struct {
 	// rt is built by prometheus/common/config: it holds the connection pool, the TLS settings and the
 	// credentials.
 	rt http.RoundTripper
+	// certAsked: the server asked the latest handshake for a client certificate, and the endpoint has
+	// none (see tlsConfig).
+	certAsked atomic.Bool
 }
 
 // httpClientConfig translates an endpoint into prometheus/common's client configuration.
@@ -140,11 +146,44 @@ func build(p *Parsed) (*endpoint, []string) {
 	if err := cfg.Validate(); err != nil {
 		return nil, []string{fmt.Sprintf("the HTTP client configuration is invalid: %v", err)}
 	}
-	rt, err := promconfig.NewRoundTripperFromConfig(cfg, p.Spec.Name, promconfig.WithUserAgent("kubervisor"))
+	ep := &endpoint{Parsed: p}
+	rt, err := promconfig.NewRoundTripperFromConfig(cfg, p.Spec.Name, promconfig.WithUserAgent("kubervisor"),
+		promconfig.WithNewTLSConfigFunc(ep.tlsConfig))
 	if err != nil {
 		return nil, []string{fmt.Sprintf("cannot build the HTTP client: %v", err)}
 	}
-	return &endpoint{Parsed: p, rt: rt}, nil
+	ep.rt = rt
+	return ep, nil
+}
+
+// tlsConfig is prometheus/common's TLS configuration of the endpoint, which, for an endpoint without a
+// client certificate, records whether the server asks for one (certAsked).
+//
+// NOTE: in TLS 1.3 the client's handshake ends before the server checks the client's certificate. A
+// server that requires one and gets none sends an alert and closes the connection, and the client sees
+// either the alert, or, when the server's close overtook it (a reset drops the alert), a broken pipe, a
+// reset or an HTTP/2 connection "not established": one refusal, several errors, and a breaker's message
+// would change from one evaluation to the next. Knowing that the server asked for a certificate makes
+// them one message (classify).
+func (e *endpoint) tlsConfig(ctx context.Context, cfg *promconfig.TLSConfig, opts ...promconfig.TLSConfigOption) (*tls.Config, error) {
+	c, err := promconfig.NewTLSConfigWithContext(ctx, cfg, opts...)
+	if err != nil || c.GetClientCertificate != nil || len(c.Certificates) > 0 {
+		return c, err
+	}
+	verify := c.VerifyConnection
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		// Called at every handshake, before the server's certificate request is answered.
+		e.certAsked.Store(false)
+		if verify != nil {
+			return verify(cs)
+		}
+		return nil
+	}
+	c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		e.certAsked.Store(true)
+		return &tls.Certificate{}, nil // none, as without this function
+	}
+	return c, nil
 }
 
 // keyPairError words a failure of tls.LoadX509KeyPair. Its errors name files or describe the PEM
@@ -284,7 +323,10 @@ func (e *endpoint) classify(err error) *Error {
 	var verification *tls.CertificateVerificationError
 	var record tls.RecordHeaderError
 	var opErr *net.OpError
+	remoteAlert := errors.As(err, &opErr) && opErr.Op == "remote error" && strings.HasPrefix(opErr.Err.Error(), "tls: ")
 	switch {
+	case e.certAsked.Load() && (remoteAlert || closedByPeer(err)):
+		return tlsErr("the server asked for a client certificate and refused the connection without one: set tls.certFile and tls.keyFile")
 	case errors.As(err, &unknownAuthority):
 		return tlsErr("the server's certificate is not signed by a known authority: check tls.caFile")
 	case errors.As(err, &hostname):
@@ -295,7 +337,7 @@ func (e *endpoint) classify(err error) *Error {
 		return tlsErr("the server's certificate does not verify (%v): check tls.caFile and tls.serverName", verification.Err)
 	case errors.As(err, &record):
 		return tlsErr("the server does not speak TLS: check the url's scheme")
-	case errors.As(err, &opErr) && opErr.Op == "remote error" && strings.HasPrefix(opErr.Err.Error(), "tls: "):
+	case remoteAlert:
 		// The server refused the handshake with an alert: in TLS 1.3 a refused (or missing) client
 		// certificate is only seen this way, at the first read.
 		if t := e.Spec.TLS; t != nil && t.CertFile != "" {
@@ -304,6 +346,14 @@ func (e *endpoint) classify(err error) *Error {
 		return tlsErr("the server refused the handshake (%v): it may require a client certificate: set tls.certFile and tls.keyFile", opErr.Err)
 	}
 	return &Error{Endpoint: name, Reason: ReasonConnection, Message: fmt.Sprintf("endpoint %s: %v", name, err), Err: err}
+}
+
+// closedByPeer says whether err is the server closing the connection under a request.
+func closedByPeer(err error) bool {
+	// NOTE: golang.org/x/net/http2 does not export the error of a new connection closed before its first
+	// request ("http2: client conn could not be established"); its text is all there is to match.
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(err.Error(), "http2: client conn could not be established")
 }
 
 // fileField names the field of a file the endpoint reads, "" for a path it does not know.

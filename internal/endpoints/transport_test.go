@@ -2,8 +2,10 @@ package endpoints
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -128,8 +130,8 @@ func TestMutualTLS(t *testing.T) {
 	})
 	t.Run("without a client certificate", func(t *testing.T) {
 		status, err := get(t, resolve(t, dir, base, "shop"))
-		wantError(t, status, err, ReasonTLS, "endpoint a: TLS: the server refused the handshake (tls: certificate required): "+
-			"it may require a client certificate: set tls.certFile and tls.keyFile")
+		wantError(t, status, err, ReasonTLS,
+			"endpoint a: TLS: the server asked for a client certificate and refused the connection without one: set tls.certFile and tls.keyFile")
 	})
 	t.Run("with a certificate the server does not trust", func(t *testing.T) {
 		status, err := get(t, resolve(t, dir, base+"    certFile: other.crt\n    keyFile: other.key\n", "shop"))
@@ -468,5 +470,55 @@ func TestLoadChecksTLSFiles(t *testing.T) {
 				t.Errorf("Load\n got: %v\nwant: %s", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestMissingClientCertificateIsAlwaysTheSameMessage proves that a server refusing a connection without a
+// client certificate gets one message, whichever way the refusal reaches the client. In TLS 1.3 the
+// client's handshake ends before the server checks its certificate: the refusal is an alert at the first
+// read, or, when the server's close overtook it (a reset drops the alert), a broken pipe, a reset or an
+// HTTP/2 connection "not established". The server here closes each connection as soon as the client has
+// written, as a busy server may.
+func TestMissingClientCertificateIsAlwaysTheSameMessage(t *testing.T) {
+	dir := t.TempDir()
+	serverCA, clientCA := newAuthority(t, "server CA"), newAuthority(t, "client CA")
+	_, _, pair := serverCA.issue(t, "server", "127.0.0.1")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	cfg := &tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clientCA.pool(),
+		NextProtos: []string{"h2", "http/1.1"}}
+	go func() {
+		for i := 0; ; i++ {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				tc := tls.Server(c, cfg)
+				_ = tc.Handshake() // fails: no client certificate
+				// Closing with the client's first bytes unread sends a reset, which overtakes the alert
+				// or not, depending on the delay.
+				time.Sleep(time.Duration(i%4) * 5 * time.Millisecond)
+				_ = c.Close()
+			}()
+		}
+	}()
+	writeFile(t, dir, "ca.crt", serverCA.pem)
+	target := resolve(t, dir, fmt.Sprintf("default: a\nendpoints:\n- name: a\n  url: https://%s\n  tls:\n    caFile: ca.crt\n", l.Addr()), "shop")
+	messages := map[string]int{}
+	for range 40 {
+		_, err := get(t, target)
+		if err == nil {
+			t.Fatal("GET succeeded without a client certificate")
+		}
+		messages[endpointError(t, err).Message]++
+		target.Client.CloseIdleConnections()
+	}
+	want := "endpoint a: TLS: the server asked for a client certificate and refused the connection without one: set tls.certFile and tls.keyFile"
+	if len(messages) != 1 || messages[want] == 0 {
+		t.Fatalf("messages = %v; want only %q", messages, want)
 	}
 }

@@ -146,7 +146,6 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		var restoreErr error
 		l.breach, queued, restoreErr = r.restoreFloor(ctx, kvs, obs, mem, now)
 		actErr = errors.Join(restoreErr, r.markOutOfTraffic(ctx, obs))
-		obs.stall = stallOf(kvs.Spec.Service, r.adoptions.of(kvs.Namespace, obs.unadopted))
 	default:
 		// Nothing to evaluate: forget the schedule so that evaluation starts afresh when the Service is back.
 		r.memory.forget(req.NamespacedName)

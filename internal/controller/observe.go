@@ -24,8 +24,10 @@ type observation struct {
 	// own objects (podStore). After act, they are live copies that reflect the pass's own writes.
 	pods []*corev1.Pod
 	conflict
-	// stall says why adoption keeps the breakers from running (reason empty: it does not, or not yet).
-	stall stall
+	// stall says why adoption does not complete (reason empty: it does, or it is merely under way); refused
+	// is set when every pod not adopted was refused adoption: the breakers judge the adopted pods.
+	stall   stall
+	refused bool
 	// writes are the traffic changes the pass made, for the memory's expectations (kvsMemory.expect).
 	writes []podWrite
 }
@@ -67,9 +69,13 @@ type stall struct{ reason, message string }
 // "pod: error"). NOTE: adoption merely under way is not: adopting 10,000 pods takes the rate limiter a
 // minute, and a Ready that flips on a timer while it does costs a status write and an event per
 // KubervisorService (measured by make bench-scale), for nothing the user can act on.
-func stallOf(service string, failures []string) stall {
+func stallOf(service string, failures []string, refused bool) stall {
 	if len(failures) == 0 {
 		return stall{}
+	}
+	if refused {
+		return stall{kvv1.ReasonAdoptionFailed, fmt.Sprintf("%d of the pods Service %s selects could not be adopted: %s; "+
+			"the breakers judge the adopted pods only", len(failures), service, strings.Join(capNames(failures), "; "))}
 	}
 	return stall{kvv1.ReasonAdoptionFailed, fmt.Sprintf("Evaluation waits: %d of the pods Service %s selects could not be adopted: %s",
 		len(failures), service, strings.Join(capNames(failures), "; "))}
@@ -86,15 +92,17 @@ type conflict struct {
 }
 
 // evaluable reports whether the breakers may run: the Service exists, this KubervisorService owns its pods,
-// and every pod the Service selects is adopted. NOTE: evaluating during adoption would judge a partial
-// fleet (the floor on too few pods, anomalies about pods not yet managed ignored).
+// and every pod the Service selects is adopted, or refused adoption (a webhook denied the labels). NOTE:
+// evaluating during adoption would judge a partial fleet about to grow (the floor on too few pods); pods
+// that cannot be adopted are not about to join, and judging the adopted ones is safe: the floor counts
+// them only, and the refused pods keep serving.
 func (o *observation) evaluable() bool {
-	return o.svc != nil && o.owner && len(o.unadopted) == 0
+	return o.svc != nil && o.owner && (len(o.unadopted) == 0 || o.refused)
 }
 
 // adopting reports whether the breakers wait for the Service's pods to be adopted.
 func (o *observation) adopting() bool {
-	return o.svc != nil && o.owner && len(o.unadopted) > 0
+	return o.svc != nil && o.owner && len(o.unadopted) > 0 && !o.refused
 }
 
 // observe reads the Service, the namespace's claims and the pods, all from the cache.
@@ -127,6 +135,11 @@ func (r *KubervisorServiceReconciler) observe(ctx context.Context, kvs *kvv1.Kub
 		}
 	}
 	obs.conflict = conflictOf(kvs, cs, selected)
+	if obs.svc != nil && obs.owner && len(obs.unadopted) > 0 {
+		failures := r.adoptions.of(kvs.Namespace, obs.unadopted)
+		obs.refused = len(failures) == len(obs.unadopted)
+		obs.stall = stallOf(kvs.Spec.Service, failures, obs.refused)
+	}
 	return obs, nil
 }
 

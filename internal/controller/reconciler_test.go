@@ -818,8 +818,9 @@ func mustPass(h *harness, r *KubervisorServiceReconciler) {
 
 // --- activator ---------------------------------------------------------------------------------------
 
-// TestAdoptionStall: a KubervisorService waiting for pods that cannot be adopted says so in Ready, with
-// one event, instead of keeping Ready=True from an older pass (SPEC §2.2).
+// TestAdoptionStall: a KubervisorService with pods that cannot be adopted says so in Ready, with one event,
+// instead of keeping Ready=True from an older pass (SPEC §2.2), and its breakers judge the adopted pods
+// meanwhile: one refused pod does not stop them.
 func TestAdoptionStall(t *testing.T) {
 	unadopted := func() *corev1.Pod {
 		p := testPod("p1", "", nil)
@@ -841,7 +842,7 @@ func TestAdoptionStall(t *testing.T) {
 	}
 	refusal := `patching pod ns/p1: pods "p1" is forbidden: admission webhook "labels.example.com" denied the request: kubervisor labels are not allowed`
 
-	t.Run("a refused adoption: Ready=False/AdoptionFailed with the refusal, one event, Ready again once adopted", func(t *testing.T) {
+	t.Run("a refused adoption: Ready=False/AdoptionFailed with the refusal, one event, the adopted pods judged, Ready again once adopted", func(t *testing.T) {
 		h := newHarness(t, testService(true), testPod("p0", "yes", nil), unadopted(), testKVS(nil, "b"))
 		r := h.kvsReconciler()
 		mustPass(h, r)
@@ -851,7 +852,11 @@ func TestAdoptionStall(t *testing.T) {
 			t.Fatal("adoption of p1 succeeded; want the refusal")
 		}
 		mustPass(h, r)
-		want := "False/AdoptionFailed: Evaluation waits: 1 of the pods Service svc selects could not be adopted: p1: " + refusal
+		if h.calls("b") != 1 {
+			t.Errorf("detector called %d times while p1 is refused, want once: the adopted pods are judged", h.calls("b"))
+		}
+		want := "False/AdoptionFailed: 1 of the pods Service svc selects could not be adopted: p1: " + refusal +
+			"; the breakers judge the adopted pods only"
 		if got := ready(h); got != want {
 			t.Errorf("Ready = %q\nwant    %q", got, want)
 		}
@@ -874,7 +879,7 @@ func TestAdoptionStall(t *testing.T) {
 			t.Errorf("Ready after adoption = %q, want True/BreakersHealthy", got)
 		}
 		if h.calls("b") != 1 {
-			t.Errorf("detector called %d times, want once: evaluation waits for adoption, then runs", h.calls("b"))
+			t.Errorf("detector called %d times, want once (its period had not passed)", h.calls("b"))
 		}
 	})
 }

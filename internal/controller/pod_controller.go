@@ -40,6 +40,7 @@ type PodReconciler struct {
 	pauses    keymutex.KeyMutex
 	adoptions *adoptionFailures
 	shard     *shard
+	orphans   *orphanSweep
 }
 
 // Reconcile handles one pod.
@@ -153,6 +154,14 @@ func (r *PodReconciler) noteOrphan(ctx context.Context, pod *corev1.Pod) error {
 // KubervisorService spec change (dry run, activator) and a Service selector change (activation) enqueue the
 // ejected pods they concern, since those decide whether and when the activator acts.
 func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
+	clk, ok := r.Clock.(clock.WithTicker)
+	if !ok {
+		clk = clock.RealClock{}
+	}
+	r.orphans = newOrphanSweep(mgr.GetClient(), clk)
+	if err := mgr.Add(r.orphans); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("pod").
 		WatchesRawSource(source.Kind(mgr.GetCache(), &corev1.Pod{}, &handler.TypedEnqueueRequestForObject[*corev1.Pod]{}, podChanged(),
@@ -173,6 +182,8 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 				}
 				return out
 			}), serviceChanged())).
+		// The resync of orphans (orphans.go): pods labelled for a KubervisorService that does not exist.
+		WatchesRawSource(source.Channel(r.orphans.found, &handler.TypedEnqueueRequestForObject[*corev1.Pod]{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Complete(r)
 }

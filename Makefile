@@ -33,6 +33,8 @@ help: ## Display this help.
 .PHONY: manifests
 manifests: controller-gen ## Generate CRDs and RBAC (ClusterRole) from the markers.
 	"$(CONTROLLER_GEN)" rbac:roleName=manager-role crd paths="./..." output:crd:artifacts:config=config/crd/bases
+	@# The schema of the fields that take a number or a string, which controller-gen cannot write.
+	go run ./hack/crddecimal
 
 .PHONY: generate
 generate: controller-gen ## Generate DeepCopy methods.

@@ -358,15 +358,12 @@ type PeerOutlier struct {
 	// +kubebuilder:default=high
 	Direction PeerDirection `json:"direction,omitempty"`
 
-	// threshold is the robust z-score above which a pod is anomalous, more than 0: an integer (3) or a
-	// decimal string ("2.5"). Default 3.
-	// NOTE: a quantity's schema is int-or-string, so a non-integer JSON number (2.5) is refused: write it as
-	// a string. The length bound keeps the CEL rule within the CRD's cost budget across 16 breakers.
+	// threshold is the robust z-score above which a pod is anomalous, more than 0: a number (3, 2.5) or a
+	// decimal string ("2.5"), at most 16 characters. Default 3.
 	// +optional
 	// +kubebuilder:default="3"
-	// +kubebuilder:validation:XIntOrString
-	// +kubebuilder:validation:MaxLength=16
-	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="must be a decimal more than 0, such as 3 or \"2.5\""
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:pruning:PreserveUnknownFields
 	Threshold *resource.Quantity `json:"threshold,omitempty"`
 
 	// minDeviationPercent keeps a pod within this share of the median from being anomalous, so that a

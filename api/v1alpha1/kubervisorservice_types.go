@@ -373,6 +373,21 @@ type PeerOutlier struct {
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=100000
 	MinDeviationPercent *int32 `json:"minDeviationPercent,omitempty"`
+
+	// minAbsoluteDeviation keeps a pod whose value lies within this distance of the median, in the metric's
+	// own units, from being anomalous: a number or a decimal string, 0 or more. Default 0.001.
+	// It matters when the median is 0 or near it (an error rate on a healthy fleet): the MAD is then 0 and
+	// so is minDeviationPercent's share of the median, so any value above 0 would score +Inf and a single
+	// error would eject a pod. Set it to the smallest deviation worth an ejection, in the metric's units (an
+	// error ratio of 0.05, say). The default changes nothing for a fleet whose median is 0.01 or more (10%
+	// of the median, minDeviationPercent's default, is then the larger bound) and ignores only deviations
+	// too small to act on in the usual units (seconds, ratios, requests per second); lower it for a metric
+	// whose values are themselves that small; 0 turns it off.
+	// +optional
+	// +kubebuilder:default="0.001"
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:pruning:PreserveUnknownFields
+	MinAbsoluteDeviation *resource.Quantity `json:"minAbsoluteDeviation,omitempty"`
 }
 
 // CustomService delegates anomaly detection to an HTTP service.

@@ -53,6 +53,7 @@ type field struct {
 
 var fields = []field{
 	{path: []string{"spec", "breakers", "[]", "peerOutlier", "threshold"}, positive: true},
+	{path: []string{"spec", "breakers", "[]", "peerOutlier", "minAbsoluteDeviation"}},
 }
 
 // schemaOf is the schema of a decimal field, without its description and default (controller-gen's).

@@ -158,6 +158,15 @@ var _ = Describe("Admission", func() {
 		Entry("peerOutlier threshold a list", invalid{func(s map[string]any) {
 			s["breakers"] = []any{peerBreaker("p", func(p map[string]any) { p["threshold"] = []any{3} })}
 		}, "spec.breakers[0].peerOutlier.threshold", "must not validate"}),
+		Entry("peerOutlier minAbsoluteDeviation -0.5", invalid{func(s map[string]any) {
+			s["breakers"] = []any{peerBreaker("p", func(p map[string]any) { p["minAbsoluteDeviation"] = -0.5 })}
+		}, "spec.breakers[0].peerOutlier.minAbsoluteDeviation", "should be greater than or equal to 0"}),
+		Entry("peerOutlier minAbsoluteDeviation \"-1\"", invalid{func(s map[string]any) {
+			s["breakers"] = []any{peerBreaker("p", func(p map[string]any) { p["minAbsoluteDeviation"] = "-1" })}
+		}, "spec.breakers[0].peerOutlier.minAbsoluteDeviation", "should match"}),
+		Entry("peerOutlier minAbsoluteDeviation a boolean", invalid{func(s map[string]any) {
+			s["breakers"] = []any{peerBreaker("p", func(p map[string]any) { p["minAbsoluteDeviation"] = false })}
+		}, "spec.breakers[0].peerOutlier.minAbsoluteDeviation", "must not validate"}),
 		Entry("peerOutlier unknown direction", invalid{func(s map[string]any) {
 			s["breakers"] = []any{peerBreaker("p", func(p map[string]any) { p["direction"] = "sideways" })}
 		}, "spec.breakers[0].peerOutlier.direction", "Unsupported value"}),
@@ -263,6 +272,24 @@ var _ = Describe("Admission", func() {
 		Entry("the number 2.5", 2.5, 2.5),
 		Entry("the string \"2500m\" (how a resource.Quantity of 2.5 is written)", "2500m", 2.5),
 		Entry("null (the default)", nil, 3.0),
+	)
+
+	DescribeTable("accepts a peerOutlier minAbsoluteDeviation as a number or a string",
+		func(deviation any, want float64) {
+			Expect(k8sClient.Create(ctx, kvsObject(ns, "peer", func(s map[string]any) {
+				s["breakers"] = []any{peerBreaker("p", func(p map[string]any) {
+					if deviation != nil {
+						p["minAbsoluteDeviation"] = deviation
+					}
+				})}
+			}))).To(Succeed())
+			Expect(getKVS(ns, "peer").Spec.Breakers[0].PeerOutlier.MinAbsoluteDeviation.AsApproximateFloat64()).To(Equal(want))
+		},
+		Entry("the number 0.05", 0.05, 0.05),
+		Entry("the string \"0.05\"", "0.05", 0.05),
+		Entry("the integer 0 (off)", 0, 0.0),
+		Entry("the string \"2k\"", "2k", 2000.0),
+		Entry("nothing (the default, 0.001)", nil, 0.001),
 	)
 
 	It("applies the defaults of the schema", func() {

@@ -51,6 +51,7 @@ func TestNew(t *testing.T) {
 		"peer outlier with defaults":           {breaker: peer(nil)},
 		"peer outlier with every field": {breaker: peer(func(p *v1alpha1.PeerOutlier) {
 			p.Direction, p.Threshold, p.MinDeviationPercent = v1alpha1.PeerDirectionBoth, new(resource.MustParse("2.5")), new(int32(0))
+			p.MinAbsoluteDeviation = new(resource.MustParse("0.05"))
 		})},
 		"custom host:port/path":           {breaker: custom("anomalies.shop:8080/v1/pricer")},
 		"custom host/path without a port": {breaker: custom("anomalies.shop/v1/pricer")},
@@ -83,6 +84,10 @@ func TestNew(t *testing.T) {
 		"peer outlier with a negative threshold": {
 			breaker: peer(func(p *v1alpha1.PeerOutlier) { p.Threshold = new(resource.MustParse("-2")) }),
 			wantErr: "threshold -2 is not a number more than 0",
+		},
+		"peer outlier with a negative minAbsoluteDeviation": {
+			breaker: peer(func(p *v1alpha1.PeerOutlier) { p.MinAbsoluteDeviation = new(resource.MustParse("-0.5")) }),
+			wantErr: `breaker "b": peerOutlier: minAbsoluteDeviation -500m is not a number of 0 or more`,
 		},
 		"peer outlier with a negative minDeviationPercent": {
 			breaker: peer(func(p *v1alpha1.PeerOutlier) { p.MinDeviationPercent = new(int32(-1)) }),

@@ -120,11 +120,56 @@ func TestPeerOutlier(t *testing.T) {
 				{Pod: "d", Score: inf, Reason: "value 10.5 is +Inf MADs above the median 10 (MAD 0, threshold 3)"},
 			}},
 		},
-		"a median of 0 (an error rate): any value above is anomalous": {
+		"a median of 0 (an error rate): a value beyond minAbsoluteDeviation (default 0.001) is anomalous": {
 			pods: []string{"a", "b", "c", "d"},
 			body: promVector(s("0", "a"), s("0", "b"), s("0", "c"), s("0.02", "d")),
 			want: Result{Anomalies: []Anomaly{
 				{Pod: "d", Score: inf, Reason: "value 0.02 is +Inf MADs above the median 0 (MAD 0, threshold 3)"},
+			}},
+		},
+		// The MAD and minDeviationPercent's share of the median are both 0: without minAbsoluteDeviation the
+		// tiny value would score +Inf and be ejected.
+		"a median of 0: a value within minAbsoluteDeviation (default 0.001) is not anomalous": {
+			pods: []string{"a", "b", "c", "d"},
+			body: promVector(s("0", "a"), s("0", "b"), s("0", "c"), s("0.0005", "d")),
+			want: Result{},
+		},
+		// One error in a 5-minute window, as a rate: 1/300 per second.
+		"a median of 0: one error is not anomalous under a minAbsoluteDeviation set for the metric": {
+			mutate: func(p *v1alpha1.PeerOutlier) { p.MinAbsoluteDeviation = new(resource.MustParse("0.05")) },
+			pods:   []string{"a", "b", "c", "d", "e"},
+			body:   promVector(s("0", "a"), s("0", "b"), s("0", "c"), s("0.0033333333333333335", "d"), s("0.05", "e")),
+			want:   Result{},
+		},
+		"a median of 0: a pod far above minAbsoluteDeviation is anomalous": {
+			mutate: func(p *v1alpha1.PeerOutlier) { p.MinAbsoluteDeviation = new(resource.MustParse("0.05")) },
+			pods:   []string{"a", "b", "c", "d", "e"},
+			body:   promVector(s("0", "a"), s("0", "b"), s("0", "c"), s("0.0033333333333333335", "d"), s("2.5", "e")),
+			want: Result{Anomalies: []Anomaly{
+				{Pod: "e", Score: inf, Reason: "value 2.5 is +Inf MADs above the median 0 (MAD 0, threshold 3)"},
+			}},
+		},
+		"minAbsoluteDeviation 0 is off: any value above a median of 0 is anomalous": {
+			mutate: func(p *v1alpha1.PeerOutlier) { p.MinAbsoluteDeviation = new(resource.MustParse("0")) },
+			pods:   []string{"a", "b", "c", "d"},
+			body:   promVector(s("0", "a"), s("0", "b"), s("0", "c"), s("1e-12", "d")),
+			want: Result{Anomalies: []Anomaly{
+				{Pod: "d", Score: inf, Reason: "value 0 is +Inf MADs above the median 0 (MAD 0, threshold 3)"},
+			}},
+		},
+		// lowAndHigh scores 20 at 26.3 MADs, 95% above the median 10.25: a floor of 10 keeps it, 9.75 away.
+		"a deviation within minAbsoluteDeviation is not anomalous, whatever its score": {
+			mutate: func(p *v1alpha1.PeerOutlier) { p.MinAbsoluteDeviation = new(resource.MustParse("10")) },
+			pods:   []string{"a", "b", "c", "d", "e"},
+			body:   lowAndHigh,
+			want:   Result{},
+		},
+		"a deviation beyond minAbsoluteDeviation is judged on its score": {
+			mutate: func(p *v1alpha1.PeerOutlier) { p.MinAbsoluteDeviation = new(resource.MustParse("9.5")) },
+			pods:   []string{"a", "b", "c", "d", "e"},
+			body:   lowAndHigh,
+			want: Result{Anomalies: []Anomaly{
+				{Pod: "e", Score: z(9.75, 0.25), Reason: "value 20 is 26.305 MADs above the median 10.25 (threshold 3)"},
 			}},
 		},
 		"a tight fleet is not split on noise: minDeviationPercent": {

@@ -249,7 +249,9 @@ func TestParseAddress(t *testing.T) {
 }
 
 func TestAppendNumber(t *testing.T) {
-	tests := map[float64]string{0.4: "0.4", 130: "130", 2.0 / 3: "0.667", 0.0004: "0", 1e6: "1000000", math.Inf(1): "+Inf", math.Inf(-1): "-Inf"}
+	tests := map[float64]string{0.4: "0.4", 130: "130", 2.0 / 3: "0.667", 0.0004: "0", 1e6: "1000000", math.Inf(1): "+Inf", math.Inf(-1): "-Inf",
+		// Beyond a float64's decimals, an exponent: neither 309 digits nor +Inf.
+		9999999999999998: "9999999999999998", 1e16: "1e+16", -6.02e23: "-6.02e+23", 1e306: "1e+306", math.MaxFloat64: "1.7976931348623157e+308"}
 	for in, want := range tests {
 		if got := string(appendNumber([]byte("x="), in)); got != "x="+want {
 			t.Errorf("appendNumber(%v) = %q, want %q", in, got, "x="+want)

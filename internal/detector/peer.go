@@ -207,5 +207,14 @@ func medianOf(xs []float64) float64 {
 	if n%2 == 1 {
 		return xs[n/2]
 	}
-	return xs[n/2-1]/2 + xs[n/2]/2
+	lo, hi := xs[n/2-1], xs[n/2]
+	if lo == hi {
+		return lo
+	}
+	// lo + (hi − lo)/2 stays within [lo, hi], where lo/2 + hi/2 may not: halving a subnormal number rounds
+	// (two equal middle values of 1.3e-310 made a median below both). Unless hi − lo overflows.
+	if d := hi - lo; !math.IsInf(d, 0) {
+		return min(lo+d/2, hi)
+	}
+	return lo/2 + hi/2
 }

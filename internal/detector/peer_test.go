@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -342,5 +343,33 @@ func TestPeerOutlierAgainstTheMean(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"pricer-d"}, podsOf(res)); diff != "" {
 		t.Errorf("peerOutlier: flagged pods (-want +got):\n%s", diff)
+	}
+}
+
+// TestMedianOf: the median of an even number of values is the midpoint of the two middle ones, within them
+// even where halving rounds (subnormal numbers) or their difference overflows.
+func TestMedianOf(t *testing.T) {
+	// The smallest subnormal numbers with an odd mantissa: halving either rounds.
+	tiny, tiny3 := math.Float64frombits(1), math.Float64frombits(3)
+	tests := []struct {
+		xs   []float64
+		want float64
+	}{
+		{[]float64{3, 1, 2}, 2},
+		{[]float64{4, 1, 2, 3}, 2.5},
+		{[]float64{tiny, tiny}, tiny},
+		{[]float64{tiny3, tiny3, tiny3, 1}, tiny3},
+		{[]float64{-math.MaxFloat64, math.MaxFloat64}, 0},
+		{[]float64{math.Inf(1), math.Inf(1)}, math.Inf(1)},
+		{[]float64{10, math.Inf(1)}, math.Inf(1)},
+	}
+	for _, tc := range tests {
+		in := slices.Clone(tc.xs)
+		if got := medianOf(in); got != tc.want {
+			t.Errorf("medianOf(%v) = %v, want %v", tc.xs, got, tc.want)
+		}
+	}
+	if got := medianOf([]float64{math.Inf(-1), math.Inf(1)}); !math.IsNaN(got) {
+		t.Errorf("medianOf(-Inf, +Inf) = %v, want NaN (no median: NoData)", got)
 	}
 }

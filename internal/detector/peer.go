@@ -163,7 +163,13 @@ func (a *peerAnalyzer) judge(pv peerValue, median, mad float64) (peerCandidate, 
 	// The share of the median is compared as a ratio, free of the value's unit; a median of 0 makes every
 	// deviation infinitely large, which is why the absolute distance is required too: without it, on a fleet
 	// whose healthy value is 0 (an error rate), a single error would be anomalous.
-	if !exceeds(deviation/math.Abs(median), a.minDeviation) || (a.minAbsolute > 0 && !exceeds(deviation, a.minAbsolute)) {
+	share := deviation / math.Abs(median)
+	if math.IsInf(deviation, 0) && !math.IsInf(pv.value, 0) {
+		// A finite value and median of opposite signs can be more than the largest float64 apart: the share
+		// is then taken without the overflow, |value/|median| − sign(median)|, not as +Inf.
+		share = math.Abs(pv.value/math.Abs(median) - math.Copysign(1, median))
+	}
+	if !exceeds(share, a.minDeviation) || (a.minAbsolute > 0 && !exceeds(deviation, a.minAbsolute)) {
 		return peerCandidate{}, false
 	}
 	// A MAD of 0 (most pods in traffic agree exactly) makes any other value infinitely unusual; the

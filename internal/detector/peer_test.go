@@ -158,6 +158,26 @@ func TestPeerOutlier(t *testing.T) {
 				{Pod: "d", Score: inf, Reason: "value 0 is +Inf MADs above the median 0 (MAD 0, threshold 3)"},
 			}},
 		},
+		// The median is 1.7e308 and the MAD 0; -1.7e308 lies 3.4e308 away, more than the largest float64: twice
+		// the median, not an infinite share of it, and under minDeviationPercent 300.
+		"values more than the largest float64 apart are a finite share of the median": {
+			mutate: func(p *v1alpha1.PeerOutlier) {
+				p.Direction, p.MinDeviationPercent = v1alpha1.PeerDirectionBoth, new(int32(300))
+			},
+			pods: []string{"a", "b", "c"},
+			body: promVector(s("1.7e308", "a"), s("-1.7e308", "b"), s("1.7e308", "c")),
+			want: Result{},
+		},
+		"values more than the largest float64 apart: beyond minDeviationPercent": {
+			mutate: func(p *v1alpha1.PeerOutlier) {
+				p.Direction, p.MinDeviationPercent = v1alpha1.PeerDirectionBoth, new(int32(150))
+			},
+			pods: []string{"a", "b", "c"},
+			body: promVector(s("1.7e308", "a"), s("-1.7e308", "b"), s("1.7e308", "c")),
+			want: Result{Anomalies: []Anomaly{
+				{Pod: "b", Score: inf, Reason: "value -1.7e+308 is +Inf MADs below the median 1.7e+308 (MAD 0, threshold 3)"},
+			}},
+		},
 		// lowAndHigh scores 20 at 26.3 MADs, 95% above the median 10.25: a floor of 10 keeps it, 9.75 away.
 		"a deviation within minAbsoluteDeviation is not anomalous, whatever its score": {
 			mutate: func(p *v1alpha1.PeerOutlier) { p.MinAbsoluteDeviation = new(resource.MustParse("10")) },

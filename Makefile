@@ -33,6 +33,8 @@ help: ## Display this help.
 .PHONY: manifests
 manifests: controller-gen ## Generate CRDs and RBAC (ClusterRole) from the markers.
 	"$(CONTROLLER_GEN)" rbac:roleName=manager-role crd paths="./..." output:crd:artifacts:config=config/crd/bases
+	@# The schema of the fields that take a number or a string, which controller-gen cannot write.
+	go run ./hack/crddecimal
 
 .PHONY: generate
 generate: controller-gen ## Generate DeepCopy methods.
@@ -64,6 +66,14 @@ GO_TEST_FLAGS ?=
 .PHONY: test
 test: manifests generate fmt vet envtest-assets kustomize helm test-rules ## Unit and envtest suites (fast; no Prometheus, no controller-manager).
 	KUBEBUILDER_ASSETS="$(KUBEBUILDER_ASSETS)" go test $(GO_TEST_FLAGS) $$(go list $(TEST_PKGS) | grep -v /test/e2e) -coverprofile cover.out
+
+# The packages with native fuzz targets (func FuzzXxx), and how long `make fuzz` runs each target.
+FUZZ_PKGS ?= ./internal/detector ./hack/crddecimal
+FUZZTIME ?= 10s
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME (default 10s), one at a time; an input that breaks one is written to testdata/fuzz.
+	hack/fuzz.sh "$(FUZZTIME)" $(FUZZ_PKGS)
 
 E2E_GINKGO_FLAGS ?= -ginkgo.v -ginkgo.timeout=50m
 # The Ginkgo suites behind the e2e tag, run one at a time: each starts its own cluster (test/fleet's unit

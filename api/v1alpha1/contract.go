@@ -220,7 +220,9 @@ const (
 	DefaultNamespaceKey     = "namespace"
 	DefaultPeerThreshold    = 3.0
 	DefaultMinDeviation     = int32(10)
-	MaxPeriod               = 24 * time.Hour
+	// DefaultMinAbsoluteDeviation is peerOutlier.minAbsoluteDeviation's default, in the metric's units.
+	DefaultMinAbsoluteDeviation = 0.001
+	MaxPeriod                   = 24 * time.Hour
 	// MaxPodNamesInStatus caps every pod name list in status.breakers[].
 	MaxPodNamesInStatus = 20
 )

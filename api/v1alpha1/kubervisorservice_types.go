@@ -358,15 +358,12 @@ type PeerOutlier struct {
 	// +kubebuilder:default=high
 	Direction PeerDirection `json:"direction,omitempty"`
 
-	// threshold is the robust z-score above which a pod is anomalous, more than 0: an integer (3) or a
-	// decimal string ("2.5"). Default 3.
-	// NOTE: a quantity's schema is int-or-string, so a non-integer JSON number (2.5) is refused: write it as
-	// a string. The length bound keeps the CEL rule within the CRD's cost budget across 16 breakers.
+	// threshold is the robust z-score above which a pod is anomalous, more than 0: a number (3, 2.5) or a
+	// decimal string ("2.5"), at most 16 characters. Default 3.
 	// +optional
 	// +kubebuilder:default="3"
-	// +kubebuilder:validation:XIntOrString
-	// +kubebuilder:validation:MaxLength=16
-	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="must be a decimal more than 0, such as 3 or \"2.5\""
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:pruning:PreserveUnknownFields
 	Threshold *resource.Quantity `json:"threshold,omitempty"`
 
 	// minDeviationPercent keeps a pod within this share of the median from being anomalous, so that a
@@ -376,6 +373,21 @@ type PeerOutlier struct {
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=100000
 	MinDeviationPercent *int32 `json:"minDeviationPercent,omitempty"`
+
+	// minAbsoluteDeviation keeps a pod whose value lies within this distance of the median, in the metric's
+	// own units, from being anomalous: a number or a decimal string, 0 or more. Default 0.001.
+	// It matters when the median is 0 or near it (an error rate on a healthy fleet): the MAD is then 0 and
+	// so is minDeviationPercent's share of the median, so any value above 0 would score +Inf and a single
+	// error would eject a pod. Set it to the smallest deviation worth an ejection, in the metric's units (an
+	// error ratio of 0.05, say). The default changes nothing for a fleet whose median is 0.01 or more (10%
+	// of the median, minDeviationPercent's default, is then the larger bound) and ignores only deviations
+	// too small to act on in the usual units (seconds, ratios, requests per second); lower it for a metric
+	// whose values are themselves that small; 0 turns it off.
+	// +optional
+	// +kubebuilder:default="0.001"
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:pruning:PreserveUnknownFields
+	MinAbsoluteDeviation *resource.Quantity `json:"minAbsoluteDeviation,omitempty"`
 }
 
 // CustomService delegates anomaly detection to an HTTP service.

@@ -133,8 +133,9 @@ func (o *Options) target(field, raw string) (u *url.URL, client *http.Client, na
 	return u, o.HTTPClient, raw, nil
 }
 
-// maxBodyBytes caps what a custom service may answer: 16 MiB is a PodList of tens of thousands of pods,
-// and a cap keeps a misbehaving service from exhausting the controller's memory.
+// maxBodyBytes caps what a detector may answer, a custom service or Prometheus: 16 MiB is a PodList of tens
+// of thousands of pods, or an instant vector of about 100,000 series, and a cap keeps a misbehaving service
+// (or a query that selects far too many series) from exhausting the controller's memory.
 const maxBodyBytes = 16 << 20
 
 // defaultHTTPClient is used when Options.HTTPClient is nil; it shares the process-wide default transport.

@@ -51,6 +51,7 @@ func TestNew(t *testing.T) {
 		"peer outlier with defaults":           {breaker: peer(nil)},
 		"peer outlier with every field": {breaker: peer(func(p *v1alpha1.PeerOutlier) {
 			p.Direction, p.Threshold, p.MinDeviationPercent = v1alpha1.PeerDirectionBoth, new(resource.MustParse("2.5")), new(int32(0))
+			p.MinAbsoluteDeviation = new(resource.MustParse("0.05"))
 		})},
 		"custom host:port/path":           {breaker: custom("anomalies.shop:8080/v1/pricer")},
 		"custom host/path without a port": {breaker: custom("anomalies.shop/v1/pricer")},
@@ -83,6 +84,10 @@ func TestNew(t *testing.T) {
 		"peer outlier with a negative threshold": {
 			breaker: peer(func(p *v1alpha1.PeerOutlier) { p.Threshold = new(resource.MustParse("-2")) }),
 			wantErr: "threshold -2 is not a number more than 0",
+		},
+		"peer outlier with a negative minAbsoluteDeviation": {
+			breaker: peer(func(p *v1alpha1.PeerOutlier) { p.MinAbsoluteDeviation = new(resource.MustParse("-0.5")) }),
+			wantErr: `breaker "b": peerOutlier: minAbsoluteDeviation -500m is not a number of 0 or more`,
 		},
 		"peer outlier with a negative minDeviationPercent": {
 			breaker: peer(func(p *v1alpha1.PeerOutlier) { p.MinDeviationPercent = new(int32(-1)) }),
@@ -244,7 +249,9 @@ func TestParseAddress(t *testing.T) {
 }
 
 func TestAppendNumber(t *testing.T) {
-	tests := map[float64]string{0.4: "0.4", 130: "130", 2.0 / 3: "0.667", 0.0004: "0", 1e6: "1000000", math.Inf(1): "+Inf", math.Inf(-1): "-Inf"}
+	tests := map[float64]string{0.4: "0.4", 130: "130", 2.0 / 3: "0.667", 0.0004: "0", 1e6: "1000000", math.Inf(1): "+Inf", math.Inf(-1): "-Inf",
+		// Beyond a float64's decimals, an exponent: neither 309 digits nor +Inf.
+		9999999999999998: "9999999999999998", 1e16: "1e+16", -6.02e23: "-6.02e+23", 1e306: "1e+306", math.MaxFloat64: "1.7976931348623157e+308"}
 	for in, want := range tests {
 		if got := string(appendNumber([]byte("x="), in)); got != "x="+want {
 			t.Errorf("appendNumber(%v) = %q, want %q", in, got, "x="+want)

@@ -198,9 +198,14 @@ func exceeds(x, limit float64) bool {
 }
 
 // appendNumber prints a number for a human: at most three decimals, no trailing zeros, no exponent for
-// ordinary counts ("0.4", "130", "0.667").
+// ordinary counts ("0.4", "130", "0.667"). From 1e16 on, where a float64 has no decimals left, it writes
+// an exponent ("6.02e+23"): written out, such a number took up to 309 digits, and rounding it to three
+// decimals overflowed to +Inf from 1.8e305 on.
 func appendNumber(buf []byte, x float64) []byte {
-	if !math.IsInf(x, 0) && !math.IsNaN(x) {
+	if math.Abs(x) >= 1e16 {
+		return strconv.AppendFloat(buf, x, 'g', -1, 64)
+	}
+	if !math.IsNaN(x) {
 		x = math.Round(x*1000) / 1000
 	}
 	return strconv.AppendFloat(buf, x, 'f', -1, 64)

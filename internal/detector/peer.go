@@ -27,9 +27,11 @@ type peerAnalyzer struct {
 	podNameKey model.LabelName
 	direction  v1alpha1.PeerDirection
 	// threshold is the robust z-score a pod must exceed; minDeviation the share of |median| (a fraction:
-	// minDeviationPercent / 100) its value must be away from the median as well.
+	// minDeviationPercent / 100) and minAbsolute the distance, in the metric's units, its value must be away
+	// from the median as well.
 	threshold    float64
 	minDeviation float64
+	minAbsolute  float64
 }
 
 func newPeerAnalyzer(p *v1alpha1.PeerOutlier) (*peerAnalyzer, error) {
@@ -41,6 +43,7 @@ func newPeerAnalyzer(p *v1alpha1.PeerOutlier) (*peerAnalyzer, error) {
 		direction:    v1alpha1.PeerDirectionHigh,
 		threshold:    v1alpha1.DefaultPeerThreshold,
 		minDeviation: float64(v1alpha1.DefaultMinDeviation) / 100,
+		minAbsolute:  v1alpha1.DefaultMinAbsoluteDeviation,
 	}
 	switch p.Direction {
 	case "":
@@ -60,6 +63,12 @@ func newPeerAnalyzer(p *v1alpha1.PeerOutlier) (*peerAnalyzer, error) {
 			return nil, fmt.Errorf("minDeviationPercent %d is negative", *p.MinDeviationPercent)
 		}
 		a.minDeviation = float64(*p.MinDeviationPercent) / 100
+	}
+	if p.MinAbsoluteDeviation != nil {
+		a.minAbsolute = p.MinAbsoluteDeviation.AsApproximateFloat64()
+		if !(a.minAbsolute >= 0) || math.IsInf(a.minAbsolute, 0) {
+			return nil, fmt.Errorf("minAbsoluteDeviation %s is not a number of 0 or more", p.MinAbsoluteDeviation)
+		}
 	}
 	return a, nil
 }
@@ -81,7 +90,7 @@ type peerCandidate struct {
 }
 
 // analyze takes the median and MAD of the pods in traffic and flags every managed pod, in traffic or not,
-// whose value lies beyond both the threshold and the minimum deviation on the side the direction names.
+// whose value lies beyond the threshold and both minimum deviations on the side the direction names.
 //
 // NOTE: the pods out of traffic are judged but do not make the reference, so that an ejected pod that is
 // still bad keeps being flagged while it does not drag the median towards itself.
@@ -152,8 +161,15 @@ func (a *peerAnalyzer) judge(pv peerValue, median, mad float64) (peerCandidate, 
 	}
 	deviation := math.Abs(pv.value - median)
 	// The share of the median is compared as a ratio, free of the value's unit; a median of 0 makes every
-	// deviation infinitely large.
-	if !exceeds(deviation/math.Abs(median), a.minDeviation) {
+	// deviation infinitely large, which is why the absolute distance is required too: without it, on a fleet
+	// whose healthy value is 0 (an error rate), a single error would be anomalous.
+	share := deviation / math.Abs(median)
+	if math.IsInf(deviation, 0) && !math.IsInf(pv.value, 0) {
+		// A finite value and median of opposite signs can be more than the largest float64 apart: the share
+		// is then taken without the overflow, |value/|median| − sign(median)|, not as +Inf.
+		share = math.Abs(pv.value/math.Abs(median) - math.Copysign(1, median))
+	}
+	if !exceeds(share, a.minDeviation) || (a.minAbsolute > 0 && !exceeds(deviation, a.minAbsolute)) {
 		return peerCandidate{}, false
 	}
 	// A MAD of 0 (most pods in traffic agree exactly) makes any other value infinitely unusual; the
@@ -197,5 +213,14 @@ func medianOf(xs []float64) float64 {
 	if n%2 == 1 {
 		return xs[n/2]
 	}
-	return xs[n/2-1]/2 + xs[n/2]/2
+	lo, hi := xs[n/2-1], xs[n/2]
+	if lo == hi {
+		return lo
+	}
+	// lo + (hi − lo)/2 stays within [lo, hi], where lo/2 + hi/2 may not: halving a subnormal number rounds
+	// (two equal middle values of 1.3e-310 made a median below both). Unless hi − lo overflows.
+	if d := hi - lo; !math.IsInf(d, 0) {
+		return min(lo+d/2, hi)
+	}
+	return lo/2 + hi/2
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -120,11 +121,76 @@ func TestPeerOutlier(t *testing.T) {
 				{Pod: "d", Score: inf, Reason: "value 10.5 is +Inf MADs above the median 10 (MAD 0, threshold 3)"},
 			}},
 		},
-		"a median of 0 (an error rate): any value above is anomalous": {
+		"a median of 0 (an error rate): a value beyond minAbsoluteDeviation (default 0.001) is anomalous": {
 			pods: []string{"a", "b", "c", "d"},
 			body: promVector(s("0", "a"), s("0", "b"), s("0", "c"), s("0.02", "d")),
 			want: Result{Anomalies: []Anomaly{
 				{Pod: "d", Score: inf, Reason: "value 0.02 is +Inf MADs above the median 0 (MAD 0, threshold 3)"},
+			}},
+		},
+		// The MAD and minDeviationPercent's share of the median are both 0: without minAbsoluteDeviation the
+		// tiny value would score +Inf and be ejected.
+		"a median of 0: a value within minAbsoluteDeviation (default 0.001) is not anomalous": {
+			pods: []string{"a", "b", "c", "d"},
+			body: promVector(s("0", "a"), s("0", "b"), s("0", "c"), s("0.0005", "d")),
+			want: Result{},
+		},
+		// One error in a 5-minute window, as a rate: 1/300 per second.
+		"a median of 0: one error is not anomalous under a minAbsoluteDeviation set for the metric": {
+			mutate: func(p *v1alpha1.PeerOutlier) { p.MinAbsoluteDeviation = new(resource.MustParse("0.05")) },
+			pods:   []string{"a", "b", "c", "d", "e"},
+			body:   promVector(s("0", "a"), s("0", "b"), s("0", "c"), s("0.0033333333333333335", "d"), s("0.05", "e")),
+			want:   Result{},
+		},
+		"a median of 0: a pod far above minAbsoluteDeviation is anomalous": {
+			mutate: func(p *v1alpha1.PeerOutlier) { p.MinAbsoluteDeviation = new(resource.MustParse("0.05")) },
+			pods:   []string{"a", "b", "c", "d", "e"},
+			body:   promVector(s("0", "a"), s("0", "b"), s("0", "c"), s("0.0033333333333333335", "d"), s("2.5", "e")),
+			want: Result{Anomalies: []Anomaly{
+				{Pod: "e", Score: inf, Reason: "value 2.5 is +Inf MADs above the median 0 (MAD 0, threshold 3)"},
+			}},
+		},
+		"minAbsoluteDeviation 0 is off: any value above a median of 0 is anomalous": {
+			mutate: func(p *v1alpha1.PeerOutlier) { p.MinAbsoluteDeviation = new(resource.MustParse("0")) },
+			pods:   []string{"a", "b", "c", "d"},
+			body:   promVector(s("0", "a"), s("0", "b"), s("0", "c"), s("1e-12", "d")),
+			want: Result{Anomalies: []Anomaly{
+				{Pod: "d", Score: inf, Reason: "value 0 is +Inf MADs above the median 0 (MAD 0, threshold 3)"},
+			}},
+		},
+		// The median is 1.7e308 and the MAD 0; -1.7e308 lies 3.4e308 away, more than the largest float64: twice
+		// the median, not an infinite share of it, and under minDeviationPercent 300.
+		"values more than the largest float64 apart are a finite share of the median": {
+			mutate: func(p *v1alpha1.PeerOutlier) {
+				p.Direction, p.MinDeviationPercent = v1alpha1.PeerDirectionBoth, new(int32(300))
+			},
+			pods: []string{"a", "b", "c"},
+			body: promVector(s("1.7e308", "a"), s("-1.7e308", "b"), s("1.7e308", "c")),
+			want: Result{},
+		},
+		"values more than the largest float64 apart: beyond minDeviationPercent": {
+			mutate: func(p *v1alpha1.PeerOutlier) {
+				p.Direction, p.MinDeviationPercent = v1alpha1.PeerDirectionBoth, new(int32(150))
+			},
+			pods: []string{"a", "b", "c"},
+			body: promVector(s("1.7e308", "a"), s("-1.7e308", "b"), s("1.7e308", "c")),
+			want: Result{Anomalies: []Anomaly{
+				{Pod: "b", Score: inf, Reason: "value -1.7e+308 is +Inf MADs below the median 1.7e+308 (MAD 0, threshold 3)"},
+			}},
+		},
+		// lowAndHigh scores 20 at 26.3 MADs, 95% above the median 10.25: a floor of 10 keeps it, 9.75 away.
+		"a deviation within minAbsoluteDeviation is not anomalous, whatever its score": {
+			mutate: func(p *v1alpha1.PeerOutlier) { p.MinAbsoluteDeviation = new(resource.MustParse("10")) },
+			pods:   []string{"a", "b", "c", "d", "e"},
+			body:   lowAndHigh,
+			want:   Result{},
+		},
+		"a deviation beyond minAbsoluteDeviation is judged on its score": {
+			mutate: func(p *v1alpha1.PeerOutlier) { p.MinAbsoluteDeviation = new(resource.MustParse("9.5")) },
+			pods:   []string{"a", "b", "c", "d", "e"},
+			body:   lowAndHigh,
+			want: Result{Anomalies: []Anomaly{
+				{Pod: "e", Score: z(9.75, 0.25), Reason: "value 20 is 26.305 MADs above the median 10.25 (threshold 3)"},
 			}},
 		},
 		"a tight fleet is not split on noise: minDeviationPercent": {
@@ -297,5 +363,33 @@ func TestPeerOutlierAgainstTheMean(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"pricer-d"}, podsOf(res)); diff != "" {
 		t.Errorf("peerOutlier: flagged pods (-want +got):\n%s", diff)
+	}
+}
+
+// TestMedianOf: the median of an even number of values is the midpoint of the two middle ones, within them
+// even where halving rounds (subnormal numbers) or their difference overflows.
+func TestMedianOf(t *testing.T) {
+	// The smallest subnormal numbers with an odd mantissa: halving either rounds.
+	tiny, tiny3 := math.Float64frombits(1), math.Float64frombits(3)
+	tests := []struct {
+		xs   []float64
+		want float64
+	}{
+		{[]float64{3, 1, 2}, 2},
+		{[]float64{4, 1, 2, 3}, 2.5},
+		{[]float64{tiny, tiny}, tiny},
+		{[]float64{tiny3, tiny3, tiny3, 1}, tiny3},
+		{[]float64{-math.MaxFloat64, math.MaxFloat64}, 0},
+		{[]float64{math.Inf(1), math.Inf(1)}, math.Inf(1)},
+		{[]float64{10, math.Inf(1)}, math.Inf(1)},
+	}
+	for _, tc := range tests {
+		in := slices.Clone(tc.xs)
+		if got := medianOf(in); got != tc.want {
+			t.Errorf("medianOf(%v) = %v, want %v", tc.xs, got, tc.want)
+		}
+	}
+	if got := medianOf([]float64{math.Inf(-1), math.Inf(1)}); !math.IsNaN(got) {
+		t.Errorf("medianOf(-Inf, +Inf) = %v, want NaN (no median: NoData)", got)
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"net/http"
 	"net/url"
 	"slices"
 	"time"
@@ -51,7 +53,7 @@ func newPrometheusDetector(b *v1alpha1.BreakerStrategy, kind, address, promQL st
 	}
 	// The client is built once per detector and reused by every evaluation; the HTTP transport beneath is
 	// shared by all detectors through Options.HTTPClient (or the endpoint's).
-	apiClient, err := api.NewClient(api.Config{Address: u.String(), Client: client})
+	apiClient, err := api.NewClient(api.Config{Address: u.String(), Client: limitAnswers(client)})
 	if err != nil {
 		return nil, fmt.Errorf("breaker %q: %s: %s: %w", breaker, kind, name, err)
 	}
@@ -159,6 +161,9 @@ func (d *prometheusDetector) describeQueryError(ctx context.Context, err error) 
 		urlErr *url.Error
 	)
 	switch {
+	case errors.Is(err, errAnswerTooLarge):
+		// Without the request that the transport's error (a *url.Error) prefixes: the address is said already.
+		return errAnswerTooLarge
 	case errors.As(err, &apiErr):
 		if apiErr.Detail != "" {
 			return fmt.Errorf("%w (body %s)", err, snippet([]byte(apiErr.Detail)))
@@ -232,4 +237,67 @@ func floatOf(s *model.Sample) (float64, error) {
 		return 0, fmt.Errorf("series %s is a native histogram, expected a float sample", s.Metric)
 	}
 	return float64(s.Value), nil
+}
+
+// errAnswerTooLarge fails a Prometheus answer larger than maxBodyBytes.
+var errAnswerTooLarge = fmt.Errorf("the Prometheus answer is larger than %d MiB, the most a detector reads", maxBodyBytes>>20)
+
+// limitAnswers returns a copy of client whose responses fail with errAnswerTooLarge past maxBodyBytes.
+//
+// NOTE: client_golang reads a whole answer into memory before decoding it, without a bound: the cap must be
+// on the body it reads. The copy keeps client's transport, so its connection pool (shared by every
+// detector), TLS settings and credentials are those of client.
+func limitAnswers(client *http.Client) *http.Client {
+	limited := *client
+	next := limited.Transport
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	limited.Transport = limitedTransport{next: next}
+	return &limited
+}
+
+// limitedTransport sends through next and caps the body of every response.
+type limitedTransport struct {
+	next http.RoundTripper
+}
+
+func (t limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	// A declared length over the cap is refused before a byte is read.
+	if resp.ContentLength > maxBodyBytes {
+		_ = resp.Body.Close()
+		return nil, errAnswerTooLarge
+	}
+	resp.Body = &limitedBody{body: resp.Body, left: maxBodyBytes}
+	return resp, nil
+}
+
+// limitedBody reads body and fails once more than left bytes came.
+type limitedBody struct {
+	body io.ReadCloser
+	left int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left < 0 {
+		return 0, errAnswerTooLarge
+	}
+	// One byte more than what is left tells a body that ends exactly at the cap from a longer one.
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.body.Read(p)
+	b.left -= int64(n)
+	if b.left < 0 {
+		return 0, errAnswerTooLarge
+	}
+	return n, err
+}
+
+func (b *limitedBody) Close() error {
+	return b.body.Close()
 }

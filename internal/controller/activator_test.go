@@ -50,7 +50,6 @@ func activatorKVS(ns string, a kvv1.ActivatorStrategy, mutate func(*kvv1.Kubervi
 
 var _ = Describe("Activator", func() {
 	var ns string
-	ctx := context.Background()
 	BeforeEach(func() { ns = newNamespace() })
 
 	// The schedule itself (waits, back-off, pause slots, refusals) is table-tested in reconciler_test.go and
@@ -80,9 +79,7 @@ var _ = Describe("Activator", func() {
 		Eventually(eventsFor(ns, "p0")).Should(ContainElement(ContainSubstring("restored instead, never paused or killed: dry run")))
 
 		By("dry run ends; the selector still lacks the traffic key")
-		kvs := getKVS(ns, "kvs")
-		kvs.Spec.DryRun = false
-		Expect(k8sClient.Update(ctx, kvs)).To(Succeed())
+		editKVS(ns, "kvs", func(k *kvv1.KubervisorService) { k.Spec.DryRun = false })
 		eject(ns, "p1", "1", time.Now())
 		Eventually(podLabels(ns, "p1")).Should(HaveKeyWithValue(kvv1.LabelTraffic, kvv1.TrafficYes))
 		Expect(podGone(ns, "p1")()).To(BeFalse())

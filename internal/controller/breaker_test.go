@@ -148,9 +148,7 @@ var _ = Describe("Breaker", func() {
 		Consistently(trafficOf(ns, 4)).Should(Equal([]string{"yes", "yes", "yes", "yes"}))
 
 		By("switching dry run off takes effect at the next pass, not after the hour-long period")
-		kvs := getKVS(ns, "kvs")
-		kvs.Spec.DryRun = false
-		Expect(k8sClient.Update(ctx, kvs)).To(Succeed())
+		editKVS(ns, "kvs", func(k *kvv1.KubervisorService) { k.Spec.DryRun = false })
 		Eventually(trafficOf(ns, 4)).Should(Equal([]string{"yes", "yes", "no", "yes"}))
 		Eventually(breakerStatus(ns, "kvs", "b")).Should(HaveField("WouldEjectPods", BeEmpty()))
 	})

@@ -315,6 +315,16 @@ func getKVS(ns, name string) *kvv1.KubervisorService {
 	return kvs
 }
 
+// editKVS changes a KubervisorService's spec, read afresh at each try: the manager writes its status and
+// finalizer meanwhile, and an update on a stale resourceVersion is refused (a conflict).
+func editKVS(ns, name string, mutate func(*kvv1.KubervisorService)) {
+	Eventually(func() error {
+		kvs := getKVS(ns, name)
+		mutate(kvs)
+		return k8sClient.Update(context.Background(), kvs)
+	}).Should(Succeed())
+}
+
 // podLabels returns a function for Eventually that reads a pod's labels through the non-cached client.
 func podLabels(ns, name string) func() map[string]string {
 	return func() map[string]string {

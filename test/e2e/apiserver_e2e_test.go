@@ -19,7 +19,7 @@ import (
 // queue's back-off, and the incident carries on once the API server is back. Counted at the API server
 // (its audit log), not in the manager.
 var _ = Describe("An API server restart mid-incident", func() {
-	It("settles in a few status writes, none refused, and ejects the pod flagged while it was away", func() {
+	It("settles in a few status writes, none conflicting, and ejects the pod flagged while it was away", func() {
 		s := newScenario(6)
 		pods := s.pods()
 		d := newTestDetector()

@@ -71,6 +71,8 @@ var _ = Describe("An API server restart mid-incident", func() {
 				"since the restart: %d conflicts, %d refused otherwise %v", away.Round(time.Millisecond), right.Round(time.Millisecond),
 			settled, len(conflicts), len(refused), refused))
 		Expect(conflicts).To(BeEmpty(), "a merge patch of the status never conflicts on a stale resourceVersion")
-		Expect(settled-len(refused)).To(BeNumerically("<=", 2), "the new ejection's status, written once (a retry at most)")
+		// NOTE: a few accepted writes are the pass's own news (the ejection, then the pod counts once the cache
+		// shows the pod out); a write loop on a stale resourceVersion would send one every 250 ms, dozens here.
+		Expect(settled-len(refused)).To(BeNumerically("<=", 5), "the status of the new ejection and the counts, no loop")
 	})
 })

@@ -106,9 +106,13 @@ func FreeAddr() (string, error) {
 
 // WaitForHTTP polls url until it answers 200 (e.g. the manager's /readyz) or timeout passes.
 func WaitForHTTP(ctx context.Context, url string, timeout time.Duration) error {
+	return waitForHTTP(ctx, &http.Client{Timeout: 2 * time.Second}, url, timeout)
+}
+
+// waitForHTTP is WaitForHTTP through hc (e.g. one with TLS and credentials).
+func waitForHTTP(ctx context.Context, hc *http.Client, url string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	hc := &http.Client{Timeout: 2 * time.Second}
 	var last error
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

@@ -402,32 +402,12 @@ func (p *Prometheus) waitUp(ctx context.Context, jobs []ScrapeJob) error {
 	}
 }
 
-// waitReady polls /-/ready through Client until it answers 200.
+// waitReady polls /-/ready (through Client when set) until it answers 200.
 func (p *Prometheus) waitReady(ctx context.Context) error {
 	if p.opts.Client == nil {
 		return WaitForHTTP(ctx, p.URL()+"/-/ready", p.opts.StartTimeout)
 	}
-	var last error
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL()+"/-/ready", nil)
-		if err != nil {
-			return err
-		}
-		resp, err := p.opts.Client.Do(req)
-		if err == nil {
-			_ = resp.Body.Close() // only the status matters
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("status %s", resp.Status)
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s/-/ready: %w (last: %v)", p.URL(), ctx.Err(), last)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	return waitForHTTP(ctx, p.opts.Client, p.URL()+"/-/ready", p.opts.StartTimeout)
 }
 
 // StartPrometheus starts a Prometheus whose data and log are in the cluster's work directory and

@@ -26,7 +26,10 @@ func TestOrphanSweep(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- s.Start(ctx) }()
-	for !clk.HasWaiters() {
+	for deadline := time.Now().Add(30 * time.Second); !clk.HasWaiters(); {
+		if time.Now().After(deadline) {
+			t.Fatal("the sweep never waited on its ticker")
+		}
 		time.Sleep(time.Millisecond)
 	}
 	clk.Step(OrphanResync)

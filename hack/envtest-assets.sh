@@ -21,7 +21,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN_DIR="${1:-$ROOT/bin}"
 DEST="$BIN_DIR/k8s/$K8S_VERSION"
 CACHE="${KUBERVISOR_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubervisor}/k8s/$K8S_VERSION"
-BINARIES=(kube-apiserver etcd kubectl kube-controller-manager)
+# K8S_BINARIES overrides the set (make node-assets asks for kubelet and kube-scheduler the same way).
+read -r -a BINARIES <<< "${K8S_BINARIES:-kube-apiserver etcd kubectl kube-controller-manager}"
 
 log() { echo "envtest-assets: $*" >&2; }
 
@@ -74,10 +75,12 @@ if [[ -n "$todo" ]]; then
     echo "require k8s.io/kubernetes v$K8S_VERSION"
     echo
     echo "tool ("
-    echo "	k8s.io/kubernetes/cmd/kube-apiserver"
-    echo "	k8s.io/kubernetes/cmd/kube-controller-manager"
-    echo "	k8s.io/kubernetes/cmd/kubectl"
-    echo "	go.etcd.io/etcd/server/v3"
+    for b in $todo; do
+      case $b in
+        etcd) echo "	go.etcd.io/etcd/server/v3" ;;
+        *) echo "	k8s.io/kubernetes/cmd/$b" ;;
+      esac
+    done
     echo ")"
     echo
     echo "replace ("
@@ -85,7 +88,7 @@ if [[ -n "$todo" ]]; then
     echo ")"
   } > "$work/go.mod"
   cd "$work"
-  GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || GOFLAGS=-mod=mod go get "k8s.io/kubernetes@v$K8S_VERSION" go.etcd.io/etcd/server/v3 >/dev/null
+  GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || GOFLAGS=-mod=mod go get "k8s.io/kubernetes@v$K8S_VERSION" >/dev/null
   ldflags="-s -w"
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldflags+=" -X $pkg.gitVersion=v$K8S_VERSION -X $pkg.gitMajor=${K8S_VERSION%%.*} -X $pkg.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2)"

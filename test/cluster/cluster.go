@@ -101,6 +101,9 @@ type Options struct {
 	AuditPolicy string
 	// Kubelet configures the fake kubelet; its NodeName is the cluster's Node.
 	Kubelet KubeletOptions
+	// Node, when set, runs a real node (containerd, runc, the CNI bridge, the kubelet and kube-scheduler:
+	// node.go) instead of the fake kubelet, which is then off.
+	Node *NodeOptions
 	// DisableKubelet leaves pods alone (no binding, no status): another process plays the kubelet.
 	DisableKubelet bool
 	// ManagerUser is the identity of the manager; default ManagerUser().
@@ -133,6 +136,7 @@ type Cluster struct {
 
 	kcm     *Process
 	kubelet *Kubelet
+	node    *Node
 	cancel  context.CancelFunc
 
 	mu          sync.Mutex
@@ -174,16 +178,22 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err := c.provisionManagerUser(); err != nil {
 		return c, err
 	}
-	// 3. The Node, before any controller looks for it.
-	if err := EnsureNode(ctx, c.clientset, c.opts.Kubelet.NodeName, c.opts.Kubelet.NodeIP); err != nil {
-		return c, err
+	// 3. The Node, before any controller looks for it (a real kubelet registers its own).
+	if c.opts.Node == nil {
+		if err := EnsureNode(ctx, c.clientset, c.opts.Kubelet.NodeName, c.opts.Kubelet.NodeIP); err != nil {
+			return c, err
+		}
 	}
 	// 4. kube-controller-manager, as system:masters.
 	if err := c.startControllerManager(ctx); err != nil {
 		return c, err
 	}
-	// 5. The fake kubelet and scheduler.
-	if err := c.startKubelet(); err != nil {
+	// 5. The fake kubelet and scheduler, or the real node.
+	if c.opts.Node != nil {
+		if err := c.startNode(ctx); err != nil {
+			return c, err
+		}
+	} else if err := c.startKubelet(); err != nil {
 		return c, err
 	}
 	c.started = time.Now()
@@ -236,6 +246,15 @@ func (opts *Options) complete() (string, error) {
 			return "", fmt.Errorf("control-plane binary %s missing in %s (run `make envtest-assets`): %w", b, opts.AssetsDir, err)
 		}
 	}
+	if opts.Node != nil {
+		opts.DisableKubelet = true
+		opts.Controllers = append(slices.Clone(opts.Controllers), "root-ca-certificate-publisher-controller", "serviceaccount-controller",
+			// A real kubelet renews its lease: the node lifecycle controller lifts the not-ready taint it registers with.
+			"node-lifecycle-controller")
+		if err := nodePrerequisites(opts.AssetsDir); err != nil {
+			return "", err
+		}
+	}
 	return root, nil
 }
 
@@ -277,6 +296,13 @@ func (c *Cluster) startControlPlane() error {
 	}
 	apiServer := &envtest.APIServer{Path: filepath.Join(opts.AssetsDir, "kube-apiserver"), Out: cpLog, Err: cpLog, CertDir: certDir}
 	apiArgs := apiServer.Configure()
+	if opts.Node != nil {
+		// envtest keeps certificates it finds: these also name the `kubernetes` ClusterIP, for pods.
+		if apiServer.SecureServing.CA, err = nodeServingCerts(certDir); err != nil {
+			return fmt.Errorf("writing kube-apiserver's certificates: %w", err)
+		}
+		nodeAPIServerArgs(apiArgs)
+	}
 	// A /12 leaves room for the thousands of Services of a benchmark (envtest's default is a /24).
 	apiArgs.Set("service-cluster-ip-range", "10.96.0.0/12")
 	if opts.AuditPolicy != "" {
@@ -376,6 +402,10 @@ func (c *Cluster) startControllerManager(ctx context.Context) error {
 		"--concurrent-service-endpoint-syncs=10",
 		"--concurrent-endpoint-syncs=10",
 	}, c.opts.ControllerManagerArgs)
+	if c.opts.Node != nil {
+		// Every namespace's kube-root-ca.crt: the CA pods verify kube-apiserver with.
+		args = append(args, "--root-ca-file="+filepath.Join(c.env.ControlPlane.APIServer.CertDir, "node-ca.crt"))
+	}
 	c.logf("starting kube-controller-manager (%s)", strings.Join(c.opts.Controllers, ","))
 	const kcm = "kube-controller-manager"
 	if c.kcm, err = StartProcess(kcm, filepath.Join(c.opts.AssetsDir, kcm), args, c.LogPath(kcm), nil); err != nil {
@@ -451,6 +481,11 @@ func (c *Cluster) Stop() error {
 		}
 		if c.kubelet != nil {
 			c.kubelet.Stop()
+		}
+		if c.node != nil {
+			if err := c.node.stop(c.opts.StopGracePeriod); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		if c.cancel != nil {
 			c.cancel()
@@ -568,6 +603,9 @@ func (c *Cluster) AddUser(user envtest.User) (*envtest.AuthenticatedUser, error)
 
 // NodeName is the name of the cluster's Node.
 func (c *Cluster) NodeName() string { return c.opts.Kubelet.NodeName }
+
+// Node is the real node (nil without Options.Node).
+func (c *Cluster) Node() *Node { return c.node }
 
 // Kubelet is the fake kubelet (nil with DisableKubelet); use it to make pods NotReady.
 func (c *Cluster) Kubelet() *Kubelet { return c.kubelet }

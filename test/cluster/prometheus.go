@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -28,6 +29,17 @@ type ScrapeJob struct {
 	Targets []string
 	// MetricsPath defaults to /metrics.
 	MetricsPath string
+	// Pods, instead of Targets, scrapes pods found through the API server (kubernetes_sd_configs, role
+	// pod): the real node's, whose addresses are known once they run. The harness does not wait for them.
+	Pods *PodTargets
+}
+
+// PodTargets selects the pods a ScrapeJob scrapes: those of Namespace with a container port Port. Each
+// series gets the pod's name and namespace as labels pod and namespace, as the fleet's queries expect.
+type PodTargets struct {
+	Kubeconfig string
+	Namespace  string
+	Port       int
 }
 
 // PrometheusOptions configures a Prometheus child process.
@@ -41,8 +53,11 @@ type PrometheusOptions struct {
 	RuleFiles []string
 	// ScrapeInterval and EvaluationInterval default to 1s.
 	ScrapeInterval, EvaluationInterval time.Duration
-	// Port on 127.0.0.1; default a free one. It is kept across restarts.
+	// Port on Host; default a free one. It is kept across restarts.
 	Port int
+	// Host is the address Prometheus listens on; default 127.0.0.1 (the real node's pods reach this host
+	// on the bridge's address instead).
+	Host string
 	// Dir holds the configuration, the TSDB (kept across restarts) and the log; default a new
 	// temporary directory, which Stop does not remove (the Cluster removes its own work directory).
 	Dir string
@@ -106,6 +121,9 @@ func StartPrometheus(ctx context.Context, opts PrometheusOptions) (*Prometheus, 
 			return nil, err
 		}
 		opts.Binary = bin
+	}
+	if opts.Host == "" {
+		opts.Host = "127.0.0.1"
 	}
 	if opts.Port == 0 {
 		port, err := FreePort()
@@ -284,7 +302,7 @@ func (p *Prometheus) waitRules(ctx context.Context, files []string) error {
 }
 
 // Addr is host:port of Prometheus, the form a breaker's prometheusService takes.
-func (p *Prometheus) Addr() string { return "127.0.0.1:" + strconv.Itoa(p.opts.Port) }
+func (p *Prometheus) Addr() string { return net.JoinHostPort(p.opts.Host, strconv.Itoa(p.opts.Port)) }
 
 // URL is the base URL of Prometheus (https:// with PrometheusOptions.Scheme "https").
 func (p *Prometheus) URL() string { return p.opts.Scheme + "://" + p.Addr() }
@@ -331,7 +349,20 @@ func (p *Prometheus) writeConfig() error {
 		if path == "" {
 			path = "/metrics"
 		}
-		fmt.Fprintf(&b, "- job_name: %s\n  metrics_path: %s\n  static_configs:\n  - targets: [", strconv.Quote(j.Name), strconv.Quote(path))
+		fmt.Fprintf(&b, "- job_name: %s\n  metrics_path: %s\n", strconv.Quote(j.Name), strconv.Quote(path))
+		if pt := j.Pods; pt != nil {
+			fmt.Fprintf(&b, `  kubernetes_sd_configs:
+  - role: pod
+    kubeconfig_file: %s
+    namespaces: {names: [%s]}
+  relabel_configs:
+  - {source_labels: [__meta_kubernetes_pod_container_port_number], regex: %s, action: keep}
+  - {source_labels: [__meta_kubernetes_namespace], target_label: namespace}
+  - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
+`, strconv.Quote(pt.Kubeconfig), strconv.Quote(pt.Namespace), strconv.Quote(strconv.Itoa(pt.Port)))
+			continue
+		}
+		b.WriteString("  static_configs:\n  - targets: [")
 		for i, t := range j.Targets {
 			if i > 0 {
 				b.WriteString(", ")

@@ -29,8 +29,9 @@ const (
 	// AnnotationRestoredAt is the RFC 3339 time the activator last put the pod back in traffic.
 	AnnotationRestoredAt = "kubervisor/restored-at"
 	// AnnotationActivator is the fingerprint (ResolvedActivator.Fingerprint) of the activator in force when
-	// the pod was last ejected: an activator edited since then never pauses or kills the pod at once
-	// (SPEC §6, a spec change never punishes).
+	// the pod was last ejected (for a pod ejected by a version that did not record it, when the manager first
+	// saw it out of traffic): an activator edited since then never pauses or kills the pod at once (SPEC §6,
+	// a spec change never punishes).
 	AnnotationActivator = "kubervisor/activator"
 
 	// Manual control (SPEC §10). A request is written on the pod by `kubectl kubervisor eject|restore`

@@ -23,7 +23,10 @@
 //	annotation controller.kubernetes.io/    the lowest cost by podstate.Eject, EjectByHand, Pause, and
 //	pod-deletion-cost                       MarkOut (a pod out without it, KubervisorService reconciler);
 //	                                        removed by podstate.Restore and Release (not of a paused pod)
-//	annotation activator                    podstate.Eject (the fingerprint of the activator in force)
+//	annotation activator                    podstate.Eject (the fingerprint of the activator in force);
+//	                                        podstate.RecordActivator, in the MarkOut patch, for a pod a
+//	                                        breaker ejected without it (an older version; KubervisorService
+//	                                        reconciler); removed by podstate.Release
 //	annotations manual-by/-reason/-until    podstate.EjectByHand (KubervisorService reconciler, carrying
 //	                                        out a request); removed by podstate.Restore and Release
 //	annotations request, request-*          podstate.Request, from `kubectl kubervisor eject|restore` (the

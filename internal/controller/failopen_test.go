@@ -141,11 +141,13 @@ func setReady(h *harness, name string, ready bool) {
 	}
 }
 
-// ejectPatchAt is ejectPatch at another time than t0; kept drops the strategy label (already "b").
+// ejectPatchAt is ejectPatch at another time than t0; kept drops the strategy label (already "b") and the
+// fingerprint (already recorded).
 func ejectPatchAt(name, rv string, retries int, at time.Time, kept bool) string {
 	p := strings.Replace(ejectPatch(name, rv, retries), podstate.FormatTime(t0), podstate.FormatTime(at), 1)
 	if kept {
 		p = strings.Replace(p, `"kubervisor/strategy":"b",`, "", 1)
+		p = strings.Replace(p, `"kubervisor/activator":"`+defaultFingerprint+`",`, "", 1)
 	}
 	return p
 }
@@ -168,7 +170,7 @@ func TestFloorRestoration(t *testing.T) {
 	// p0..p3 serve; p4 and p5 were ejected by breaker b (p5 earlier).
 	fleet := func() []client.Object {
 		return []client.Object{testService(true), testPod("p0", "yes", nil), testPod("p1", "yes", nil), testPod("p2", "yes", nil),
-			testPod("p3", "yes", nil), ejectedPod("p4", 1, t0.Add(-10*time.Second)), ejectedPod("p5", 2, t0.Add(-20*time.Second))}
+			testPod("p3", "yes", nil), recordedPod("p4", 1, t0.Add(-10*time.Second)), recordedPod("p5", 2, t0.Add(-20*time.Second))}
 	}
 	due := ctrl.Result{RequeueAfter: 4 * time.Second}
 
@@ -397,17 +399,28 @@ func TestWarmup(t *testing.T) {
 	})
 }
 
-// TestMarkOutOfTraffic: pods out of traffic without the deletion cost of one (taken out by an older
-// version) get it once, ejected and paused alike; serving pods never do.
+// TestMarkOutOfTraffic: the pods out of traffic that a version without the records took out get them, once
+// and in one patch each: the deletion cost of a pod out of traffic (ejected and paused alike) and, for a pod
+// a breaker ejected, the fingerprint of its activator. Serving pods, a pod ejected by hand (its activator's
+// mode does not apply) and a pod with both records are never written.
 func TestMarkOutOfTraffic(t *testing.T) {
 	old := testPod("p1", kvv1.TrafficNo, map[string]string{kvv1.AnnotationBreakAt: podstate.FormatTime(t0.Add(-time.Second)),
 		kvv1.AnnotationRetryCount: "1"})
 	old.Labels[kvv1.LabelStrategy] = "b"
 	paused := testPod("p2", kvv1.TrafficPause, nil)
-	h := newHarness(t, testService(true), testPod("p0", "yes", nil), old, paused, testPod("p3", "yes", nil), testKVS(nil, "b"))
-	cost := `{"metadata":{"annotations":{"controller.kubernetes.io/pod-deletion-cost":"-2147483648"},"resourceVersion":"999"}}`
+	held := ejectedPod("p5", 1, t0.Add(-time.Hour))
+	podstate.EjectByHand("alice", "debugging", time.Time{}, t0.Add(-time.Minute)).ApplyTo(&held.ObjectMeta)
+	h := newHarness(t, testService(true), testPod("p0", "yes", nil), old, paused, testPod("p3", "yes", nil),
+		ejectedPod("p4", 1, t0.Add(-time.Second)), held, recordedPod("p6", 1, t0.Add(-time.Second)), testPod("p7", "yes", nil),
+		testPod("p8", "yes", nil), testKVS(nil, "b"))
+	patch := func(name string, annotations ...string) string {
+		return name + `: {"metadata":{"annotations":{` + strings.Join(annotations, ",") + `},"resourceVersion":"999"}}`
+	}
+	cost := `"controller.kubernetes.io/pod-deletion-cost":"-2147483648"`
+	fingerprint := `"kubervisor/activator":"` + defaultFingerprint + `"`
 	runSteps(t, h, []step{
-		{name: "first pass: both marked", wantPatches: []string{"p1: " + cost, "p2: " + cost}, wantStatusWrites: 1, wantCalls: 1},
+		{name: "first pass: each marked once", wantPatches: []string{patch("p1", cost, fingerprint), patch("p2", cost), patch("p4", fingerprint)},
+			wantStatusWrites: 1, wantCalls: 1},
 		{name: "next pass: nothing", mutate: func(h *harness) { h.clock.Step(time.Second) }},
 	})
 }
@@ -417,7 +430,7 @@ func TestMarkOutOfTraffic(t *testing.T) {
 // same pass (its label alone would leave it NotReady for every Service).
 func TestFloorRestorationReadinessGate(t *testing.T) {
 	out := gatedPod("p2", "yes", corev1.ConditionFalse, true, false)
-	podstate.Eject(podstate.State{}, "b", t0.Add(-time.Minute), "").ApplyTo(&out.ObjectMeta)
+	podstate.Eject(podstate.State{}, "b", t0.Add(-time.Minute), defaultFingerprint).ApplyTo(&out.ObjectMeta)
 	h := newHarness(t, testService(false), gatedPod("p0", "yes", corev1.ConditionTrue, true, true),
 		gatedPod("p1", "yes", corev1.ConditionTrue, true, true), out,
 		testKVS(func(k *kvv1.KubervisorService) { gateMode(k); k.Spec.Breakers[0].MinPodsAvailableCount = new(int32(2)) }, "b"))

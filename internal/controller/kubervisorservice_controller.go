@@ -125,7 +125,7 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	case obs.evaluable():
 		var restoreErr error
 		l.breach, queued, restoreErr = r.restoreFloor(ctx, kvs, obs, mem, now)
-		actErr = errors.Join(restoreErr, r.markOutOfTraffic(ctx, obs), r.carryOutRequests(ctx, kvs, obs, now))
+		actErr = errors.Join(restoreErr, r.markOutOfTraffic(ctx, kvs, obs, now), r.carryOutRequests(ctx, kvs, obs, now))
 		start := now
 		l.ev = r.evaluate(ctx, kvs, obs, mem, now)
 		if len(l.ev.breakers) > 0 {
@@ -145,7 +145,7 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		// Fail-open does not wait for adoption: the pods adopted so far are restored if the floor needs them.
 		var restoreErr error
 		l.breach, queued, restoreErr = r.restoreFloor(ctx, kvs, obs, mem, now)
-		actErr = errors.Join(restoreErr, r.markOutOfTraffic(ctx, obs))
+		actErr = errors.Join(restoreErr, r.markOutOfTraffic(ctx, kvs, obs, now))
 	default:
 		// Nothing to evaluate: forget the schedule so that evaluation starts afresh when the Service is back.
 		r.memory.forget(req.NamespacedName)

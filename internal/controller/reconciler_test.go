@@ -76,12 +76,28 @@ func pausedBy(name, breakerName string) *corev1.Pod {
 	return p
 }
 
-// ejectedPod is a pod ejected by breaker "b" at breakAt with the given retry count, as the breaker writes it.
+// ejectedPod is a pod ejected by breaker "b" at breakAt with the given retry count, as the breaker writes it
+// but with no activator fingerprint, as a version that recorded none wrote it (the activator then judges it
+// by the activator in force, whatever it is).
 func ejectedPod(name string, retries int32, breakAt time.Time) *corev1.Pod {
+	return ejectedUnder(name, retries, breakAt, "")
+}
+
+// recordedPod is ejectedPod as this version writes it under a KubervisorService that sets neither mode nor
+// maxRetryCount: with the fingerprint of the built-in activator.
+func recordedPod(name string, retries int32, breakAt time.Time) *corev1.Pod {
+	return ejectedUnder(name, retries, breakAt, defaultFingerprint)
+}
+
+func ejectedUnder(name string, retries int32, breakAt time.Time, fingerprint string) *corev1.Pod {
 	p := testPod(name, kvv1.TrafficYes, nil)
-	podstate.Eject(podstate.State{RetryCount: retries - 1}, "b", breakAt, "").ApplyTo(&p.ObjectMeta)
+	podstate.Eject(podstate.State{RetryCount: retries - 1}, "b", breakAt, fingerprint).ApplyTo(&p.ObjectMeta)
 	return p
 }
+
+// defaultFingerprint is the fingerprint of the built-in activator (periodic, the default maxRetryCount), the
+// one in force for breaker "b" of a KubervisorService that sets neither mode nor maxRetryCount.
+var defaultFingerprint = kvv1.ResolvedActivator{Mode: kvv1.ActivatorModePeriodic, MaxRetryCount: kvv1.DefaultMaxRetryCount}.Fingerprint()
 
 // testKVS has one customService breaker per name, every 5s, its finalizer already set.
 func testKVS(mutate func(*kvv1.KubervisorService), breakers ...string) *kvv1.KubervisorService {
@@ -378,9 +394,8 @@ func conditionsOf(k *kvv1.KubervisorService) []string {
 // ejectPatch is the exact patch an ejection by breaker b at t0 sends, for a pod at resourceVersion rv with
 // the given previous retry count.
 func ejectPatch(name, rv string, retries int) string {
-	fp := kvv1.ResolvedActivator{Mode: kvv1.ActivatorModePeriodic, MaxRetryCount: kvv1.DefaultMaxRetryCount}.Fingerprint()
 	return fmt.Sprintf(`%s: {"metadata":{"annotations":{"controller.kubernetes.io/pod-deletion-cost":"-2147483648","kubervisor/activator":"%s","kubervisor/break-at":"2026-03-14T15:09:26.54Z","kubervisor/retry-count":"%d"},`+
-		`"labels":{"kubervisor/strategy":"b","kubervisor/traffic":"no"},"resourceVersion":"%s"}}`, name, fp, retries+1, rv)
+		`"labels":{"kubervisor/strategy":"b","kubervisor/traffic":"no"},"resourceVersion":"%s"}}`, name, defaultFingerprint, retries+1, rv)
 }
 
 func TestBreakerPass(t *testing.T) {
@@ -1086,6 +1101,114 @@ func TestActivatorPass(t *testing.T) {
 			}
 			if h.liveLists != tc.wantLiveList {
 				t.Errorf("live pod lists = %d, want %d", h.liveLists, tc.wantLiveList)
+			}
+		})
+	}
+}
+
+// TestActivatorEditAfterUpgrade: a pod ejected by a version that recorded no activator, then an edit of its
+// activator after the upgrade that puts the pod past its retries: the pod is restored once on the new
+// schedule, never paused or killed by the edit (SPEC §6). The first pass after the upgrade records the
+// activator in force on the pod, in one write, never repeated; the edit then differs from it.
+func TestActivatorEditAfterUpgrade(t *testing.T) {
+	period := new(intstr.FromString("10s"))
+	cases := map[string]struct {
+		before, after kvv1.ActivatorStrategy
+		// recorded is what the first pass records: the fingerprint of before.
+		recorded kvv1.ResolvedActivator
+		// waitBefore is when the pod is due under before; 30s (retry 3 of the edited activator, linear) after it.
+		waitBefore time.Duration
+		reason     string
+	}{
+		"periodic, then retryAndKill with maxRetryCount 3": {
+			before:     kvv1.ActivatorStrategy{Mode: kvv1.ActivatorModePeriodic, Period: period},
+			after:      kvv1.ActivatorStrategy{Mode: kvv1.ActivatorModeRetryAndKill, Period: period, MaxRetryCount: new(int32(3))},
+			recorded:   kvv1.ResolvedActivator{Mode: kvv1.ActivatorModePeriodic, MaxRetryCount: kvv1.DefaultMaxRetryCount},
+			waitBefore: 10 * time.Second,
+			reason:     "retry 4 exceeds maxRetryCount 3 (retryAndKill)",
+		},
+		"retryAndPause with maxRetryCount 5, then 3": {
+			before: kvv1.ActivatorStrategy{Mode: kvv1.ActivatorModeRetryAndPause, Period: period, MaxRetryCount: new(int32(5)),
+				MaxPauseCount: new(int32(1))},
+			after: kvv1.ActivatorStrategy{Mode: kvv1.ActivatorModeRetryAndPause, Period: period, MaxRetryCount: new(int32(3)),
+				MaxPauseCount: new(int32(1))},
+			recorded:   kvv1.ResolvedActivator{Mode: kvv1.ActivatorModeRetryAndPause, MaxRetryCount: 5},
+			waitBefore: 40 * time.Second,
+			reason:     "retry 4 exceeds maxRetryCount 3 (retryAndPause)",
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			// Ejected at t0 by the older version, its 4th ejection: no kubervisor/activator on it.
+			h := newHarness(t, testService(true), testPod("p0", "yes", nil), testPod("p1", "yes", nil), testPod("p2", "yes", nil),
+				testPod("p3", "yes", nil), ejectedPod("e", 4, t0),
+				testKVS(func(k *kvv1.KubervisorService) { k.Spec.DefaultActivator = &tc.before }, "b"))
+			kvsR, podR := h.kvsReconciler(), h.podReconciler()
+			var sent []string // every pod patch of the test
+			pass := func() []string {
+				t.Helper()
+				mustPass(h, kvsR)
+				sent = append(sent, h.patches...)
+				return h.patches
+			}
+			activate := func() (ctrl.Result, []string) {
+				t.Helper()
+				h.patches = nil
+				res, err := podR.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: testNS, Name: "e"}})
+				if err != nil {
+					t.Fatalf("activator: %v", err)
+				}
+				sent = append(sent, h.patches...)
+				return res, h.patches
+			}
+
+			stamp := `e: {"metadata":{"annotations":{"kubervisor/activator":"` + tc.recorded.Fingerprint() + `"},"resourceVersion":"999"}}`
+			if d := cmp.Diff([]string{stamp}, pass()); d != "" {
+				t.Errorf("first pass after the upgrade: pod patches mismatch (-want +got):\n%s", d)
+			}
+			if res, patches := activate(); res.RequeueAfter != tc.waitBefore || len(patches) > 0 {
+				t.Errorf("before the edit: activator %+v, patches %v; want a wait of %s and no write", res, patches, tc.waitBefore)
+			}
+			h.clock.Step(time.Second)
+			if patches := pass(); len(patches) > 0 {
+				t.Errorf("second pass: pod patches %v, want none (recorded once)", patches)
+			}
+
+			k := h.kvs()
+			k.Spec.DefaultActivator = &tc.after
+			if err := h.client.Update(ctx, k); err != nil {
+				t.Fatal(err)
+			}
+			h.events.take()
+			if res, patches := activate(); res.RequeueAfter != 29*time.Second || len(patches) > 0 {
+				t.Errorf("right after the edit: activator %+v, patches %v; want a wait of 29s and no write", res, patches)
+			}
+			h.clock.Step(29 * time.Second)
+			restore := strings.Replace(restorePatch("e", t0.Add(30*time.Second)), `"resourceVersion":"999"`, `"resourceVersion":"1000"`, 1)
+			if _, patches := activate(); !cmp.Equal([]string{restore}, patches) {
+				t.Errorf("due on the new schedule: patches %v, want the restore %v", patches, restore)
+			}
+			note := "Pod e back in traffic: " + tc.reason +
+				", but the activator changed since the ejection: restored once, never punished by an edit: back in traffic after 30s"
+			if d := cmp.Diff([]string{"Normal Restored Restore KubervisorService/kvs: " + note, "Normal Restored Restore Pod/e: " + note},
+				h.events.take()); d != "" {
+				t.Errorf("events mismatch (-want +got):\n%s", d)
+			}
+			if patches := pass(); len(patches) > 0 {
+				t.Errorf("pass after the restore: pod patches %v, want none", patches)
+			}
+			if got := h.traffic("e"); got[0] != kvv1.TrafficYes || len(h.evictor.evicted) > 0 {
+				t.Errorf("pod e: traffic %v, evicted %v; want restored, never evicted", got, h.evictor.evicted)
+			}
+			stamps := 0
+			for _, p := range sent {
+				if strings.Contains(p, kvv1.AnnotationActivator) {
+					stamps++
+				}
+			}
+			if len(sent) != 2 || stamps != 1 {
+				t.Errorf("pod patches %v, want 2: the record of the activator once, then the restore", sent)
 			}
 		})
 	}

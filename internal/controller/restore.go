@@ -84,27 +84,42 @@ func (r *KubervisorServiceReconciler) restoreFloor(ctx context.Context, kvs *kvv
 	return &msg, queued, errs
 }
 
-// markOutOfTraffic gives every pod out of traffic (no or pause, not terminating) the deletion cost of one
-// when it lacks it (podstate.MarkOut): pods taken out by a version without it, so that a rollout right
-// after an upgrade removes them before serving pods. NOTE: one write per such pod, once; the pass only
-// reads an annotation of the pods out of traffic, a few of the fleet.
-func (r *KubervisorServiceReconciler) markOutOfTraffic(ctx context.Context, obs *observation) error {
+// markOutOfTraffic completes the records of the pods out of traffic (no or pause, not terminating) that a
+// version without them took out, in one write per pod (outOfTraffic): the deletion cost of a pod out of
+// traffic (podstate.MarkOut), so that a rollout right after an upgrade removes them before serving pods, and
+// for a pod a breaker ejected the fingerprint of the activator in force now (podstate.RecordActivator), so
+// that an activator edited after the upgrade restores it once instead of pausing or killing it (SPEC §6).
+// NOTE: one write per such pod, once; the pass only reads the annotations of the pods out of traffic, a few
+// of the fleet.
+func (r *KubervisorServiceReconciler) markOutOfTraffic(ctx context.Context, kvs *kvv1.KubervisorService, obs *observation,
+	now time.Time) error {
 	var errs error
 	for i, p := range obs.pods {
 		if t := podstate.TrafficOf(p); (t != kvv1.TrafficNo && t != kvv1.TrafficPause) || !p.DeletionTimestamp.IsZero() {
 			continue
 		}
-		if podstate.MarkOut(p.Annotations).IsEmpty() {
+		if outOfTraffic(kvs, p, now).IsEmpty() {
 			continue
 		}
-		pod, err := obs.write(ctx, r.Client, i, func(p *corev1.Pod) podstate.Patch { return podstate.MarkOut(p.Annotations) })
+		pod, err := obs.write(ctx, r.Client, i, func(p *corev1.Pod) podstate.Patch { return outOfTraffic(kvs, p, now) })
 		if err != nil {
 			errs = errors.Join(errs, err)
 			continue
 		}
-		logf.FromContext(ctx).Info("Marked pod out of traffic with the lowest deletion cost", "Pod", klog.KObj(pod))
+		logf.FromContext(ctx).Info("Completed the record of a pod out of traffic", "Pod", klog.KObj(pod),
+			"deletionCost", pod.Annotations[kvv1.AnnotationDeletionCost], "activator", pod.Annotations[kvv1.AnnotationActivator])
 	}
 	return errs
+}
+
+// outOfTraffic is what a pod out of traffic lacks of the records this version writes when it takes one out:
+// the deletion cost, and for a pod a breaker ejected the fingerprint of its breaker's activator, as ejection
+// computes it; empty when it lacks nothing.
+func outOfTraffic(kvs *kvv1.KubervisorService, pod *corev1.Pod, now time.Time) podstate.Patch {
+	state := podstate.Of(pod, now)
+	// An unusable activator is InvalidSpec; its zero value is recorded, as ejection records it.
+	act, _ := kvs.Spec.ActivatorFor(state.Strategy)
+	return podstate.MarkOut(pod.Annotations).Merge(podstate.RecordActivator(state, act.Fingerprint()))
 }
 
 // restorationMessage says what a restoring pass did, with the numbers: the message of its Warning event and

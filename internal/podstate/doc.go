@@ -5,7 +5,8 @@
 //     OwnerOf, OwnerLabel, StrategyOf, BreakAtOf) and a manual request on it (RequestOf, HasRequest,
 //     OutcomeOf);
 //   - it builds every write Kubervisor makes on them (Adopt, Eject, EjectByHand, Restore, Pause, MarkOut,
-//     Repair, Release, Answer) and the one the kubectl plugin makes (Request, sent as Patch.MergePatch);
+//     RecordActivator, Repair, Release, Answer) and the one the kubectl plugin makes (Request, sent as
+//     Patch.MergePatch);
 //   - it answers the questions every part of Kubervisor asks about a pod or its Service: is it ready
 //     (Ready, ServingReady, ReadySince), serving (Serving, Serves: the floor, the quota and the counts),
 //     paused (IsPaused, CountPaused), which kubervisor.io/in-traffic condition it should carry and why

@@ -104,6 +104,19 @@ func MarkOut(annotations map[string]string) Patch {
 	return Patch{Annotations: map[string]string{v1alpha1.AnnotationDeletionCost: v1alpha1.DeletionCostOutOfTraffic}}
 }
 
+// RecordActivator gives a pod a breaker took out of traffic (no, not by hand) the fingerprint of the
+// activator in force now, when it carries none: a pod ejected by a version that did not record it. An edit
+// of that activator afterwards then restores the pod once instead of pausing or killing it (SPEC §6, a spec
+// change never punishes), as for a pod this version ejected. Empty for a pod in traffic or paused (the
+// activator never acts on it), ejected by hand (the activator's mode does not apply to it), or carrying a
+// fingerprint already, and for an empty fingerprint.
+func RecordActivator(s State, fingerprint string) Patch {
+	if s.Traffic != v1alpha1.TrafficNo || s.Manual != nil || s.Activator != "" || fingerprint == "" {
+		return Patch{}
+	}
+	return Patch{Annotations: map[string]string{v1alpha1.AnnotationActivator: fingerprint}}
+}
+
 // Repair persists the defaults Parse chose for unusable annotations of an ejected pod, so that the
 // schedule converges instead of restarting at every reconcile; empty when nothing needs repairing.
 func Repair(s State) Patch {

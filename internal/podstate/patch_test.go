@@ -69,6 +69,27 @@ func TestConstructors(t *testing.T) {
 					v1alpha1.AnnotationRetryCount: repair[v1alpha1.AnnotationRetryCount], v1alpha1.AnnotationDeletionCost: v1alpha1.DeletionCostOutOfTraffic}},
 		},
 		"repair of a clean pod is empty": {got: podstate.Repair(ejected), want: podstate.Patch{}},
+		"record the activator of a pod ejected without it (an older version)": {
+			got:  podstate.RecordActivator(ejected, "0badcafe"),
+			want: podstate.Patch{Annotations: map[string]string{v1alpha1.AnnotationActivator: "0badcafe"}},
+		},
+		"record the activator: never over a recorded one": {
+			got:  podstate.RecordActivator(withActivator(ejected, "12345678"), "0badcafe"),
+			want: podstate.Patch{},
+		},
+		"record the activator: never on a pod ejected by hand": {
+			got:  podstate.RecordActivator(byHand(ejected), "0badcafe"),
+			want: podstate.Patch{},
+		},
+		"record the activator: never on a pod in traffic": {
+			got:  podstate.RecordActivator(podstate.State{Traffic: v1alpha1.TrafficYes, Strategy: "errors", RetryCount: 2}, "0badcafe"),
+			want: podstate.Patch{},
+		},
+		"record the activator: never on a paused pod": {
+			got:  podstate.RecordActivator(podstate.State{Traffic: v1alpha1.TrafficPause, Strategy: "errors", RetryCount: 2}, "0badcafe"),
+			want: podstate.Patch{},
+		},
+		"record the activator: never an empty fingerprint": {got: podstate.RecordActivator(ejected, ""), want: podstate.Patch{}},
 		"release an ejected pod: back in traffic, ownership and deletion cost removed": {
 			got: podstate.Release(ejected),
 			want: podstate.Patch{
@@ -98,6 +119,16 @@ func TestConstructors(t *testing.T) {
 			}
 		})
 	}
+}
+
+func withActivator(s podstate.State, fingerprint string) podstate.State {
+	s.Activator = fingerprint
+	return s
+}
+
+func byHand(s podstate.State) podstate.State {
+	s.Strategy, s.Manual = v1alpha1.ManualStrategy, &podstate.ManualHold{By: "alice"}
+	return s
 }
 
 // TestRestoreDoesNotAliasRepair guards the State against the caller editing the patch.

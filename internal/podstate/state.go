@@ -40,7 +40,7 @@ type State struct {
 	// UID is the pod's UID (Of only): it seeds the activator's jitter.
 	UID types.UID
 	// Activator is the fingerprint of the activator in force at the last ejection (kubervisor/activator),
-	// "" when missing (a pod ejected by an older version).
+	// "" when missing (a pod ejected by an older version, until the next pass records it: RecordActivator).
 	Activator string
 	// Manual is set when the pod was ejected by hand (kubervisor/strategy is v1alpha1.ManualStrategy).
 	Manual *ManualHold

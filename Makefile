@@ -127,6 +127,10 @@ build: manifests generate fmt vet ## Build the manager and the kubectl plugin in
 run: manifests generate fmt vet ## Run a controller from your host against the current kubeconfig.
 	go run ./cmd/main.go
 
+.PHONY: images
+images: ## Build the images of the real-node tests without a container engine: bin/images/*.tar, for `ctr -n k8s.io images import`.
+	go run ./test/image/cmd/build-images -out "$(LOCALBIN)/images"
+
 .PHONY: docker-build
 docker-build: ## Build docker image with the manager (needs a container engine).
 	$(CONTAINER_TOOL) build -t ${IMG} .

@@ -60,6 +60,17 @@ envtest-assets: setup-envtest ## Obtain kube-apiserver, etcd, kubectl, kube-cont
 	K8S_VERSION=$(ENVTEST_K8S_VERSION) hack/envtest-assets.sh "$(LOCALBIN)" >/dev/null
 
 KUBEBUILDER_ASSETS = $(LOCALBIN)/k8s/$(ENVTEST_K8S_VERSION)
+
+# The real node (SPEC §13): the kubelet and kube-scheduler of the control plane's version, built from source
+# and cached like it (~/.cache/kubervisor); containerd, runc and the CNI plugins from Debian.
+NODE_PACKAGES ?= containerd runc containernetworking-plugins
+.PHONY: node-assets
+node-assets: envtest-assets ## Obtain the kubelet and kube-scheduler into bin/k8s/<version>, and containerd, runc and the CNI plugins from Debian.
+	K8S_BINARIES="kubelet kube-scheduler" K8S_VERSION=$(ENVTEST_K8S_VERSION) hack/envtest-assets.sh "$(LOCALBIN)" >/dev/null
+	@command -v containerd >/dev/null && command -v runc >/dev/null && test -x /usr/lib/cni/bridge || { \
+		echo "node-assets: installing $(NODE_PACKAGES) from Debian"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(NODE_PACKAGES) >/dev/null; }
+
 TEST_PKGS ?= ./...
 GO_TEST_FLAGS ?=
 
@@ -93,6 +104,10 @@ test-rules: prometheus ## Alerting rules: promtool check rules, then their unit 
 .PHONY: test-e2e
 test-e2e: build envtest-assets kustomize helm prometheus prom-label-proxy ## End-to-end suite: control plane, controller-manager, Prometheus, the manager binary.
 	KUBEBUILDER_ASSETS="$(KUBEBUILDER_ASSETS)" go test -v -p 1 -tags e2e -timeout 60m -count=1 $(E2E_PKGS) $(E2E_GINKGO_FLAGS)
+
+.PHONY: test-e2e-node
+test-e2e-node: node-assets images helm prometheus ## End-to-end suite on a real node: the chart installed with helm from the project's image, real pods (root).
+	KUBEBUILDER_ASSETS="$(KUBEBUILDER_ASSETS)" go test -v -tags e2e -timeout 30m -count=1 ./test/node/ $(E2E_GINKGO_FLAGS)
 
 .PHONY: demo
 demo: build envtest-assets kustomize prometheus ## Run Kubervisor live on a local control plane, a real Prometheus and a demo fleet (Ctrl-C stops).

@@ -41,6 +41,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -97,8 +98,10 @@ func (o *NodeOptions) complete() {
 	}
 }
 
-// NodeIP is the Node's InternalIP: the bridge's address, the first of the pod CIDR.
-func (o *NodeOptions) NodeIP() (net.IP, *net.IPNet, error) {
+// NodeIP is the Node's InternalIP: the bridge's address, the first of the pod CIDR (the default one when
+// PodCIDR is empty).
+func (o NodeOptions) NodeIP() (net.IP, *net.IPNet, error) {
+	o.complete()
 	ip, cidr, err := net.ParseCIDR(o.PodCIDR)
 	if err != nil || ip.To4() == nil {
 		return nil, nil, fmt.Errorf("node pod CIDR %q: want an IPv4 CIDR", o.PodCIDR)
@@ -333,7 +336,11 @@ func (n *Node) createBridge() error {
 
 // forwardService plays kube-proxy for the `kubernetes` Service: ServiceClusterIP:443 -> kube-apiserver.
 func (n *Node) forwardService(apiHost string) error {
-	target := strings.TrimPrefix(strings.TrimPrefix(apiHost, "https://"), "http://")
+	u, err := url.Parse(apiHost)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("kube-apiserver's address %q: %v", apiHost, err)
+	}
+	target := u.Host
 	l, err := net.Listen("tcp", net.JoinHostPort(ServiceClusterIP, "443"))
 	if err != nil {
 		return err

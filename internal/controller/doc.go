@@ -53,9 +53,11 @@
 //	                        in every pass, before any evaluation -> the BelowFloor message, its event
 //	requests (manual.go)    manual eject/restore requests (podstate.RequestOf) carried out inside the floor
 //	                        (breaker.Quota, as the plan; live read first)
-//	evaluate (evaluate.go)  detector queries of the due breakers, at once (maxQueriesPerPass) -> evaluation (typed OK | NoData | Error,
-//	                        guards, failureThreshold counts) with the schedule and the detectors it built,
-//	                        as values: it writes nothing, its memory included
+//	evaluate (evaluate.go)  detector queries of the due breakers, at once (maxQueriesPerPass), waited for at
+//	                        most queryWait (below) -> evaluation (typed OK | NoData | Error, guards,
+//	                        failureThreshold counts) of the breakers answered, with the schedule and the
+//	                        detectors it built, as values: it writes nothing into memory (only the book of
+//	                        queries in flight, flights.go, takes its answers and its new queries)
 //	act      (act.go)       plan on that view (no live read); patches, pod events, metrics, logs -> one
 //	                        dated breakerOutcome per evaluated breaker, and the events that report them
 //	learn    (memory.go)    one function keeps the pass's lesson (evaluation, outcomes, BelowFloor) in
@@ -65,6 +67,36 @@
 //	                        differs; then the queued events go out
 //
 // Memory feeds status, never the other way round; conditions come from the typed outcomes.
+//
+// # Detector queries never hold a worker for their timeout
+//
+// A detector may take up to its timeout (min(evaluationPeriod, maxQueryTimeout), 10 s) to answer. The
+// KubervisorService workers are few (--max-concurrent-evaluations, possibly 1), so a pass does not wait
+// that long: it starts the queries of its due breakers in goroutines (at most maxQueriesPerPass at once)
+// and waits for them at most queryWait (flights.go). The answers in by then are judged in the pass, as
+// before. A query still running is left in flight: this pass does not judge its breaker (not evaluated,
+// not an error, nothing ejected, its status as it was), which stays due, and the pass returns; the query,
+// once answered, wakes its KubervisorService through a channel source of the controller (SetupWithManager)
+// and the next pass judges the answer with the pods it observes then (anomalies naming pods no longer
+// managed are ignored, as always). A lost wake-up costs a delay, not the answer: a pass requeues no later
+// than the timeout of the queries it leaves in flight. So one detector's timeout holds a worker for
+// queryWait at most and never delays another KubervisorService's evaluation.
+//
+// The queries in flight and their answers live in one mutex-guarded book (inFlight, flights.go) that the
+// memory owns beside the KubervisorServices' entries, by KubervisorService and breaker, with the UID and
+// spec generation they were asked for:
+//
+//   - a breaker has at most one query in flight: a pass that finds one waiting starts no other;
+//   - an answer is taken by one pass, which removes it: it is judged once;
+//   - a spec change (the memory is reset), a deletion, or a KubervisorService that can no longer be
+//     evaluated (its memory forgotten) cancels its queries and drops their answers; an answer asked for
+//     another UID or generation is dropped, never judged against a spec it was not asked for;
+//   - a query's context is its own (the reconcile's values, not its cancellation), bounded by the
+//     detector's timeout and cancelled by the above.
+//
+// The goroutines read nothing of the memory (the pass hands them the detector and the request) and write
+// only their own entry of the book. A query's goroutine lasts at most its timeout: it is not a goroutine
+// per object (SPEC §4), and the schedule still lives in RequeueAfter.
 //
 // Decisions that need no API server live in pure packages: internal/detector (which pods are
 // anomalous), internal/breaker (the floor and who is ejected), internal/activator (the retry schedule),

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
 	"github.com/kubervisor/kubervisor/internal/breaker"
@@ -29,6 +29,9 @@ type evaluation struct {
 	// detector endpoints they were built with (memory drops those of an older one).
 	detectors   map[string]detector.Detector
 	endpointGen uint64
+	// flying are the due breakers whose queries are in flight, not judged by this pass (not in breakers, not
+	// scheduled: they stay due), with the time by which the pass is to run again if no answer wakes it.
+	flying map[string]time.Time
 }
 
 // outcomeKind is the typed result of one evaluation; status.breakers[].lastResult is derived from it.
@@ -131,9 +134,12 @@ func (b *breakerEval) sparedSet() map[string]string {
 }
 
 // evaluate queries the detector of every breaker due at now (SPEC §5 step 1) and schedules its next
-// evaluation. It reads no pod and writes nothing, its memory included: the schedule, the detectors it built,
-// the storms and the failureThreshold counts are in the evaluation it returns, for act to carry out and
-// kvsMemory.learn to keep.
+// evaluation. It reads no pod and writes nothing into memory: the schedule, the detectors it built, the
+// storms and the failureThreshold counts are in the evaluation it returns, for act to carry out and
+// kvsMemory.learn to keep. Its queries go through the book of queries in flight (flights.go): it judges the
+// answers that came since the last pass, starts the queries of the due breakers that have none in flight,
+// and waits for those at most queryWait; a breaker whose query is still running is not judged by this pass
+// (it is in ev.flying, not in ev.breakers) and stays due.
 func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.KubervisorService, obs *observation,
 	mem *kvsMemory, now time.Time) evaluation {
 	ev := evaluation{schedule: map[string]time.Time{}}
@@ -152,10 +158,23 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 			serving[p.Name] = struct{}{}
 		}
 	}
-	// 1. Which breakers are due, in spec order; an unusable one is judged at once.
-	var queries []*query
+	key := types.NamespacedName{Namespace: kvs.Namespace, Name: kvs.Name}
+	// 1. Which breakers are judged, in spec order: those whose answer came since the last pass, and those
+	// due with no query in flight (asked now); an unusable one is judged at once.
+	var queries, asked []*query
 	for i := range kvs.Spec.Breakers {
 		b := &kvs.Spec.Breakers[i]
+		q := &query{b: b, key: flightKey{kvs: key, breaker: b.Name},
+			be: breakerEval{name: b.Name, dryRun: kvs.Spec.IsDryRun(b) || !selectorActive, gateMode: kvs.Spec.GateMode()}}
+		switch f, state := r.memory.flights.take(q.key, kvs.UID, kvs.Generation); state {
+		case landed:
+			q.land(f, &ev)
+			queries = append(queries, q)
+			continue
+		case flying:
+			ev.fly(b.Name, now.Add(f.timeout))
+			continue
+		}
 		due, scheduled := mem.next[b.Name]
 		if !scheduled && mem.spread {
 			if period, err := b.EvaluationPeriodOf(); err == nil {
@@ -169,7 +188,6 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 		if scheduled {
 			metrics.EvaluationLateness.Observe(now.Sub(due).Seconds())
 		}
-		q := &query{b: b, be: breakerEval{name: b.Name, dryRun: kvs.Spec.IsDryRun(b) || !selectorActive, gateMode: kvs.Spec.GateMode()}}
 		queries = append(queries, q)
 		if problems := b.Unusable(); len(problems) > 0 {
 			// Never a silent default (SPEC §2.1): the breaker is not evaluated until its spec changes, which
@@ -178,17 +196,41 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 			q.be.kind, q.be.err = outcomeInvalid, errors.New("invalid spec: "+strings.Join(problems, "; "))
 			continue
 		}
-		q.period, _ = b.EvaluationPeriodOf()
-		ev.schedule[b.Name] = nextDue(due, now, q.period)
+		period, _ := b.EvaluationPeriodOf()
 		metrics.LastEvaluation.WithLabelValues(kvs.Namespace, kvs.Name, b.Name).Set(float64(now.UnixNano()) / 1e9)
-		q.ask = true
+		q.answered = true
+		timeout := min(period, maxQueryTimeout)
+		d, built, err := r.detectorOf(kvs, b, ev.endpointGen, mem, timeout)
+		if err != nil {
+			// No detector to ask: the failure is the answer, judged now.
+			ev.schedule[b.Name], q.err = nextDue(due, now, period), err
+			continue
+		}
+		q.detector = d
+		q.flight = &flight{uid: kvs.UID, generation: kvs.Generation, due: due, at: now, period: period, timeout: timeout, built: built,
+			endpointGen: ev.endpointGen, done: make(chan struct{})}
+		asked = append(asked, q)
 	}
-	// 2. Their detectors, asked at once (at most maxQueriesPerPass at a time): the pass lasts as long as its
-	// slowest query, not the sum of them.
-	r.ask(ctx, kvs, queries, &ev, mem, managed, serving)
+	// 2. Their detectors, asked at once (at most maxQueriesPerPass at a time), the answers waited for at most
+	// queryWait: the pass lasts as long as its slowest query, or queryWait, not the sum of them.
+	r.ask(ctx, kvs, asked, managed, serving)
+	for _, q := range asked {
+		switch f, state := r.memory.flights.take(q.key, kvs.UID, kvs.Generation); state {
+		case landed:
+			q.land(f, &ev)
+		default:
+			// Still running: the breaker stays due, and its answer wakes the KubervisorService (take).
+			q.answered, q.late = false, true
+			ev.fly(q.b.Name, now.Add(q.flight.timeout))
+		}
+	}
 	// 3. The answers, judged in spec order.
 	for _, q := range queries {
-		if q.ask {
+		if q.late {
+			continue
+		}
+		if q.answered {
+			q.be.endpointWarnings = r.endpointWarnings(q.b, kvs.Namespace)
 			r.judge(q, kvs, obs, pods, mem, now)
 		}
 		ev.breakers = append(ev.breakers, q.be)
@@ -196,47 +238,108 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 	return ev
 }
 
+// fly records a due breaker whose query is in flight, and the time by which the pass is to run again if its
+// answer does not wake it sooner (the query's timeout).
+func (ev *evaluation) fly(name string, by time.Time) {
+	if ev.flying == nil {
+		ev.flying = map[string]time.Time{}
+	}
+	ev.flying[name] = by
+}
+
 // maxQueriesPerPass bounds the detector queries one pass sends at once.
 const maxQueriesPerPass = 8
 
-// query is one due breaker of a pass: its detector's answer, then its judgement.
+// query is one breaker judged by a pass, or asked by it: its detector's answer, then its judgement.
 type query struct {
-	b      *kvv1.BreakerStrategy
-	be     breakerEval
-	period time.Duration
-	// ask is set when the detector is to be asked (the breaker is usable); built is a detector built for it.
-	ask   bool
-	built detector.Detector
-	res   detector.Result
-	err   error
+	b   *kvv1.BreakerStrategy
+	key flightKey
+	be  breakerEval
+	// answered is set when the breaker has an answer to judge (res, err): not for an unusable breaker.
+	answered bool
+	res      detector.Result
+	err      error
+	// detector and flight are the query this pass starts; late is set when its answer did not come within
+	// queryWait (the breaker is not judged by this pass).
+	detector detector.Detector
+	flight   *flight
+	late     bool
 }
 
-// ask queries the detectors of the queries to ask concurrently, at most maxQueriesPerPass at a time, and
-// records the detectors built in ev.
-func (r *KubervisorServiceReconciler) ask(ctx context.Context, kvs *kvv1.KubervisorService, queries []*query, ev *evaluation,
-	mem *kvsMemory, managed, serving map[string]struct{}) {
-	var wg sync.WaitGroup
+// land takes a query's answer into q and the evaluation: the breaker's next due time, counted from when the
+// query was started (as if it had answered then), the detector built for it, and the query's duration.
+func (q *query) land(f *flight, ev *evaluation) {
+	q.answered, q.res, q.err = true, f.res, f.err
+	ev.schedule[q.b.Name] = nextDue(f.due, f.at, f.period)
+	// NOTE: a detector built with an older configuration of the detector endpoints is not kept: the next
+	// query builds it again.
+	if f.built != nil && f.endpointGen == ev.endpointGen {
+		if ev.detectors == nil {
+			ev.detectors = map[string]detector.Detector{}
+		}
+		ev.detectors[q.b.Name] = f.built
+	}
+	metrics.QueryDuration.WithLabelValues(q.key.kvs.Namespace, q.key.kvs.Name, q.b.Name).Observe(f.took.Seconds())
+}
+
+// ask starts the queries in the book, each in a goroutine, at most maxQueriesPerPass of them asking at a time,
+// and waits for their answers at most queryWait (on the reconciler's clock) or until ctx ends. A query's
+// context keeps ctx's values but not its cancellation: it outlives the pass, bounded by the detector's
+// timeout, and the book cancels it (a spec change, a deletion).
+func (r *KubervisorServiceReconciler) ask(ctx context.Context, kvs *kvv1.KubervisorService, asked []*query, managed, serving map[string]struct{}) {
+	if len(asked) == 0 {
+		return
+	}
 	slots := make(chan struct{}, maxQueriesPerPass)
-	for _, q := range queries {
-		if !q.ask {
+	var started []*flight
+	for _, q := range asked {
+		qctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		f := q.flight
+		f.cancel = cancel
+		if !r.memory.flights.start(q.key, f) {
+			// One is in flight already (never, as the pass took none): it is not started twice.
+			cancel()
 			continue
 		}
-		// The endpoint's warnings are read here, not in the goroutines: the registry is safe, the query is not shared.
-		q.be.endpointWarnings = r.endpointWarnings(q.b, kvs.Namespace)
-		wg.Go(func() {
-			slots <- struct{}{}
-			defer func() { <-slots }()
-			q.built, q.res, q.err = r.detect(ctx, kvs, q.b, ev.endpointGen, mem, q.period, managed, serving)
-		})
+		started = append(started, f)
+		// NOTE: the request's maps are the pass's, never written after this point; the goroutine reads nothing
+		// of the memory or of kvs (the cache's object).
+		req := detector.Request{Namespace: kvs.Namespace, KubervisorService: kvs.Name, Breaker: q.b.Name, Pods: managed, InTraffic: serving}
+		go r.fly(qctx, q.key, f, q.detector, req, slots)
 	}
-	wg.Wait()
-	for _, q := range queries {
-		if q.built != nil {
-			if ev.detectors == nil {
-				ev.detectors = map[string]detector.Detector{}
-			}
-			ev.detectors[q.b.Name] = q.built
+	timer := r.Clock.NewTimer(queryWait)
+	defer timer.Stop()
+	for _, f := range started {
+		select {
+		case <-f.done:
+		case <-timer.C():
+			return
+		case <-ctx.Done():
+			return
 		}
+	}
+}
+
+// fly asks the detector once, within the flight's timeout, and lands the answer in the book; the answer
+// wakes the KubervisorService when a pass gave up waiting for it.
+func (r *KubervisorServiceReconciler) fly(ctx context.Context, k flightKey, f *flight, d detector.Detector, req detector.Request,
+	slots chan struct{}) {
+	defer f.cancel()
+	var res detector.Result
+	var err error
+	select {
+	case slots <- struct{}{}:
+		qctx, cancel := context.WithTimeout(ctx, f.timeout)
+		start := r.Clock.Now()
+		res, err = d.Detect(qctx, req)
+		f.took = r.Clock.Since(start)
+		cancel()
+		<-slots
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if r.memory.flights.land(k, f, res, err) && r.wake != nil {
+		r.wake(k.kvs)
 	}
 }
 
@@ -338,32 +441,22 @@ func guardOn(be *breakerEval, g kvv1.Guards, pods []breaker.Pod, mem *kvsMemory,
 	}
 }
 
-// detect asks the breaker's detector once, within min(period, maxQueryTimeout), and returns the detector it
-// built for it, if any (memory keeps it once the pass is learned); one built with an older configuration of
-// the detector endpoints is built again. Safe to call concurrently: it reads memory only.
-func (r *KubervisorServiceReconciler) detect(ctx context.Context, kvs *kvv1.KubervisorService, b *kvv1.BreakerStrategy,
-	endpointGen uint64, mem *kvsMemory, period time.Duration, managed, serving map[string]struct{}) (detector.Detector, detector.Result, error) {
-	timeout := min(period, maxQueryTimeout)
-	var built detector.Detector
-	d, ok := mem.detectors[b.Name]
-	if !ok || mem.endpointGen != endpointGen {
-		opts := detector.Options{HTTPClient: r.HTTP, Timeout: timeout, Now: r.Clock.Now}
-		var err error
-		if opts.Endpoint, err = r.endpointOf(b, kvs.Namespace); err != nil {
-			return nil, detector.Result{}, err
-		}
-		if d, err = r.newDetector(b, opts); err != nil {
-			return nil, detector.Result{}, fmt.Errorf("configuring the detector: %w", err)
-		}
-		built = d
+// detectorOf returns the breaker's detector: memory's, or one built for it with timeout (built: memory keeps
+// it once its answer is judged) when memory has none or one built with an older configuration of the
+// detector endpoints.
+func (r *KubervisorServiceReconciler) detectorOf(kvs *kvv1.KubervisorService, b *kvv1.BreakerStrategy, endpointGen uint64,
+	mem *kvsMemory, timeout time.Duration) (d, built detector.Detector, err error) {
+	if d, ok := mem.detectors[b.Name]; ok && mem.endpointGen == endpointGen {
+		return d, nil, nil
 	}
-	qctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	start := r.Clock.Now()
-	res, err := d.Detect(qctx, detector.Request{Namespace: kvs.Namespace, KubervisorService: kvs.Name, Breaker: b.Name, Pods: managed,
-		InTraffic: serving})
-	metrics.QueryDuration.WithLabelValues(kvs.Namespace, kvs.Name, b.Name).Observe(r.Clock.Since(start).Seconds())
-	return built, res, err
+	opts := detector.Options{HTTPClient: r.HTTP, Timeout: timeout, Now: r.Clock.Now}
+	if opts.Endpoint, err = r.endpointOf(b, kvs.Namespace); err != nil {
+		return nil, nil, err
+	}
+	if d, err = r.newDetector(b, opts); err != nil {
+		return nil, nil, fmt.Errorf("configuring the detector: %w", err)
+	}
+	return d, d, nil
 }
 
 // endpointOf resolves the named endpoint the breaker's detector talks to (SPEC §2.3), nil when it names an

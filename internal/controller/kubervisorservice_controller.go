@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
@@ -21,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -60,6 +62,10 @@ type KubervisorServiceReconciler struct {
 	podStore, kvsStore toolscache.Indexer
 	memory             *memory
 	adoptions          *adoptionFailures
+	// wake asks for a pass of a KubervisorService whose detector query answered after its pass stopped
+	// waiting for it (flights.go); SetupWithManager sends it through a channel source of the controller. nil
+	// (a reconciler without a controller): the requeue at the query's timeout picks the answer up.
+	wake func(types.NamespacedName)
 }
 
 // +kubebuilder:rbac:groups=breaker.kubervisor.io,resources=kubervisorservices,verbs=get;list;watch;patch
@@ -77,7 +83,8 @@ type KubervisorServiceReconciler struct {
 //     Then evaluate: query the detectors of the breakers that are due.
 //  4. Act: plan with one shared quota, patch the ejected pods, events, metrics; remember the outcomes.
 //  5. desiredStatus from the observation and the remembered outcomes; write it once, only if it differs.
-//  6. Requeue at the next due breaker.
+//  6. Requeue at the next due breaker (a breaker whose query is in flight: at the query's timeout, unless
+//     its answer wakes the KubervisorService first).
 func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	// NOTE: read only, without a deep copy (make bench-scale: the copy was 5 % of the steady CPU): kvs shares
 	// its slices and maps with the cache's object. Every write goes to a DeepCopy: a write's answer is
@@ -92,6 +99,8 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		return ctrl.Result{}, fmt.Errorf("getting KubervisorService %s: %w", req, err)
 	}
 	if !kvs.DeletionTimestamp.IsZero() {
+		// Its detector queries in flight are of no use any more.
+		r.memory.flights.drop(req.NamespacedName)
 		return requeueOnConflict(ctx, r.finalize(ctx, kvs.DeepCopy()))
 	}
 	mem := r.memory.of(kvs, r.Clock.Now())
@@ -195,7 +204,7 @@ func (r *KubervisorServiceReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	if obs.adopting() {
 		return ctrl.Result{RequeueAfter: adoptionWait}, nil
 	}
-	return ctrl.Result{RequeueAfter: mem.wait(r.Clock.Now())}, nil
+	return ctrl.Result{RequeueAfter: mem.wait(r.Clock.Now(), l.ev.flying)}, nil
 }
 
 // notReadyEvent is the Warning event of Ready turning False, or changing its message, for a reason the user
@@ -273,8 +282,19 @@ func (r *KubervisorServiceReconciler) finalize(ctx context.Context, kvs *kvv1.Ku
 }
 
 // SetupWithManager watches KubervisorServices (spec and deletion changes, not our status writes), the
-// Services they name, and the pods they own (label, readiness and deletion changes).
+// Services they name, the pods they own (label, readiness and deletion changes), and the detector queries
+// that answered after their pass stopped waiting (doc.go).
 func (r *KubervisorServiceReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
+	wakes := make(chan event.TypedGenericEvent[*kvv1.KubervisorService], wakeBuffer)
+	r.wake = func(key types.NamespacedName) {
+		// NOTE: never blocks a query's goroutine (a stopped controller reads no more): a wake-up that finds
+		// the channel full is dropped, and the pass that left the query in flight requeued at its timeout.
+		select {
+		case wakes <- event.TypedGenericEvent[*kvv1.KubervisorService]{
+			Object: &kvv1.KubervisorService{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}:
+		default:
+		}
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("kubervisorservice").
 		For(&kvv1.KubervisorService{}, builder.WithPredicates(kvsLifecycleChanged())).
@@ -284,6 +304,7 @@ func (r *KubervisorServiceReconciler) SetupWithManager(mgr ctrl.Manager, workers
 		WatchesRawSource(source.Kind(mgr.GetCache(), &corev1.Service{}, handler.TypedEnqueueRequestsFromMapFunc(r.kvsForService), serviceChanged())).
 		// The pod's owner before and after an update (both recount when a pod changes hands).
 		WatchesRawSource(source.Kind(mgr.GetCache(), &corev1.Pod{}, handler.TypedEnqueueRequestsFromMapFunc(ownerOfPod), podChanged())).
+		WatchesRawSource(source.Channel(wakes, &handler.TypedEnqueueRequestForObject[*kvv1.KubervisorService]{})).
 		// NOTE: the priority queue (controller-runtime's default) costs less here than the classic delaying
 		// queue: make bench-scale measured 8.9 CPU s/min with the classic one against 7.6 (docs/scaling.md).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).

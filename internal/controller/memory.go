@@ -28,6 +28,9 @@ import (
 type memory struct {
 	mu      sync.Mutex
 	entries map[types.NamespacedName]*kvsMemory
+	// flights are the detector queries in flight and their answers (flights.go), with a lock of their own:
+	// the queries' goroutines write them. A reset or forgotten memory drops its KubervisorService's.
+	flights *inFlight
 }
 
 // kvsMemory is the memory of one KubervisorService. It is used by one reconcile at a time (the workqueue
@@ -161,11 +164,12 @@ func rememberStorms(evals []breakerEval, storms map[string]time.Time, active map
 }
 
 func newMemory() *memory {
-	return &memory{entries: map[types.NamespacedName]*kvsMemory{}}
+	return &memory{entries: map[types.NamespacedName]*kvsMemory{}, flights: newInFlight()}
 }
 
 // of returns the memory of a KubervisorService, reset when its spec generation changed so that a new spec
-// takes effect within one period (detectors rebuilt, outcomes of the old spec dropped).
+// takes effect within one period (detectors rebuilt, outcomes of the old spec dropped, queries in flight
+// for the old spec cancelled).
 //
 // NOTE: a KubervisorService evaluated before (after a restart: its status has breakers) or whose spec changed
 // has its first evaluations spread over their periods, at most MaxFirstEvaluationSpread (spreadOffset):
@@ -180,6 +184,7 @@ func (m *memory) of(kvs *kvv1.KubervisorService, now time.Time) *kvsMemory {
 		var expected map[string]podWrite
 		if ok {
 			expected = e.expected
+			m.flights.drop(key)
 		}
 		e = &kvsMemory{expected: expected, generation: kvs.Generation, next: map[string]time.Time{}, detectors: map[string]detector.Detector{},
 			outcomes: map[string]breakerOutcome{}, storms: stormsOf(kvs.Status.Breakers, now), stormActive: map[string]bool{},
@@ -265,10 +270,12 @@ func spreadOffset(uid, breakerName string, period time.Duration) time.Duration {
 	return time.Duration(h.Sum64() % uint64(period))
 }
 
+// forget drops the memory of a KubervisorService and cancels its queries in flight.
 func (m *memory) forget(key types.NamespacedName) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.entries, key)
+	m.flights.drop(key)
 }
 
 // wakeGrid is the grain of the breakers' wake-ups: a requeue is for the first instant at or after the due
@@ -300,14 +307,27 @@ func onGrid(t time.Time) time.Time {
 }
 
 // wait returns the time from now to the next due breaker, rounded up to the wake grid, or zero when none
-// is scheduled.
-func (e *kvsMemory) wait(now time.Time) time.Duration {
+// is scheduled. A breaker whose query is in flight (flying: by breaker, when the pass gives up on its
+// answer) is due at that time instead: its answer wakes the KubervisorService sooner, and a breaker left due
+// would requeue the pass at once, again and again, while the query runs.
+func (e *kvsMemory) wait(now time.Time, flying map[string]time.Time) time.Duration {
 	var soonest time.Duration
-	for _, next := range e.next {
-		d := max(onGrid(next).Sub(now), time.Millisecond)
-		if soonest == 0 || d < soonest {
-			soonest = d
+	for name, next := range e.next {
+		if _, ok := flying[name]; !ok {
+			soonest = sooner(soonest, next, now)
 		}
+	}
+	for _, next := range flying {
+		soonest = sooner(soonest, next, now)
+	}
+	return soonest
+}
+
+// sooner is the soonest of the wait soonest (zero: none) and the wait for next, rounded up to the wake grid.
+func sooner(soonest time.Duration, next, now time.Time) time.Duration {
+	d := max(onGrid(next).Sub(now), time.Millisecond)
+	if soonest == 0 || d < soonest {
+		return d
 	}
 	return soonest
 }

@@ -64,10 +64,11 @@ type Options struct {
 	// MaxConcurrentReconciles is the number of workers of the Service and Pod controllers.
 	MaxConcurrentReconciles int
 	// MaxConcurrentEvaluations is the number of workers of the KubervisorService controller, so the number
-	// of breaker passes (and so detector queries) in flight at once. NOTE: a pass holds its worker for its
-	// queries' round trip; many workers keep slow detectors from delaying the other KubervisorServices (at
-	// 100 ms per query, 64 workers allow 640 evaluations a second), and the work queue never hands one
-	// KubervisorService to two workers, so each one's passes stay in order.
+	// of breaker passes in flight at once. NOTE: a pass holds its worker for its queries' round trip, at most
+	// queryWait (200 ms): a slower query is left in flight and its answer judged by a later pass (doc.go), so
+	// a detector that hangs never delays the other KubervisorServices; many workers keep the passes of slow
+	// detectors short (at 100 ms per query, 64 workers allow 640 evaluations a second), and the work queue
+	// never hands one KubervisorService to two workers, so each one's passes stay in order.
 	MaxConcurrentEvaluations int
 	// NewDetector builds each breaker's detector; tests inject an in-memory one. nil uses detector.New.
 	NewDetector DetectorFactory

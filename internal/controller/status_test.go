@@ -21,12 +21,12 @@ var t0 = time.Date(2026, 3, 14, 15, 9, 26, 540000000, time.UTC)
 
 func TestMemoryWait(t *testing.T) {
 	e := &kvsMemory{next: map[string]time.Time{}}
-	if got := e.wait(t0); got != 0 {
+	if got := e.wait(t0, nil); got != 0 {
 		t.Errorf("empty memory waits %s, want 0 (no requeue)", got)
 	}
 	e.next["slow"] = t0.Add(time.Minute)
 	e.next["fast"] = t0.Add(1500 * time.Millisecond)
-	got := e.wait(t0)
+	got := e.wait(t0, nil)
 	if got < 1500*time.Millisecond || got >= 1500*time.Millisecond+wakeGrid {
 		t.Errorf("wait = %s, want 1.5s (the next due breaker) rounded up to the %s grid", got, wakeGrid)
 	}
@@ -34,12 +34,21 @@ func TestMemoryWait(t *testing.T) {
 		t.Errorf("wake-up at %s is not on the %s grid", wake.Format(time.RFC3339Nano), wakeGrid)
 	}
 	e.next["fast"] = t0.Add(1500 * time.Millisecond).Truncate(wakeGrid)
-	if got := e.wait(t0); got != e.next["fast"].Sub(t0) {
+	if got := e.wait(t0, nil); got != e.next["fast"].Sub(t0) {
 		t.Errorf("wait = %s, want %s: a due time on the grid is kept", got, e.next["fast"].Sub(t0))
 	}
 	e.next["late"] = t0.Add(-time.Second)
-	if got := e.wait(t0); got != time.Millisecond {
+	if got := e.wait(t0, nil); got != time.Millisecond {
 		t.Errorf("overdue breaker waits %s, want the 1ms minimum", got)
+	}
+	// The overdue breaker's query is in flight: the pass runs again at the query's timeout, not at once.
+	if got := e.wait(t0, map[string]time.Time{"late": t0.Add(10 * time.Second)}); got != e.next["fast"].Sub(t0) {
+		t.Errorf("with the overdue breaker's query in flight, wait = %s, want %s (the next due breaker)", got, e.next["fast"].Sub(t0))
+	}
+	delete(e.next, "fast")
+	delete(e.next, "slow")
+	if got := e.wait(t0, map[string]time.Time{"late": t0.Add(10 * time.Second)}); got != 10*time.Second {
+		t.Errorf("with only a query in flight, wait = %s, want its 10s timeout", got)
 	}
 }
 
@@ -72,7 +81,7 @@ func TestNextDue(t *testing.T) {
 		if i == 0 {
 			first = e.next["b"]
 		}
-		now = now.Add(e.wait(now) + 3*time.Millisecond)
+		now = now.Add(e.wait(now, nil) + 3*time.Millisecond)
 	}
 	if got := e.next["b"].Sub(first); got != 11*5*time.Second {
 		t.Errorf("12 evaluations a period apart span %s of schedule, want 55s (no drift)", got)

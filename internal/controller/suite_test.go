@@ -88,7 +88,11 @@ var _ = AfterSuite(func() {
 })
 
 // startManager starts a manager wired exactly as cmd/main.go wires it (same cache options, same setup).
-func startManager() {
+func startManager() { startManagerWith("", controller.Options{}) }
+
+// startManagerWith starts a manager as startManager does, restricted to namespace (a namespaced install; ""
+// for none) and with opts.
+func startManagerWith(namespace string, opts controller.Options) {
 	metricsAddr = fmt.Sprintf("127.0.0.1:%d", freePort())
 	// The manager talks through a transport that records each request, so that tests can count writes.
 	mcfg := rest.CopyConfig(cfg)
@@ -96,13 +100,13 @@ func startManager() {
 	mgr, err := ctrl.NewManager(mcfg, ctrl.Options{
 		Scheme:  scheme,
 		Metrics: metricsserver.Options{BindAddress: metricsAddr},
-		Cache:   controller.CacheOptions("", nil, nil),
+		Cache:   controller.CacheOptions(namespace, nil, nil),
 		// Tests restart the manager in one process: controller names are registered again.
 		Controller: ctrlConfigSkipNameValidation(),
 	})
 	Expect(err).NotTo(HaveOccurred())
 	ctx, cancel := context.WithCancel(context.Background())
-	Expect(controller.SetupWithManager(ctx, mgr, controller.Options{})).To(Succeed())
+	Expect(controller.SetupWithManager(ctx, mgr, opts)).To(Succeed())
 	stopManager = cancel
 	managerDone = make(chan struct{})
 	go func() {

@@ -81,7 +81,7 @@ func newFleet(n int, gated bool) *fleet {
 	})).To(Succeed())
 	Expect(k8s.Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: f.name},
-		Spec: corev1.ServiceSpec{Selector: selector, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt(appPort)}}},
+		Spec:       corev1.ServiceSpec{Selector: selector, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt(appPort)}}},
 	})).To(Succeed())
 	Expect(prom.SetJobs(ctx, []cluster.ScrapeJob{{Name: f.ns, Pods: &cluster.PodTargets{
 		Kubeconfig: cl.KubeconfigPath(), Namespace: f.ns, Port: appPort,

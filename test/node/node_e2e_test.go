@@ -182,7 +182,7 @@ var _ = Describe("Kubervisor installed by its chart on a real node", func() {
 		killed := time.Now()
 		_, err := kubectl("-n", releaseNS, "delete", "pod", old, "--grace-period=0", "--force", "--wait=false")
 		Expect(err).NotTo(HaveOccurred())
-		Eventually(leader).WithTimeout(time.Minute).WithPolling(100*time.Millisecond).ShouldNot(Or(Equal(old), BeEmpty()))
+		Eventually(leader).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).ShouldNot(Or(Equal(old), BeEmpty()))
 		GinkgoWriter.Printf("real node, leader deleted: standby took the Lease after %s\n", time.Since(killed).Round(time.Millisecond))
 
 		By("the new leader ejects a second faulty pod and restores the first on schedule")

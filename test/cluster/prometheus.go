@@ -29,17 +29,10 @@ type ScrapeJob struct {
 	Targets []string
 	// MetricsPath defaults to /metrics.
 	MetricsPath string
-	// Pods, instead of Targets, scrapes pods found through the API server (kubernetes_sd_configs, role
-	// pod): the real node's, whose addresses are known once they run. The harness does not wait for them.
-	Pods *PodTargets
-}
-
-// PodTargets selects the pods a ScrapeJob scrapes: those of Namespace with a container port Port. Each
-// series gets the pod's name and namespace as labels pod and namespace, as the fleet's queries expect.
-type PodTargets struct {
-	Kubeconfig string
-	Namespace  string
-	Port       int
+	// Files, instead of Targets, are file_sd_configs files (JSON lists of {"targets": [...], "labels": {...}})
+	// that Prometheus reads again whenever they change: the real node's pods, whose addresses are known once
+	// they run (Debian's Prometheus has no Kubernetes service discovery). The harness does not wait for them.
+	Files []string
 }
 
 // PrometheusOptions configures a Prometheus child process.
@@ -350,16 +343,15 @@ func (p *Prometheus) writeConfig() error {
 			path = "/metrics"
 		}
 		fmt.Fprintf(&b, "- job_name: %s\n  metrics_path: %s\n", strconv.Quote(j.Name), strconv.Quote(path))
-		if pt := j.Pods; pt != nil {
-			fmt.Fprintf(&b, `  kubernetes_sd_configs:
-  - role: pod
-    kubeconfig_file: %s
-    namespaces: {names: [%s]}
-  relabel_configs:
-  - {source_labels: [__meta_kubernetes_pod_container_port_number], regex: %s, action: keep}
-  - {source_labels: [__meta_kubernetes_namespace], target_label: namespace}
-  - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
-`, strconv.Quote(pt.Kubeconfig), strconv.Quote(pt.Namespace), strconv.Quote(strconv.Itoa(pt.Port)))
+		if len(j.Files) > 0 {
+			b.WriteString("  file_sd_configs:\n  - refresh_interval: 1s\n    files: [")
+			for i, f := range j.Files {
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				b.WriteString(strconv.Quote(f))
+			}
+			b.WriteString("]\n")
 			continue
 		}
 		b.WriteString("  static_configs:\n  - targets: [")

@@ -3,12 +3,16 @@
 package node
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -83,9 +87,21 @@ func newFleet(n int, gated bool) *fleet {
 		ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: f.name},
 		Spec:       corev1.ServiceSpec{Selector: selector, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt(appPort)}}},
 	})).To(Succeed())
-	Expect(prom.SetJobs(ctx, []cluster.ScrapeJob{{Name: f.ns, Pods: &cluster.PodTargets{
-		Kubeconfig: cl.KubeconfigPath(), Namespace: f.ns, Port: appPort,
-	}}})).To(Succeed())
+	targets := filepath.Join(cl.WorkDir(), f.ns+"-targets.json")
+	f.writeTargets(targets)
+	stopTargets := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stopTargets:
+				return
+			case <-time.After(500 * time.Millisecond):
+				f.writeTargets(targets)
+			}
+		}
+	}()
+	DeferCleanup(func() { close(stopTargets) })
+	Expect(prom.SetJobs(ctx, []cluster.ScrapeJob{{Name: f.ns, Files: []string{targets}}})).To(Succeed())
 	Eventually(f.endpoints).WithTimeout(2*time.Minute).Should(HaveLen(n), func() string {
 		out, _ := kubectl("-n", f.ns, "get", "pods", "-o", "wide")
 		return out
@@ -93,6 +109,37 @@ func newFleet(n int, gated bool) *fleet {
 	f.load = startLoad(f)
 	DeferCleanup(f.load.stop)
 	return f
+}
+
+// writeTargets plays Prometheus's Kubernetes service discovery (Debian's Prometheus has none): every
+// running pod of the fleet, at its IP, labelled with its name and namespace as the fleet's queries expect.
+// The file is replaced atomically, and only when it changes.
+func (f *fleet) writeTargets(path string) {
+	type group struct {
+		Targets []string          `json:"targets"`
+		Labels  map[string]string `json:"labels"`
+	}
+	var list corev1.PodList
+	if err := k8s.List(ctx, &list, client.InNamespace(f.ns), client.MatchingLabels{"app": f.name}); err != nil {
+		return // the next round tries again
+	}
+	groups := []group{}
+	for _, p := range list.Items {
+		if p.Status.PodIP != "" && p.Status.Phase == corev1.PodRunning {
+			groups = append(groups, group{
+				Targets: []string{net.JoinHostPort(p.Status.PodIP, strconv.Itoa(appPort))},
+				Labels:  map[string]string{"pod": p.Name, "namespace": p.Namespace},
+			})
+		}
+	}
+	slices.SortFunc(groups, func(a, b group) int { return strings.Compare(a.Labels["pod"], b.Labels["pod"]) })
+	data, err := json.Marshal(groups)
+	Expect(err).NotTo(HaveOccurred())
+	if old, err := os.ReadFile(path); err == nil && string(old) == string(data) {
+		return
+	}
+	Expect(os.WriteFile(path+".tmp", data, 0o644)).To(Succeed())
+	Expect(os.Rename(path+".tmp", path)).To(Succeed())
 }
 
 // pods returns the names of the fleet's pods that are not terminating, sorted.

@@ -63,7 +63,7 @@ var _ = Describe("Kubervisor installed by its chart on a real node", func() {
 		By("phase 3: the other keeps failing: back once, ejected again, then paused (retryAndPause, maxRetryCount 1)")
 		Eventually(f.traffic(bad)).WithTimeout(time.Minute).Should(Equal(kvv1.TrafficPause), describeManagers)
 		Expect(f.endpoints()).NotTo(ContainElement(bad))
-		Expect(f.state(bad).RetryCount).To(Equal(2))
+		Expect(f.state(bad).RetryCount).To(Equal(int32(2)))
 
 		By("the client saw errors from the failing pods only")
 		Expect(f.load.failures(bad, healed)).To(BeEmpty())
@@ -193,8 +193,8 @@ var _ = Describe("Kubervisor installed by its chart on a real node", func() {
 		GinkgoWriter.Printf("real node, leader deleted: the first pod restored %s after its due time\n", late.Round(time.Millisecond))
 		// Late by at most the takeover: the Lease's duration (15s) and one retry period, plus a pass.
 		Expect(late).To(BeNumerically("<", 25*time.Second))
-		Expect(f.state(first).RetryCount).To(Equal(1), "ejected once")
-		Expect(f.state(second).RetryCount).To(Equal(1), "ejected once")
+		Expect(f.state(first).RetryCount).To(Equal(int32(1)), "ejected once")
+		Expect(f.state(second).RetryCount).To(Equal(int32(1)), "ejected once")
 		Expect(floor()).To(BeNumerically(">=", 2))
 
 		By("the Deployment replaces the deleted replica: two Ready again, through their real probes")

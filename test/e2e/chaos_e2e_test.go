@@ -71,7 +71,9 @@ var _ = Describe("Chaos on the detector's backend", func() {
 		// detector would eject both deviating pods meanwhile.
 		time.Sleep(time.Until(latest(killed.Add(3*period), time.Now().Add(period))))
 		Expect(prom.Running()).To(BeFalse())
-		Expect(s.endpoints()).To(Equal(pods), "nobody ejected while Prometheus is down")
+		for _, p := range pods {
+			Expect(s.traffic(p)()).To(Equal(kvv1.TrafficYes), "nobody ejected while Prometheus is down")
+		}
 		failed := kvsMetric(s, "kubervisor_detector_errors_total") - errorsBefore
 
 		By("Prometheus starts again on the same port and data directory")
@@ -232,7 +234,8 @@ var _ = Describe("Chaos on the detector's backend", func() {
 		const jsonType = "application/json"
 		modes := []struct {
 			fault promFault
-			// result is what the breaker's status says, ready whether Ready stays True.
+			// result is what the breaker's status says (it differs from the previous mode's), ready whether Ready
+			// stays True.
 			result types.GomegaMatcher
 			ready  bool
 		}{
@@ -245,14 +248,17 @@ var _ = Describe("Chaos on the detector's backend", func() {
 			{promFault{"a vector missing the pod label", http.StatusOK, jsonType,
 				vector(podSeries(pods[0], "500"), series(fmt.Sprintf(`"namespace":%q,"code":"500"`, s.ns)))},
 				ContainSubstring(`has no label "pod"`), false},
-			{promFault{"HTTP 500", http.StatusInternalServerError, jsonType, flagging}, ContainSubstring("500"), false},
+			{promFault{"HTTP 500", http.StatusInternalServerError, jsonType, flagging}, ContainSubstring("server error: 500"), false},
 		}
 		var report []string
+		lastResult := func() string { return s.breaker()().LastResult }
+		prev := lastResult()
 		for _, m := range modes {
 			By("Prometheus's answers replaced by " + m.fault.name)
 			from := time.Now()
 			proxy.setFault(&m.fault)
-			Eventually(s.breaker()).Should(HaveField("LastResult", m.result))
+			Eventually(lastResult).Should(And(m.result, Not(Equal(prev))))
+			prev = lastResult()
 			ready := metav1.ConditionFalse
 			if m.ready {
 				ready = metav1.ConditionTrue
@@ -260,7 +266,7 @@ var _ = Describe("Chaos on the detector's backend", func() {
 			Eventually(s.condition(kvv1.ConditionReady)).Should(HaveField("Status", ready))
 			Consistently(func(g Gomega) {
 				g.Expect(s.endpoints()).To(Equal(pods))
-				g.Expect(s.breaker()().LastResult).To(m.result)
+				g.Expect(lastResult()).To(Equal(prev))
 			}).WithTimeout(3 * time.Second).Should(Succeed())
 			st := s.breaker()()
 			answered := proxy.between(from, time.Now())

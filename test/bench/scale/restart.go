@@ -26,6 +26,11 @@ type RestartResult struct {
 	Watched       []string `json:"watched"`
 	Resynced      int      `json:"resynced"`
 	ResyncSeconds float64  `json:"resyncSeconds"`
+	// LeaseRenewedSeconds is when the manager's leader-election Lease was first updated after the SIGKILL, and
+	// LeaseGapSeconds how long it went without an update then (the manager exits past its renew deadline,
+	// controller-runtime's 10s by default).
+	LeaseRenewedSeconds float64 `json:"leaseRenewedSeconds"`
+	LeaseGapSeconds     float64 `json:"leaseGapSeconds"`
 	// Refused counts the manager's requests the API server refused (a status >= 300) after the restart, by
 	// "verb resource code", e.g. 403 while its authorizer loads the roles.
 	Refused map[string]int `json:"refused,omitempty"`
@@ -113,14 +118,21 @@ func (b *bench) reconnection(r *RestartResult, killed time.Time) error {
 	}
 	watched := map[string]bool{}
 	rewatched := map[string]time.Time{}
-	var reconnected time.Time
+	var reconnected, renewedBefore, renewed time.Time
 	for _, e := range entries {
 		resource := e.ObjectRef.Resource
+		leaseRenewal := resource == "leases" && e.Verb == "update" && e.Code() == 200
 		if e.StageTimestamp.Before(killed) {
 			if e.Verb == "watch" {
 				watched[resource] = true
 			}
+			if leaseRenewal && e.StageTimestamp.After(renewedBefore) {
+				renewedBefore = e.StageTimestamp
+			}
 			continue
+		}
+		if leaseRenewal && (renewed.IsZero() || e.StageTimestamp.Before(renewed)) {
+			renewed = e.StageTimestamp
 		}
 		if e.Code() >= 300 {
 			r.Refused[fmt.Sprintf("%s %s %d", e.Verb, resource, e.Code())]++
@@ -137,6 +149,9 @@ func (b *bench) reconnection(r *RestartResult, killed time.Time) error {
 	}
 	if !reconnected.IsZero() {
 		r.ReconnectSeconds = reconnected.Sub(killed).Seconds()
+	}
+	if !renewed.IsZero() && !renewedBefore.IsZero() {
+		r.LeaseRenewedSeconds, r.LeaseGapSeconds = renewed.Sub(killed).Seconds(), renewed.Sub(renewedBefore).Seconds()
 	}
 	for resource := range watched {
 		r.Watched = append(r.Watched, resource)
@@ -183,6 +198,8 @@ func restartTable(r *RestartResult) string {
 	fmt.Fprintf(&b, "  away (SIGKILL to healthy): %.1f s\n", r.AwaySeconds)
 	fmt.Fprintf(&b, "  manager answered again: %.1f s after the SIGKILL; watches of %d/%d resources (%s) re-established %.1f s after the SIGKILL\n",
 		r.ReconnectSeconds, r.Resynced, len(r.Watched), strings.Join(r.Watched, ", "), r.ResyncSeconds)
+	fmt.Fprintf(&b, "  leader-election Lease renewed %.1f s after the SIGKILL, %.1f s after its previous renewal\n",
+		r.LeaseRenewedSeconds, r.LeaseGapSeconds)
 	fmt.Fprintf(&b, "  over %.0f s from the SIGKILL: %d requests besides leader election, %d writes; %d leader-election requests\n",
 		r.WindowSeconds, r.Requests.Total, r.Requests.Writes, r.Requests.LeaderElection)
 	for _, q := range top(r.Requests.Requests, 8) {

@@ -77,6 +77,7 @@ var _ = Describe("make bench-scale at 500 pods / 50 KubervisorServices", func() 
 		r := res.Restart
 		Expect(r).NotTo(BeNil())
 		Expect(r.Exited).To(BeEmpty(), "the manager kept running")
+		Expect(r.LeaseRenewedSeconds).To(BeNumerically(">", 0), "the manager renewed its Lease after the restart")
 		Expect(r.Watched).To(ContainElements("pods", "services", "kubervisorservices"), "the audit log shows the manager's watches")
 		Expect(r.Resynced).To(Equal(len(r.Watched)), "every watch re-established after the restart")
 		Expect(r.Requests.Writes).To(BeZero(), "writes after the restart besides leader election: %v", r.Requests.Requests)

@@ -582,6 +582,12 @@ func kvsEvents(s *scenario, reason string) []eventsv1.Event {
 // floorRestorations reads kubervisor_floor_restorations_total of the scenario's KubervisorService from the
 // manager's /metrics (0 when the series does not exist).
 func floorRestorations(s *scenario) float64 {
+	return kvsMetric(s, "kubervisor_floor_restorations_total")
+}
+
+// kvsMetric reads a metric of the scenario's KubervisorService from the manager's /metrics, summed over its
+// series (breakers, results), 0 when it has none.
+func kvsMetric(s *scenario, name string) float64 {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+managerMetricsAddr()+"/metrics", nil)
 	Expect(err).NotTo(HaveOccurred())
 	resp, err := http.DefaultClient.Do(req)
@@ -593,7 +599,7 @@ func floorRestorations(s *scenario) float64 {
 	var total float64
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, "kubervisor_floor_restorations_total{") ||
+		if !strings.HasPrefix(line, name+"{") ||
 			!strings.Contains(line, `namespace="`+s.ns+`"`) || !strings.Contains(line, `kubervisorservice="`+s.name+`"`) {
 			continue
 		}
@@ -854,13 +860,20 @@ func (h *history) podsWhen(from time.Time, cond func(map[string]*corev1.Pod) boo
 
 // eachRestore calls fn for each version from `from` on in which one of pods went from traffic=no to yes.
 func (h *history) eachRestore(from time.Time, pods []string, fn func(at time.Time, pod string, state map[string]*corev1.Pod)) {
+	h.eachTrafficChange(from, pods, kvv1.TrafficNo, kvv1.TrafficYes, fn)
+}
+
+// eachTrafficChange calls fn for each version from `from` on in which one of pods went from traffic label
+// was to now.
+func (h *history) eachTrafficChange(from time.Time, pods []string, was, now string,
+	fn func(at time.Time, pod string, state map[string]*corev1.Pod)) {
 	last := map[string]string{}
 	h.replayPods(func(v podVersion, state map[string]*corev1.Pod) bool {
 		if !slices.Contains(pods, v.name) || v.pod == nil {
 			return false
 		}
 		t := v.pod.Labels[kvv1.LabelTraffic]
-		if !v.at.Before(from) && last[v.name] == kvv1.TrafficNo && t == kvv1.TrafficYes {
+		if !v.at.Before(from) && last[v.name] == was && t == now {
 			fn(v.at, v.name, state)
 		}
 		last[v.name] = t

@@ -76,6 +76,9 @@ type Config struct {
 	// APIServerAdoptionCPUProfile, when set, is where a CPU profile of kube-apiserver over adoption is
 	// written (as long as AdoptionProfileSeconds): where the writes of adoption spend the control plane.
 	APIServerAdoptionCPUProfile string
+	// RestartAPIServer restarts kube-apiserver after the steady window and observes the Steady window that
+	// follows (RestartResult).
+	RestartAPIServer bool
 	// KeepWorkDir keeps the work directory (audit log, manager log, kubeconfigs).
 	KeepWorkDir bool
 	// Log receives progress lines; default none.
@@ -122,6 +125,7 @@ type Result struct {
 	Reaction ReactionResult `json:"reaction"`
 	Steady   SteadyResult   `json:"steady"`
 	Shards   []ShardResult  `json:"shards,omitempty"`
+	Restart  *RestartResult `json:"restart,omitempty"`
 }
 
 // AdoptionResult is the time from the creation of the KubervisorServices until every pod carries
@@ -255,7 +259,12 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	if err := b.steady(ctx); err != nil {
 		return b.res, err
 	}
-	b.res.Shards, err = b.shardResults(ctx)
+	if b.res.Shards, err = b.shardResults(ctx); err != nil {
+		return b.res, err
+	}
+	if cfg.RestartAPIServer {
+		err = b.restartAPIServer(ctx)
+	}
 	return b.res, err
 }
 
@@ -290,10 +299,6 @@ func (b *bench) auditLogPath() string { return filepath.Join(b.workDir, "audit.l
 
 func (b *bench) startCluster(ctx context.Context) error {
 	user := cluster.ManagerUser()
-	policy := filepath.Join(b.workDir, "audit-policy.yaml")
-	if err := os.WriteFile(policy, []byte(auditPolicy(user.Name)), 0o644); err != nil {
-		return err
-	}
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return err
@@ -310,12 +315,8 @@ func (b *bench) startCluster(ctx context.Context) error {
 		// with its EndpointSlice controller: that one controller runs, and nothing else (no Deployment,
 		// ReplicaSet or garbage collector to compete with the manager for the two cores).
 		Controllers: []string{"endpointslice-controller"},
-		APIServerArgs: map[string][]string{
-			"audit-policy-file": {policy},
-			"audit-log-path":    {b.auditLogPath()},
-			"audit-log-format":  {"json"},
-			"audit-log-maxsize": {"0"},
-		},
+		// The audit log is the work directory's audit.log (auditLogPath), which Cluster.Audited reads too.
+		AuditPolicy: auditPolicy(user.Name),
 		Kubelet:     cluster.KubeletOptions{Namespace: namespace, Workers: 16},
 		ManagerUser: &user,
 		Log:         b.cfg.Log,

@@ -63,6 +63,8 @@ func main() {
 	flag.StringVar(&cfg.APIServerAdoptionCPUProfile, "apiserver-adoption-cpuprofile", "",
 		"write a CPU profile of kube-apiserver over adoption to this file")
 	flag.IntVar(&cfg.AdoptionProfileSeconds, "adoption-profile-seconds", 60, "how long the adoption CPU profile lasts")
+	flag.BoolVar(&cfg.RestartAPIServer, "restart-apiserver", false,
+		"after the steady window, restart kube-apiserver and observe the manager for -steady (reconnection, resync, writes, ejections, panics)")
 	flag.BoolVar(&cfg.KeepWorkDir, "keep", false, "keep the work directory (audit log, manager log)")
 	flag.BoolVar(&asJSON, "json", false, "print the results as JSON too")
 	flag.Parse()

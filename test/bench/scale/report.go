@@ -62,6 +62,7 @@ func (r *Result) Table() string {
 		fmt.Sprintf("%.0f / %.0f / %.0f ms (%d/%d pods)", x.Ms.P50, x.Ms.P99, x.Ms.Max, x.Ejected, x.Expected), "p99 <= 100 ms", x.Load)
 	_ = w.Flush()
 	b.WriteString(shardTable(r.Shards))
+	b.WriteString(restartTable(r.Restart))
 	for _, warn := range r.Warnings {
 		fmt.Fprintf(&b, "WARNING: %s\n", warn)
 	}

@@ -69,6 +69,22 @@ var _ = Describe("make bench-scale at 500 pods / 50 KubervisorServices", func() 
 			Expect(r.Write).To(BeFalse(), "a write in steady state besides leader election: %s %s", r.Verb, r.Resource)
 		}
 	})
+
+	It("reconnects after a restart of the API server in steady state: watches again, writes nothing, changes no pod, does not panic", func(ctx SpecContext) {
+		res := smoke(ctx, Config{Pods: 200, KVS: 20, Period: 5 * time.Second, AnomalyRate: 0.1, Steady: 20 * time.Second,
+			Timeout: 3 * time.Minute, RestartAPIServer: true})
+
+		r := res.Restart
+		Expect(r).NotTo(BeNil())
+		Expect(r.Exited).To(BeEmpty(), "the manager kept running")
+		Expect(r.LeaseRenewedSeconds).To(BeNumerically(">", 0), "the manager renewed its Lease after the restart")
+		Expect(r.Watched).To(ContainElements("pods", "services", "kubervisorservices"), "the audit log shows the manager's watches")
+		Expect(r.Resynced).To(Equal(len(r.Watched)), "every watch re-established after the restart")
+		Expect(r.Requests.Writes).To(BeZero(), "writes after the restart besides leader election: %v", r.Requests.Requests)
+		Expect(r.TrafficChanges).To(BeZero(), "no pod ejected or restored because of the restart")
+		Expect(r.Breakers).To(Equal(20), "every breaker evaluated across the restart")
+		Expect(r.Panics).To(BeZero(), "no panic in the manager's log")
+	})
 })
 
 // smoke runs the benchmark with cfg on bin/manager and reports its table.

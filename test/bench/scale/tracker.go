@@ -28,6 +28,9 @@ type tracker struct {
 	ejected  map[string]time.Time
 	kvsReady map[string]time.Time
 	last     time.Time // the latest first-named or first-Ready time
+	// traffic is each pod's kubervisor/traffic label as last seen, changes how many times one changed.
+	traffic map[string]string
+	changes int
 }
 
 type trackerCounts struct {
@@ -36,7 +39,8 @@ type trackerCounts struct {
 }
 
 func startTracker(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme) (*tracker, error) {
-	t := &tracker{ready: map[string]bool{}, named: map[string]time.Time{}, ejected: map[string]time.Time{}, kvsReady: map[string]time.Time{}}
+	t := &tracker{ready: map[string]bool{}, named: map[string]time.Time{}, ejected: map[string]time.Time{}, kvsReady: map[string]time.Time{},
+		traffic: map[string]string{}}
 	c, err := cache.New(cfg, cache.Options{
 		Scheme:            scheme,
 		DefaultNamespaces: map[string]cache.Config{namespace: {}},
@@ -82,9 +86,14 @@ func (t *tracker) observe(obj any) {
 		if _, seen := t.named[o.Name]; !seen && o.Labels[kvv1.LabelName] != "" {
 			t.named[o.Name], t.last = now, now
 		}
-		if _, seen := t.ejected[o.Name]; !seen && o.Labels[kvv1.LabelTraffic] == kvv1.TrafficNo {
+		traffic := o.Labels[kvv1.LabelTraffic]
+		if _, seen := t.ejected[o.Name]; !seen && traffic == kvv1.TrafficNo {
 			t.ejected[o.Name] = now
 		}
+		if was, seen := t.traffic[o.Name]; seen && was != traffic {
+			t.changes++
+		}
+		t.traffic[o.Name] = traffic
 	case *kvv1.KubervisorService:
 		if _, seen := t.kvsReady[o.Name]; !seen && meta.IsStatusConditionTrue(o.Status.Conditions, kvv1.ConditionReady) {
 			t.kvsReady[o.Name], t.last = now, now
@@ -109,4 +118,11 @@ func (t *tracker) ejectedOf(pods map[string]string) map[string]time.Time {
 		}
 	}
 	return out
+}
+
+// trafficChanges counts the changes of a pod's kubervisor/traffic label seen so far (its first value apart).
+func (t *tracker) trafficChanges() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.changes
 }

@@ -206,7 +206,7 @@ func nodeAPIServerArgs(apiArgs *envtest.Arguments) {
 
 // nodePrerequisites checks what the node needs on the host, all at once.
 func nodePrerequisites(assets string) error {
-	var missing []string
+	var missing, tools []string
 	for _, b := range []string{"kubelet", "kube-scheduler"} {
 		if _, err := os.Stat(filepath.Join(assets, b)); err != nil {
 			missing = append(missing, fmt.Sprintf("%s in %s (run `make node-assets`)", b, assets))
@@ -214,8 +214,11 @@ func nodePrerequisites(assets string) error {
 	}
 	for _, t := range append([]string{"unshare", "ip"}, hostTools...) {
 		if _, err := exec.LookPath(t); err != nil {
-			missing = append(missing, t+" on PATH (run `make node-assets`: Debian's containerd, runc, util-linux, iproute2)")
+			tools = append(tools, t)
 		}
+	}
+	if len(tools) > 0 {
+		missing = append(missing, strings.Join(tools, ", ")+" on PATH (run `make node-assets`: Debian's containerd, runc, util-linux, iproute2)")
 	}
 	for _, p := range []string{"bridge", "host-local", "loopback"} {
 		if _, err := os.Stat(filepath.Join(cniBinDir, p)); err != nil {
@@ -462,9 +465,10 @@ dir=%q
 	}
 	fmt.Fprintf(&script, `echo "node.sh: mounts done; starting containerd"
 containerd --config "$dir/containerd.toml" >>"$dir/containerd.log" 2>&1 &
-echo "node.sh: containerd pid $!"
+cpid=$!
+echo "node.sh: containerd pid $cpid"
 until [[ -e "$dir/images-imported" ]]; do
-  kill -0 %%1 2>/dev/null || { echo "node.sh: containerd exited (see $dir/containerd.log)"; exit 1; }
+  kill -0 "$cpid" 2>/dev/null || { echo "node.sh: containerd exited (see $dir/containerd.log)"; exit 1; }
   /usr/bin/sleep 0.1
 done
 echo "node.sh: starting the kubelet"

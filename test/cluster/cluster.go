@@ -298,7 +298,7 @@ func (c *Cluster) startControlPlane() error {
 	apiArgs := apiServer.Configure()
 	if opts.Node != nil {
 		// envtest keeps certificates it finds: these also name the `kubernetes` ClusterIP, for pods.
-		if apiServer.SecureServing.CA, err = nodeServingCerts(certDir); err != nil {
+		if apiServer.CA, err = nodeServingCerts(certDir); err != nil {
 			return fmt.Errorf("writing kube-apiserver's certificates: %w", err)
 		}
 		nodeAPIServerArgs(apiArgs)
@@ -381,7 +381,7 @@ func (c *Cluster) startKubelet() error {
 }
 
 func (c *Cluster) startControllerManager(ctx context.Context) error {
-	kcmUser, err := c.env.AddUser(envtest.User{Name: "kubervisor-harness:kube-controller-manager", Groups: []string{"system:masters"}}, nil)
+	kcmUser, err := c.env.AddUser(envtest.User{Name: "kubervisor-harness:kube-controller-manager", Groups: []string{mastersGroup}}, nil)
 	if err != nil {
 		return fmt.Errorf("provisioning the kube-controller-manager user: %w", err)
 	}

@@ -45,6 +45,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -112,7 +113,7 @@ func (o NodeOptions) NodeIP() (net.IP, *net.IPNet, error) {
 }
 
 // hostTools are the programs the kubelet and containerd may run, linked into the node's PATH.
-var hostTools = []string{"mount", "umount", "du", "nice", "ionice", "find", "containerd", "containerd-shim-runc-v2", "runc", "ctr"}
+var hostTools = []string{"mount", "umount", "du", "nice", "ionice", "find", PartContainerd, "containerd-shim-runc-v2", "runc", "ctr"}
 
 // nodePaths are the host paths containerd, runc, the CNI plugins and the kubelet write whatever their
 // configuration says: node.sh mounts a tmpfs over each in its private mount namespace.
@@ -139,6 +140,19 @@ type Node struct {
 
 	wg sync.WaitGroup
 }
+
+// The parts of the node a NodeSetupError names.
+const (
+	PartPrerequisites = "prerequisites"
+	PartBridge        = "bridge"
+	PartContainerd    = "containerd"
+	PartImages        = "images"
+	PartKubelet       = "kubelet"
+	PartScheduler     = "kube-scheduler"
+)
+
+// mastersGroup is the group every harness component but the manager is in (system:masters).
+const mastersGroup = "system:masters"
 
 // NodeSetupError is a fault of the node's set-up: which part, and why.
 type NodeSetupError struct {
@@ -207,7 +221,7 @@ func nodeAPIServerArgs(apiArgs *envtest.Arguments) {
 // nodePrerequisites checks what the node needs on the host, all at once.
 func nodePrerequisites(assets string) error {
 	var missing, tools []string
-	for _, b := range []string{"kubelet", "kube-scheduler"} {
+	for _, b := range []string{PartKubelet, PartScheduler} {
 		if _, err := os.Stat(filepath.Join(assets, b)); err != nil {
 			missing = append(missing, fmt.Sprintf("%s in %s (run `make node-assets`)", b, assets))
 		}
@@ -220,7 +234,7 @@ func nodePrerequisites(assets string) error {
 	if len(tools) > 0 {
 		missing = append(missing, strings.Join(tools, ", ")+" on PATH (run `make node-assets`: Debian's containerd, runc, util-linux, iproute2)")
 	}
-	for _, p := range []string{"bridge", "host-local", "loopback"} {
+	for _, p := range []string{PartBridge, "host-local", "loopback"} {
 		if _, err := os.Stat(filepath.Join(cniBinDir, p)); err != nil {
 			missing = append(missing, "CNI plugin "+filepath.Join(cniBinDir, p)+" (run `make node-assets`: Debian's containernetworking-plugins)")
 		}
@@ -229,7 +243,7 @@ func nodePrerequisites(assets string) error {
 		missing = append(missing, "root (the node mounts, creates a bridge and runs containers)")
 	}
 	if len(missing) > 0 {
-		return &NodeSetupError{Part: "prerequisites", Err: errors.New("missing: " + strings.Join(missing, "; "))}
+		return &NodeSetupError{Part: PartPrerequisites, Err: errors.New("missing: " + strings.Join(missing, "; "))}
 	}
 	return nil
 }
@@ -245,7 +259,7 @@ func (c *Cluster) startNode(ctx context.Context) (err error) {
 	n := &Node{opts: o, name: c.opts.Kubelet.NodeName, dir: filepath.Join(c.workDir, "node")}
 	c.node = n
 	if n.nodeIP, _, err = o.NodeIP(); err != nil {
-		return &NodeSetupError{Part: "bridge", Err: err}
+		return &NodeSetupError{Part: PartBridge, Err: err}
 	}
 	n.socket = filepath.Join(n.dir, "containerd.sock")
 	for _, d := range []string{"bin", "cni/net.d", "cni/ipam", "kubelet", "sysctl"} {
@@ -257,12 +271,12 @@ func (c *Cluster) startNode(ctx context.Context) (err error) {
 		return err
 	}
 	if err := n.createBridge(); err != nil {
-		return &NodeSetupError{Part: "bridge", Err: err}
+		return &NodeSetupError{Part: PartBridge, Err: err}
 	}
 	if err := n.forwardService(c.cfg.Host); err != nil {
-		return &NodeSetupError{Part: "bridge", Err: fmt.Errorf("forwarding %s:443 to kube-apiserver: %w", ServiceClusterIP, err)}
+		return &NodeSetupError{Part: PartBridge, Err: fmt.Errorf("forwarding %s:443 to kube-apiserver: %w", ServiceClusterIP, err)}
 	}
-	kubeletUser, err := c.env.AddUser(envtest.User{Name: "system:node:" + n.name, Groups: []string{"system:nodes", "system:masters"}}, nil)
+	kubeletUser, err := c.env.AddUser(envtest.User{Name: "system:node:" + n.name, Groups: []string{"system:nodes", mastersGroup}}, nil)
 	if err != nil {
 		return fmt.Errorf("provisioning the kubelet user: %w", err)
 	}
@@ -276,7 +290,7 @@ func (c *Cluster) startNode(ctx context.Context) (err error) {
 	c.logf("starting containerd and the kubelet (node %s on %s, pods in %s)", n.name, o.Bridge, o.PodCIDR)
 	if n.proc, err = StartProcess("node", "unshare", []string{"--mount", "--propagation", "private", "--fork",
 		"bash", filepath.Join(n.dir, "node.sh")}, filepath.Join(n.dir, "node.log"), nil); err != nil {
-		return &NodeSetupError{Part: "containerd", Err: err}
+		return &NodeSetupError{Part: PartContainerd, Err: err}
 	}
 	if err := n.waitContainerd(ctx); err != nil {
 		return err
@@ -292,7 +306,7 @@ func (c *Cluster) startNode(ctx context.Context) (err error) {
 }
 
 func (c *Cluster) startScheduler() error {
-	u, err := c.env.AddUser(envtest.User{Name: "system:kube-scheduler", Groups: []string{"system:masters"}}, nil)
+	u, err := c.env.AddUser(envtest.User{Name: "system:kube-scheduler", Groups: []string{mastersGroup}}, nil)
 	if err != nil {
 		return fmt.Errorf("provisioning the kube-scheduler user: %w", err)
 	}
@@ -304,7 +318,7 @@ func (c *Cluster) startScheduler() error {
 	p, err := StartProcess(name, filepath.Join(c.opts.AssetsDir, name),
 		[]string{"--kubeconfig=" + kubeconfig, "--leader-elect=false", "--secure-port=0"}, c.LogPath(name), nil)
 	if err != nil {
-		return &NodeSetupError{Part: name, Err: err}
+		return &NodeSetupError{Part: PartScheduler, Err: err}
 	}
 	c.node.sched = p
 	return nil
@@ -324,13 +338,13 @@ func (n *Node) createBridge() error {
 	_ = exec.Command("ip", "link", "delete", n.opts.Bridge).Run() // a leftover of a crashed run, or nothing
 	_, cidr, _ := net.ParseCIDR(n.opts.PodCIDR)
 	ones, _ := cidr.Mask.Size()
-	for _, args := range [][]string{
-		{"link", "add", n.opts.Bridge, "type", "bridge"},
-		{"addr", "add", n.nodeIP.String() + "/" + strconv.Itoa(ones), "dev", n.opts.Bridge},
-		{"addr", "add", ServiceClusterIP + "/32", "dev", n.opts.Bridge},
-		{"link", "set", n.opts.Bridge, "up"},
+	for _, args := range []string{
+		"link add " + n.opts.Bridge + " type bridge",
+		"addr add " + n.nodeIP.String() + "/" + strconv.Itoa(ones) + " dev " + n.opts.Bridge,
+		"addr add " + ServiceClusterIP + "/32 dev " + n.opts.Bridge,
+		"link set " + n.opts.Bridge + " up",
 	} {
-		if err := run("ip", args...); err != nil {
+		if err := run("ip", strings.Fields(args)...); err != nil {
 			return err
 		}
 	}
@@ -381,7 +395,7 @@ func (n *Node) writeConfigs(kubeletPath, kubeconfig string) error {
 	for _, t := range hostTools {
 		path, err := exec.LookPath(t)
 		if err != nil {
-			return &NodeSetupError{Part: "prerequisites", Err: err}
+			return &NodeSetupError{Part: PartPrerequisites, Err: err}
 		}
 		link := filepath.Join(n.dir, "bin", t)
 		_ = os.Remove(link)
@@ -392,7 +406,8 @@ func (n *Node) writeConfigs(kubeletPath, kubeconfig string) error {
 	containerd := fmt.Sprintf(`version = 2
 root = "/var/lib/containerd"
 state = "/run/containerd"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
 [grpc]
   address = %q
 [plugins."io.containerd.grpc.v1.cri"]
@@ -506,11 +521,11 @@ func (n *Node) waitContainerd(ctx context.Context) error {
 			}
 		}
 		if !n.proc.Running() {
-			return &NodeSetupError{Part: "containerd", Err: fmt.Errorf("exited before serving %s: %v; end of node.log:\n%s\nend of containerd.log:\n%s",
+			return &NodeSetupError{Part: PartContainerd, Err: fmt.Errorf("exited before serving %s: %v; end of node.log:\n%s\nend of containerd.log:\n%s",
 				n.socket, n.proc.Err(), logTail(n.proc.LogPath()), logTail(filepath.Join(n.dir, "containerd.log")))}
 		}
 		if time.Now().After(deadline) {
-			return &NodeSetupError{Part: "containerd", Err: fmt.Errorf("no socket %s after %s; end of containerd.log:\n%s",
+			return &NodeSetupError{Part: PartContainerd, Err: fmt.Errorf("no socket %s after %s; end of containerd.log:\n%s",
 				n.socket, n.opts.StartTimeout, logTail(filepath.Join(n.dir, "containerd.log")))}
 		}
 		select {
@@ -526,7 +541,7 @@ func (n *Node) importImages(ctx context.Context) error {
 	for _, img := range n.opts.Images {
 		out, err := exec.CommandContext(ctx, "ctr", "--address", n.socket, "-n", "k8s.io", "images", "import", "--no-unpack=false", img).CombinedOutput()
 		if err != nil {
-			return &NodeSetupError{Part: "images", Err: fmt.Errorf("importing %s: %w: %s", img, err, strings.TrimSpace(string(out)))}
+			return &NodeSetupError{Part: PartImages, Err: fmt.Errorf("importing %s: %w: %s", img, err, strings.TrimSpace(string(out)))}
 		}
 	}
 	return nil
@@ -542,10 +557,11 @@ func (n *Node) waitReady(ctx context.Context, c *Cluster) error {
 		}
 		kubeletLog := filepath.Join(n.dir, "kubelet.log")
 		if !n.proc.Running() {
-			return &NodeSetupError{Part: "kubelet", Err: fmt.Errorf("exited: %v; end of kubelet.log:\n%s", n.proc.Err(), logTail(kubeletLog))}
+			return &NodeSetupError{Part: PartKubelet, Err: fmt.Errorf("exited: %v; end of kubelet.log:\n%s", n.proc.Err(), logTail(kubeletLog))}
 		}
 		if time.Now().After(deadline) {
-			return &NodeSetupError{Part: "kubelet", Err: fmt.Errorf("node %s not Ready after %s; end of kubelet.log:\n%s", n.name, n.opts.StartTimeout, logTail(kubeletLog))}
+			return &NodeSetupError{Part: PartKubelet, Err: fmt.Errorf("node %s not Ready after %s; end of kubelet.log:\n%s",
+				n.name, n.opts.StartTimeout, logTail(kubeletLog))}
 		}
 		select {
 		case <-ctx.Done():
@@ -618,7 +634,7 @@ func killCgroups(name string) error {
 		roots = append(roots, "/sys/fs/cgroup/"+name)
 	}
 	var last error
-	for attempt := 0; attempt < 100; attempt++ {
+	for range 100 {
 		last = nil
 		for _, root := range roots {
 			var dirs []string
@@ -628,15 +644,15 @@ func killCgroups(name string) error {
 				}
 				return nil
 			})
-			for i := len(dirs) - 1; i >= 0; i-- {
-				procs, _ := os.ReadFile(filepath.Join(dirs[i], "cgroup.procs"))
-				for _, f := range strings.Fields(string(procs)) {
+			for _, dir := range slices.Backward(dirs) {
+				procs, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+				for f := range strings.FieldsSeq(string(procs)) {
 					if pid, err := strconv.Atoi(f); err == nil {
 						_ = syscall.Kill(pid, syscall.SIGKILL)
 					}
 				}
-				if err := syscall.Rmdir(dirs[i]); err != nil && !errors.Is(err, syscall.ENOENT) {
-					last = fmt.Errorf("removing cgroup %s: %w", dirs[i], err)
+				if err := syscall.Rmdir(dir); err != nil && !errors.Is(err, syscall.ENOENT) {
+					last = fmt.Errorf("removing cgroup %s: %w", dir, err)
 				}
 			}
 		}

@@ -53,7 +53,7 @@ func TestNodeSetupFaults(t *testing.T) {
 			t.Setenv("PATH", dir)
 			return assets
 		},
-		part: "prerequisites", want: "missing: containerd on PATH",
+		part: cluster.PartPrerequisites, want: "missing: containerd on PATH",
 	}, {
 		name: "containerd exits",
 		setup: func(t *testing.T) string {
@@ -61,7 +61,7 @@ func TestNodeSetupFaults(t *testing.T) {
 			t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
 			return assets
 		},
-		part: "containerd", want: "failed to load config (a test)",
+		part: cluster.PartContainerd, want: "failed to load config (a test)",
 	}, {
 		name: "the kubelet exits",
 		setup: func(t *testing.T) string {
@@ -73,7 +73,7 @@ func TestNodeSetupFaults(t *testing.T) {
 			}
 			return dir
 		},
-		part: "kubelet", want: "failed to run Kubelet (a test)",
+		part: cluster.PartKubelet, want: "failed to run Kubelet (a test)",
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := tc.setup(t)

@@ -344,29 +344,24 @@ func (p *Prometheus) writeConfig() error {
 		}
 		fmt.Fprintf(&b, "- job_name: %s\n  metrics_path: %s\n", strconv.Quote(j.Name), strconv.Quote(path))
 		if len(j.Files) > 0 {
-			b.WriteString("  file_sd_configs:\n  - refresh_interval: 1s\n    files: [")
-			for i, f := range j.Files {
-				if i > 0 {
-					b.WriteString(", ")
-				}
-				b.WriteString(strconv.Quote(f))
-			}
-			b.WriteString("]\n")
-			continue
+			fmt.Fprintf(&b, "  file_sd_configs:\n  - refresh_interval: 1s\n    files: [%s]\n", quoted(j.Files))
+		} else {
+			fmt.Fprintf(&b, "  static_configs:\n  - targets: [%s]\n", quoted(j.Targets))
 		}
-		b.WriteString("  static_configs:\n  - targets: [")
-		for i, t := range j.Targets {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString(strconv.Quote(t))
-		}
-		b.WriteString("]\n")
 	}
 	if err := os.WriteFile(p.configPath(), []byte(b.String()), 0o644); err != nil {
 		return fmt.Errorf("writing the Prometheus configuration: %w", err)
 	}
 	return nil
+}
+
+// quoted renders strings as the items of a YAML flow sequence.
+func quoted(items []string) string {
+	q := make([]string, len(items))
+	for i, s := range items {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, ", ")
 }
 
 // promDuration renders d in Prometheus's duration syntax (integer units only).

@@ -3,8 +3,10 @@ package main
 
 import (
 	"crypto/tls"
+	"errors"
 	"flag"
 	"os"
+	"time"
 
 	// Import all Kubernetes client auth plugins (e.g. Azure, GCP, OIDC, etc.)
 	// to ensure that exec-entrypoint and run can make use of them.
@@ -46,6 +48,7 @@ func main() {
 	var kvsSelector, podSelector, endpointsFile string
 	var qps float64
 	var burst int
+	var leaseDuration, renewDeadline, retryPeriod time.Duration
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. "+
 		"Use :8443 for HTTPS or :8080 for HTTP, or leave as 0 to disable the metrics service.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the probe endpoint binds to.")
@@ -79,6 +82,16 @@ func main() {
 			"pods only; pods outside it are never adopted. Empty caches every pod (the others as small stubs).")
 	flag.StringVar(&leaderElectionID, "leader-election-id", "kubervisor.breaker.kubervisor.io",
 		"Name of the leader election Lease; give each shard its own.")
+	// NOTE: the defaults are client-go's. A leader that cannot renew within the renew deadline exits (and its
+	// Pod restarts); an API server away for longer than that, a restart under load, costs the leader one
+	// restart and the standby takes over. A longer deadline rides out longer outages and delays a takeover
+	// after a crash by as much (docs/deploying.md).
+	flag.DurationVar(&leaseDuration, "leader-elect-lease-duration", 15*time.Second,
+		"How long a standby waits, after the last renewal it saw, before it takes the leader election Lease.")
+	flag.DurationVar(&renewDeadline, "leader-elect-renew-deadline", 10*time.Second,
+		"How long the leader keeps trying to renew the Lease before it gives up leadership and exits; less than the lease duration.")
+	flag.DurationVar(&retryPeriod, "leader-elect-retry-period", 2*time.Second,
+		"How often the candidates try to take or renew the Lease.")
 	flag.StringVar(&endpointsFile, "detector-endpoints", "",
 		"File of named detector endpoints (URL, TLS, credentials, headers: docs/detector-endpoints.md), re-read when it "+
 			"changes; a file that does not exist defines none. Empty: no named endpoints.")
@@ -91,6 +104,11 @@ func main() {
 	shardSelector, err := labels.Parse(kvsSelector)
 	if err != nil {
 		setupLog.Error(err, "Invalid --kubervisorservice-selector", "selector", kvsSelector)
+		os.Exit(1)
+	}
+	if retryPeriod <= 0 || renewDeadline <= retryPeriod || leaseDuration <= renewDeadline {
+		setupLog.Error(errors.New("want 0 < retry period < renew deadline < lease duration"), "Invalid leader election timings",
+			"leaseDuration", leaseDuration, "renewDeadline", renewDeadline, "retryPeriod", retryPeriod)
 		os.Exit(1)
 	}
 	pods, err := labels.Parse(podSelector)
@@ -126,6 +144,9 @@ func main() {
 		LeaderElectionNamespace: leaderElectionNamespace,
 		// The manager exits at once when it loses the lease, so the next leader starts clean.
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &leaseDuration,
+		RenewDeadline:                 &renewDeadline,
+		RetryPeriod:                   &retryPeriod,
 		Cache:                         controller.CacheOptions(watchNamespace, shardSelector, pods),
 	})
 	if err != nil {

@@ -15,6 +15,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
+	"github.com/kubervisor/kubervisor/internal/memlimit"
 	"github.com/kubervisor/kubervisor/test/cluster"
 	"github.com/kubervisor/kubervisor/test/image"
 )
@@ -109,6 +112,16 @@ var _ = BeforeSuite(func() {
 	installTook = time.Since(began)
 	GinkgoWriter.Printf("helm install to both replicas Ready: %s\n", installTook.Round(time.Millisecond))
 	Eventually(leader).WithTimeout(time.Minute).ShouldNot(BeEmpty())
+
+	By("the Go runtime's memory limit is 90 % of the container's, read from the cgroup the real runtime made")
+	limit := managerDeployment().Spec.Template.Spec.Containers[0].Resources.Limits.Memory().Value()
+	Expect(limit).To(BeNumerically(">", 0))
+	logs, err := kubectl("-n", releaseNS, "logs", "-l", "control-plane=controller-manager", "--tail=-1")
+	Expect(err).NotTo(HaveOccurred(), logs)
+	m := regexp.MustCompile(`"goMemoryLimit":(\d+)`).FindStringSubmatch(logs)
+	Expect(m).NotTo(BeNil(), "no goMemoryLimit in the managers' logs:\n%s", logs)
+	Expect(strconv.ParseInt(m[1], 10, 64)).To(Equal(int64(float64(limit)*memlimit.Share)), "the container's limit is %d", limit)
+	GinkgoWriter.Printf("manager container: memory limit %d, GOMEMLIMIT %s\n", limit, m[1])
 })
 
 // helm runs bin/helm against the cluster as its administrator and returns its combined output.

@@ -106,8 +106,8 @@ func main() {
 		setupLog.Error(err, "Invalid --kubervisorservice-selector", "selector", kvsSelector)
 		os.Exit(1)
 	}
-	if retryPeriod <= 0 || renewDeadline <= retryPeriod || leaseDuration <= renewDeadline {
-		setupLog.Error(errors.New("want 0 < retry period < renew deadline < lease duration"), "Invalid leader election timings",
+	if err := checkLeaderElection(leaseDuration, renewDeadline, retryPeriod); err != nil {
+		setupLog.Error(err, "Invalid leader election timings",
 			"leaseDuration", leaseDuration, "renewDeadline", renewDeadline, "retryPeriod", retryPeriod)
 		os.Exit(1)
 	}
@@ -188,4 +188,13 @@ func main() {
 		setupLog.Error(err, "Problem running manager")
 		os.Exit(1)
 	}
+}
+
+// checkLeaderElection refuses timings client-go's leader election cannot keep: a leader must retry its
+// renewal at least once before its deadline, and give up before a standby may take the Lease.
+func checkLeaderElection(leaseDuration, renewDeadline, retryPeriod time.Duration) error {
+	if retryPeriod <= 0 || renewDeadline <= retryPeriod || leaseDuration <= renewDeadline {
+		return errors.New("want 0 < --leader-elect-retry-period < --leader-elect-renew-deadline < --leader-elect-lease-duration")
+	}
+	return nil
 }

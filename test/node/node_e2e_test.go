@@ -32,17 +32,6 @@ func leader() string {
 	return pod
 }
 
-// without returns all but drop, in order.
-func without(all []string, drop ...string) []string {
-	var out []string
-	for _, s := range all {
-		if !slices.Contains(drop, s) {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 func periodic(period string) *kvv1.ActivatorStrategy {
 	return &kvv1.ActivatorStrategy{Mode: kvv1.ActivatorModePeriodic, Period: new(intstr.FromString(period))}
 }
@@ -140,7 +129,7 @@ var _ = Describe("Kubervisor installed by its chart on a real node", func() {
 
 		By("the incident: one pod fails and is ejected, three serve (the floor)")
 		f.fail(bad, 0.9)
-		Eventually(f.endpoints).WithTimeout(time.Minute).Should(Equal(without(pods, bad)), describeManagers)
+		Eventually(f.endpoints).WithTimeout(time.Minute).Should(Equal(slices.DeleteFunc(slices.Clone(pods), func(p string) bool { return p == bad })), describeManagers)
 		floor := f.watchFloor()
 
 		By("kubectl drain of the node: it evicts one pod at a time (the PDB), each terminating gracefully")

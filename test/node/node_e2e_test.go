@@ -11,6 +11,7 @@ import (
 	. "github.com/onsi/gomega"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -157,7 +158,8 @@ var _ = Describe("Kubervisor installed by its chart on a real node", func() {
 			By("a serving pod was evicted first: two serve, under the floor of three; Kubervisor restores the ejected one")
 			Eventually(f.traffic(bad)).WithTimeout(time.Minute).Should(Equal(kvv1.TrafficYes), describeManagers)
 			GinkgoWriter.Printf("real node, drain: start to the ejected pod restored: %s\n", time.Since(began).Round(time.Millisecond))
-			Expect(f.events(kvv1.EventFloorRestored)).NotTo(BeEmpty())
+			// The event is sent after the label write, by the manager's asynchronous recorder.
+			Eventually(func() []eventsv1.Event { return f.events(kvv1.EventFloorRestored) }).WithTimeout(30 * time.Second).ShouldNot(BeEmpty())
 		}
 
 		By("uncordoned (replacements can start): the drain finishes, every drained pod replaced")

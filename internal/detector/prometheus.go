@@ -1,7 +1,9 @@
 package detector
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -79,10 +81,12 @@ func (d *prometheusDetector) Detect(ctx context.Context, req Request) (Result, e
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
+	head := &answerHead{}
+	ctx = context.WithValue(ctx, answerHeadKey{}, head)
 
 	value, warnings, err := d.api.Query(ctx, d.promQL, d.now(), opts...)
 	if err != nil {
-		return Result{}, fmt.Errorf("querying Prometheus at %s for breaker %q: %w", d.address, d.breaker, d.describeQueryError(ctx, err))
+		return Result{}, fmt.Errorf("querying Prometheus at %s for breaker %q: %w", d.address, d.breaker, d.describeQueryError(ctx, err, head))
 	}
 	vector, ok := value.(model.Vector)
 	if !ok {
@@ -154,8 +158,9 @@ func serverTimeout(ctx context.Context, limit time.Duration) time.Duration {
 
 // describeQueryError adds what client_golang leaves out: the body of a non-API error (e.g. the text of a
 // 503 from a proxy), which limit a timeout hit, and what was expected when the answer could not be
-// decoded (client_golang refuses a "string" result with only "unexpected value type").
-func (d *prometheusDetector) describeQueryError(ctx context.Context, err error) error {
+// decoded (client_golang refuses a "string" result with only "unexpected value type"). head is the
+// beginning of the answer's body, as read.
+func (d *prometheusDetector) describeQueryError(ctx context.Context, err error, head *answerHead) error {
 	var (
 		apiErr *promv1.Error
 		urlErr *url.Error
@@ -165,6 +170,12 @@ func (d *prometheusDetector) describeQueryError(ctx context.Context, err error) 
 		// Without the request that the transport's error (a *url.Error) prefixes: the address is said already.
 		return errAnswerTooLarge
 	case errors.As(err, &apiErr):
+		// An answer client_golang could not read as JSON (bad_response): the JSON decoder's own words
+		// ("readObjectStart: expect { or n, ...") say little to a reader of the status; what the answer was
+		// says more (an HTML page from a proxy, an answer cut short).
+		if why := head.notJSON(); apiErr.Type == promv1.ErrBadResponse && why != "" {
+			return fmt.Errorf("%s: %s", d.decoding(), why)
+		}
 		if apiErr.Detail != "" {
 			return fmt.Errorf("%w (body %s)", err, snippet([]byte(apiErr.Detail)))
 		}
@@ -172,9 +183,50 @@ func (d *prometheusDetector) describeQueryError(ctx context.Context, err error) 
 	case errors.As(err, &urlErr) || ctx.Err() != nil:
 		return timeoutError(ctx, d.timeout, err)
 	default:
-		return fmt.Errorf("decoding the answer to %s promQL %q (expected an instant vector with %s): %w",
-			d.kind, d.promQL, d.analyzer.expects(), err)
+		return fmt.Errorf("%s: %w", d.decoding(), err)
 	}
+}
+
+// decoding names what was being decoded, for errors.
+func (d *prometheusDetector) decoding() string {
+	return fmt.Sprintf("decoding the answer to %s promQL %q (expected an instant vector with %s)", d.kind, d.promQL, d.analyzer.expects())
+}
+
+// answerHeadKey is the context key under which Detect hands limitedTransport the answerHead to fill.
+type answerHeadKey struct{}
+
+// answerHead keeps the first headBytes bytes of an answer's body and counts the rest, so that an answer
+// that cannot be decoded can be described by what it was. The body is read by client_golang before Query
+// returns, so Detect reads it after without a lock.
+type answerHead struct {
+	status int // the HTTP status code
+	b      []byte
+	total  int64
+}
+
+const headBytes = 512
+
+func (h *answerHead) record(p []byte) {
+	if room := headBytes - len(h.b); room > 0 {
+		h.b = append(h.b, p[:min(room, len(p))]...)
+	}
+	h.total += int64(len(p))
+}
+
+// notJSON says why the answer was not JSON, with how it begins, or "" when that cannot be told from its
+// head (a long answer that begins like JSON, or none read).
+func (h *answerHead) notJSON() string {
+	if h == nil || h.total == 0 {
+		return ""
+	}
+	first := bytes.TrimLeft(h.b, " \t\r\n")
+	switch {
+	case len(first) > 0 && first[0] != '{':
+		return fmt.Sprintf("the answer (HTTP %d) is not JSON: %d bytes beginning %s", h.status, h.total, snippet(first))
+	case h.total <= int64(len(h.b)) && !json.Valid(h.b):
+		return fmt.Sprintf("the answer (HTTP %d) is not complete JSON: %d bytes, %s", h.status, h.total, snippet(h.b))
+	}
+	return ""
 }
 
 // valueType names a query result's type as Prometheus does ("scalar", "matrix", "string").
@@ -272,7 +324,11 @@ func (t limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		_ = resp.Body.Close()
 		return nil, errAnswerTooLarge
 	}
-	resp.Body = &limitedBody{body: resp.Body, left: maxBodyBytes}
+	head, _ := req.Context().Value(answerHeadKey{}).(*answerHead)
+	if head != nil { // a redirect's body, drained by net/http, is not the answer's
+		*head = answerHead{status: resp.StatusCode, b: head.b[:0]}
+	}
+	resp.Body = &limitedBody{body: resp.Body, left: maxBodyBytes, head: head}
 	return resp, nil
 }
 
@@ -280,6 +336,7 @@ func (t limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 type limitedBody struct {
 	body io.ReadCloser
 	left int64
+	head *answerHead // nil: not recorded
 }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
@@ -292,6 +349,9 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	}
 	n, err := b.body.Read(p)
 	b.left -= int64(n)
+	if b.head != nil {
+		b.head.record(p[:n])
+	}
 	if b.left < 0 {
 		return 0, errAnswerTooLarge
 	}

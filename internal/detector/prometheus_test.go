@@ -99,3 +99,81 @@ func TestPrometheusAnswerSizeCap(t *testing.T) {
 		})
 	}
 }
+
+// TestPrometheusAnswerNotJSON: an answer that is not JSON (a proxy's HTML page, an answer cut short) is
+// described by what it was, not by the JSON decoder's words; the other errors keep theirs.
+func TestPrometheusAnswerNotJSON(t *testing.T) {
+	const (
+		page      = "<html><body><h1>502 Bad Gateway</h1></body></html>"
+		truncated = `{"status":"success","data":{"resultType":"vector","result":[{"metric":{"pod":"a"},"val`
+	)
+	tests := map[string]struct {
+		status      int
+		body        string
+		redirect    string // the body of a redirect to the answer
+		wantErr     []string
+		wantMissing string // the decoder's wording that must not reach the message
+	}{
+		"an HTML page": {
+			status:      http.StatusOK,
+			body:        page,
+			wantErr:     []string{`decoding the answer to continuousValueDeviation promQL "x"`, `the answer (HTTP 200) is not JSON: 50 bytes beginning "<html><body>`},
+			wantMissing: "readObjectStart",
+		},
+		"an HTML page after whitespace, on a status whose body Prometheus's API writes (400)": {
+			status:      http.StatusBadRequest,
+			body:        "\n  " + page,
+			wantErr:     []string{`the answer (HTTP 400) is not JSON: 53 bytes beginning "<html>`},
+			wantMissing: "readObjectStart",
+		},
+		"an answer cut short": {
+			status:      http.StatusOK,
+			body:        truncated,
+			wantErr:     []string{`the answer (HTTP 200) is not complete JSON: 86 bytes, "{\"status\":\"success\"`},
+			wantMissing: "ReadMapCB",
+		},
+		"an answer cut short behind a redirect with an HTML body": {
+			status:   http.StatusOK,
+			body:     truncated,
+			redirect: page,
+			wantErr:  []string{`is not complete JSON: 86 bytes`},
+		},
+		"an error page keeps its status and body": {
+			status:  http.StatusBadGateway,
+			body:    page,
+			wantErr: []string{`server error: 502 (body "<html>`},
+		},
+		"JSON of the wrong shape keeps the decoder's words": {
+			status:      http.StatusOK,
+			body:        `{"status":"success","data":{"resultType":"vector","result":"x"}}`,
+			wantErr:     []string{`decoding the answer to continuousValueDeviation promQL "x"`},
+			wantMissing: "is not JSON",
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.redirect != "" && r.URL.Path != "/moved/api/v1/query" {
+					w.Header().Set("Location", "/moved/api/v1/query")
+					w.WriteHeader(http.StatusTemporaryRedirect)
+					_, _ = w.Write([]byte(tc.redirect))
+					return
+				}
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(tc.status)
+				_, _ = w.Write([]byte(tc.body))
+			}))
+			t.Cleanup(srv.Close)
+			c := &v1alpha1.ContinuousValueDeviation{PrometheusService: srv.URL, PromQL: "x", PodNameKey: "pod"}
+			det, err := New(&v1alpha1.BreakerStrategy{Name: "b", ContinuousValueDeviation: c}, Options{Timeout: 10 * time.Second})
+			if err != nil {
+				t.Fatalf("New() error = %v", err)
+			}
+			_, err = det.Detect(context.Background(), Request{Namespace: "shop", Pods: podSet("a")})
+			checkErr(t, err, tc.wantErr)
+			if tc.wantMissing != "" && strings.Contains(err.Error(), tc.wantMissing) {
+				t.Errorf("Detect() error = %q, want it without %q", err, tc.wantMissing)
+			}
+		})
+	}
+}

@@ -240,9 +240,9 @@ var _ = Describe("Chaos on the detector's backend", func() {
 			ready  bool
 		}{
 			{promFault{"not JSON", http.StatusOK, "text/html", "<html><body><h1>502 Bad Gateway</h1></body></html>"},
-				HavePrefix(kvv1.ResultErrorPrefix), false},
+				And(HavePrefix(kvv1.ResultErrorPrefix), ContainSubstring(`the answer (HTTP 200) is not JSON: 50 bytes beginning "<html>`)), false},
 			{promFault{"truncated JSON", http.StatusOK, jsonType, flagging[:len(flagging)*2/3]},
-				HavePrefix(kvv1.ResultErrorPrefix), false},
+				And(HavePrefix(kvv1.ResultErrorPrefix), ContainSubstring("the answer (HTTP 200) is not complete JSON")), false},
 			{promFault{"a vector naming unknown pods", http.StatusOK, jsonType, vector(podSeries("ghost-0", "500"), podSeries("ghost-1", "500"))},
 				Equal(kvv1.ResultNoData), true},
 			{promFault{"a vector missing the pod label", http.StatusOK, jsonType,

@@ -46,7 +46,7 @@ const (
 	AnnotationRequestFor    = "kubervisor/request-for"
 	AnnotationRequestForce  = "kubervisor/request-force"
 	// AnnotationRequestOutcome is the controller's answer to the last request: its request-at, a space,
-	// then "Done: …" or "Refused: …".
+	// then OutcomeDonePrefix or OutcomeRefusedPrefix and what was done or why not.
 	AnnotationRequestOutcome = "kubervisor/request-outcome"
 	// A pod ejected by hand carries who ejected it, why, and until when (RFC 3339; unset: until
 	// restored); the activator's mode does not apply to it. Its kubervisor/strategy label is ManualStrategy.
@@ -148,6 +148,14 @@ const (
 	ReasonGatesPresent       = "EveryPodHasTheGate"
 	ReasonSelectorMode       = "SelectorMode"
 	ReasonReadinessGateMode  = "ReadinessGateMode"
+)
+
+// The two kinds of answer to a manual request, in kubervisor/request-outcome after its request-at.
+const (
+	// OutcomeDonePrefix starts the answer to a request carried out: "Done: ejected by alice until restored".
+	OutcomeDonePrefix = "Done: "
+	// OutcomeRefusedPrefix starts the answer to a request refused, followed by why.
+	OutcomeRefusedPrefix = "Refused: "
 )
 
 // Values of status.breakers[].lastResult. An error is ResultErrorPrefix followed by what went wrong.

@@ -109,7 +109,7 @@ func (r *KubervisorServiceReconciler) answer(ctx context.Context, kvs *kvv1.Kube
 func (r *KubervisorServiceReconciler) done(ctx context.Context, kvs *kvv1.KubervisorService, obs *observation, pod *corev1.Pod,
 	rq podstate.ManualRequest, action podstate.Patch, reason, what string) error {
 	base, traffic := pod.ResourceVersion, podstate.TrafficOf(pod)
-	if err := patchPod(ctx, r.Client, pod, action.Merge(podstate.Answer(rq.At, "Done: "+what))); err != nil {
+	if err := patchPod(ctx, r.Client, pod, action.Merge(podstate.Done(rq.At, what))); err != nil {
 		return err
 	}
 	if t := podstate.TrafficOf(pod); t != traffic {
@@ -132,7 +132,7 @@ func (r *KubervisorServiceReconciler) done(ctx context.Context, kvs *kvv1.Kuberv
 // refuse answers a request it does not carry out, with a Warning event.
 func (r *KubervisorServiceReconciler) refuse(ctx context.Context, kvs *kvv1.KubervisorService, pod *corev1.Pod, rq podstate.ManualRequest,
 	why string) error {
-	if err := patchPod(ctx, r.Client, pod, podstate.Answer(rq.At, "Refused: "+why)); err != nil {
+	if err := patchPod(ctx, r.Client, pod, podstate.Refused(rq.At, why)); err != nil {
 		return err
 	}
 	logf.FromContext(ctx).Info("Refused a manual request", "Pod", klog.KObj(pod), "request", rq.Action, "by", rq.By, "why", why)

@@ -119,7 +119,7 @@ func (r *PodReconciler) refuseUnsupervised(ctx context.Context, pod *corev1.Pod)
 		return nil
 	}
 	why := "no KubervisorService supervises this pod"
-	if err := patchPod(ctx, r.Client, pod, podstate.Answer(rq.At, "Refused: "+why)); err != nil {
+	if err := patchPod(ctx, r.Client, pod, podstate.Refused(rq.At, why)); err != nil {
 		return err
 	}
 	r.Recorder.Eventf(pod, nil, corev1.EventTypeWarning, kvv1.EventManualRefused, actionOf(rq),

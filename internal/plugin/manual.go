@@ -115,10 +115,10 @@ func (p *Plugin) Request(ctx context.Context, namespace, name string, r ManualRe
 		return fmt.Errorf("pod/%s: waiting for the outcome of the %s request (request-at %s): %w", name, r.Action, at, err)
 	}
 	switch {
-	case strings.HasPrefix(outcome, "Done:"):
+	case strings.HasPrefix(outcome, kvv1.OutcomeDonePrefix):
 		_, err := fmt.Fprintf(p.Out, "pod/%s: %s\n", name, outcome)
 		return err
-	case strings.HasPrefix(outcome, "Refused:"):
+	case strings.HasPrefix(outcome, kvv1.OutcomeRefusedPrefix):
 		return fmt.Errorf("pod/%s: %s", name, outcome)
 	default:
 		return fmt.Errorf("pod/%s: the controller answered %q, neither Done nor Refused", name, outcome)

@@ -100,6 +100,14 @@ func Answer(requestAt, outcome string) Patch {
 		RemoveAnnotations: slices.Clone(v1alpha1.RequestAnnotations)}
 }
 
+// Done answers the request made at requestAt as carried out: what was done.
+func Done(requestAt, what string) Patch { return Answer(requestAt, v1alpha1.OutcomeDonePrefix+what) }
+
+// Refused answers the request made at requestAt as refused, and why.
+func Refused(requestAt, why string) Patch {
+	return Answer(requestAt, v1alpha1.OutcomeRefusedPrefix+why)
+}
+
 // OutcomeOf returns the controller's answer to the request made at requestAt ("Done: …", "Refused: …",
 // as Answer wrote it, without its request-at); ok is false while the pod carries no answer to that request.
 func OutcomeOf(pod *corev1.Pod, requestAt string) (outcome string, ok bool) {

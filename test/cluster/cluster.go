@@ -305,6 +305,10 @@ func (c *Cluster) startControlPlane() error {
 	}
 	// A /12 leaves room for the thousands of Services of a benchmark (envtest's default is a /24).
 	apiArgs.Set("service-cluster-ip-range", "10.96.0.0/12")
+	// An open watch otherwise holds kube-apiserver's graceful stop until its 60 s request timeout, past
+	// envtest's 20 s stop timeout (a pod's watch whose FIN was lost with its network namespace, a client
+	// the test left running): with a grace period it closes them, and Stop takes seconds.
+	apiArgs.Set("shutdown-watch-termination-grace-period", "5s")
 	if opts.AuditPolicy != "" {
 		audit, err := auditArgs(c.workDir, opts.AuditPolicy)
 		if err != nil {

@@ -467,6 +467,11 @@ var _ = Describe("The local cluster harness", Ordered, func() {
 		}
 		Expect(child).NotTo(BeZero())
 		pids := []int{leader, child, c.ControllerManager().Pid(), prom.Process().Pid()}
+		// A watch nobody closes (a client the test left running, a pod whose connection died silently):
+		// kube-apiserver's graceful stop must not wait for it past envtest's stop timeout.
+		w, err := cs.CoreV1().Pods(ns).Watch(context.Background(), metav1.ListOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		defer w.Stop()
 
 		f.Stop()
 		f = nil

@@ -181,6 +181,7 @@ var _ = Describe("Kubervisor installed by its chart on a real node", func() {
 		GinkgoWriter.Printf("real node, drain: fewest ready endpoints seen: %d; requests %d, failures off the faulty pod %v\n",
 			least, f.load.total(), f.load.failures(bad))
 		Expect(least).To(BeNumerically(">=", 2), "one eviction at a time (PDB) and the ejected pod restored")
+		Expect(f.load.failures(bad)).To(BeEmpty(), "every drained pod served until its clients had dropped it (its shutdown delay)")
 	})
 
 	It("survives the leader Pod deleted with --grace-period=0 during an incident: the standby takes over, the floor held, nothing ejected twice or restored late", func() {

@@ -49,9 +49,10 @@ type app struct {
 	duration prometheus.Histogram
 	priceNow prometheus.GaugeFunc
 
-	mu     sync.Mutex
-	now    behaviour
-	errAcc float64 // the share of an error carried to the next request, so that rates are exact
+	mu          sync.Mutex
+	now         behaviour
+	terminating bool    // SIGTERM came: /healthz fails whatever now.Ready says
+	errAcc      float64 // the share of an error carried to the next request, so that rates are exact
 }
 
 func newApp(basePrice float64, delay time.Duration, initial behaviour) (*app, error) {
@@ -115,7 +116,7 @@ func (a *app) price() float64 {
 //
 //	GET  /                                     a price (200), or 500 for a share errorRate of requests
 //	GET  /metrics                              the metrics, for Prometheus
-//	GET  /healthz                              200 when ready, else 503 (the readiness probe)
+//	GET  /healthz                              200 when ready and not shutting down, else 503 (the readiness probe)
 //	GET  /state                                the behaviour, as JSON
 //	POST /fault?errorRate=0.5&deviation=3      change either or both
 //	POST /heal                                 back to the error rate and deviation of the flags
@@ -161,13 +162,20 @@ func (a *app) handlePrice(w http.ResponseWriter, r *http.Request) {
 
 func (a *app) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 	a.mu.Lock()
-	ready := a.now.Ready
+	ready := a.now.Ready && !a.terminating
 	a.mu.Unlock()
 	if !ready {
 		http.Error(w, "not ready", http.StatusServiceUnavailable)
 		return
 	}
 	_, _ = w.Write([]byte("ok\n"))
+}
+
+// terminate makes /healthz fail for good: the pod is shutting down.
+func (a *app) terminate() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.terminating = true
 }
 
 func (a *app) handleState(w http.ResponseWriter, _ *http.Request) {

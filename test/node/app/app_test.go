@@ -221,7 +221,7 @@ func TestShutdownFinishesRequestsInFlight(t *testing.T) {
 	addr := ln.Addr().String()
 	ctx, cancel := context.WithCancel(t.Context())
 	served := make(chan error, 1)
-	go func() { served <- serve(ctx, ln, a.handler(), 5*time.Second) }()
+	go func() { served <- serve(ctx, ln, a, 0, 5*time.Second) }()
 
 	answered := make(chan int, 1)
 	go func() {
@@ -251,5 +251,65 @@ func TestShutdownFinishesRequestsInFlight(t *testing.T) {
 	if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		_ = conn.Close()
 		t.Error("a new connection was accepted after the shutdown")
+	}
+}
+
+// TestShutdownServesForTheDelay: after SIGTERM (serve's context ending) the app goes on answering new
+// connections for the delay, with /healthz failing, so that clients can drop it from their endpoints
+// first; then it refuses them.
+func TestShutdownServesForTheDelay(t *testing.T) {
+	a, err := newApp(100, 0, behaviour{Deviation: 1, Ready: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + ln.Addr().String()
+	ctx, cancel := context.WithCancel(t.Context())
+	served := make(chan error, 1)
+	go func() { served <- serve(ctx, ln, a, time.Second, 5*time.Second) }()
+	get := func(path string) (int, error) {
+		c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}} // a new connection each time
+		resp, err := c.Get(base + path)
+		if err != nil {
+			return 0, err
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	if code, err := get("/healthz"); err != nil || code != http.StatusOK {
+		t.Fatalf("/healthz before the shutdown = %d, %v; want 200", code, err)
+	}
+	cancel()
+	// The 503 shows that the shutdown began; within the delay, a price is still answered.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		code, err := get("/healthz")
+		if err != nil {
+			t.Fatalf("/healthz during the delay: %v", err)
+		}
+		if code == http.StatusServiceUnavailable {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/healthz still answers %d after the shutdown began", code)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if code, err := get("/"); err != nil || code != http.StatusOK {
+		t.Errorf("GET / during the delay = %d, %v; want 200", code, err)
+	}
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("serve() = %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve() did not return within 10s of the shutdown")
+	}
+	if _, err := get("/"); err == nil {
+		t.Error("a connection after the shutdown was accepted")
 	}
 }

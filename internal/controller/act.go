@@ -39,6 +39,9 @@ func (r *KubervisorServiceReconciler) act(ctx context.Context, kvs *kvv1.Kubervi
 	log := logf.FromContext(ctx)
 	outcomes := make(map[string]breakerOutcome, len(ev.breakers))
 	var queued eventQueue
+	for name, age := range ev.stale {
+		log.Info("Dropped a detector answer older than the breaker's period; asking again", "breaker", name, "age", age.String())
+	}
 	for _, b := range ev.breakers {
 		if !b.kind.failed() {
 			continue

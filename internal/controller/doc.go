@@ -87,7 +87,9 @@
 // spec generation they were asked for:
 //
 //   - a breaker has at most one query in flight: a pass that finds one waiting starts no other;
-//   - an answer is taken by one pass, which removes it: it is judged once;
+//   - an answer is taken by one pass, which removes it: it is judged once, and only within the breaker's
+//     period of its coming (flight.staleAt); an older one is dropped with a log line and the breaker asked
+//     again, so a pass held up for longer than a period never acts on evidence a newer question replaces;
 //   - a spec change (the memory is reset), a deletion, or a KubervisorService that can no longer be
 //     evaluated (its memory forgotten) cancels its queries and drops their answers; an answer asked for
 //     another UID or generation is dropped, never judged against a spec it was not asked for;

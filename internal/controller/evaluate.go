@@ -32,6 +32,9 @@ type evaluation struct {
 	// flying are the due breakers whose queries are in flight, not judged by this pass (not in breakers, not
 	// scheduled: they stay due), with the time by which the pass is to run again if no answer wakes it.
 	flying map[string]time.Time
+	// stale are the breakers whose answer came longer than their period ago, and its age: dropped unjudged
+	// (flight.staleAt), the breaker asked again.
+	stale map[string]time.Duration
 }
 
 // outcomeKind is the typed result of one evaluation; status.breakers[].lastResult is derived from it.
@@ -166,12 +169,15 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 		b := &kvs.Spec.Breakers[i]
 		q := &query{b: b, key: flightKey{kvs: key, breaker: b.Name},
 			be: breakerEval{name: b.Name, dryRun: kvs.Spec.IsDryRun(b) || !selectorActive, gateMode: kvs.Spec.GateMode()}}
-		switch f, state := r.memory.flights.take(q.key, kvs.UID, kvs.Generation); state {
-		case landed:
+		switch f, state := r.memory.flights.take(q.key, kvs.UID, kvs.Generation); {
+		case state == landed && f.staleAt(now):
+			// Dropped, never judged: the breaker is due, and asked again below.
+			ev.staleAnswer(b.Name, now.Sub(f.came))
+		case state == landed:
 			q.land(f, &ev)
 			queries = append(queries, q)
 			continue
-		case flying:
+		case state == flying:
 			ev.fly(b.Name, now.Add(f.timeout))
 			continue
 		}
@@ -245,6 +251,14 @@ func (ev *evaluation) fly(name string, by time.Time) {
 		ev.flying = map[string]time.Time{}
 	}
 	ev.flying[name] = by
+}
+
+// staleAnswer records an answer dropped as too old.
+func (ev *evaluation) staleAnswer(name string, age time.Duration) {
+	if ev.stale == nil {
+		ev.stale = map[string]time.Duration{}
+	}
+	ev.stale[name] = age
 }
 
 // maxQueriesPerPass bounds the detector queries one pass sends at once.
@@ -332,11 +346,12 @@ func (r *KubervisorServiceReconciler) fly(ctx context.Context, k flightKey, f *f
 		qctx, cancel := context.WithTimeout(ctx, f.timeout)
 		start := r.Clock.Now()
 		res, err = d.Detect(qctx, req)
-		f.took = r.Clock.Since(start)
+		f.came = r.Clock.Now()
+		f.took = f.came.Sub(start)
 		cancel()
 		<-slots
 	case <-ctx.Done():
-		err = ctx.Err()
+		f.came, err = r.Clock.Now(), ctx.Err()
 	}
 	if r.memory.flights.land(k, f, res, err) && r.wake != nil {
 		r.wake(k.kvs)

@@ -47,9 +47,17 @@ type flight struct {
 	res    detector.Result
 	err    error
 	took   time.Duration
+	// came is when the answer came (the reconciler's clock), set with took.
+	came time.Time
 	// wake is set by a pass that found the query still running: its answer then wakes the KubervisorService.
 	wake bool
 }
+
+// staleAt reports whether the answer, at now, came longer ago than the breaker's period: it is then not
+// judged, and the breaker is asked again. A pass judges an answer within moments of its coming (the answer
+// wakes its KubervisorService); only a pass held up for longer (a backed-up work queue, a dropped wake-up
+// whose requeue came late) can find one this old, and a newer question would have been asked by then.
+func (f *flight) staleAt(now time.Time) bool { return now.Sub(f.came) > f.period }
 
 // answered reports whether the query has its answer.
 func (f *flight) answered() bool {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -263,6 +264,36 @@ func TestQueryAnsweredAfterItsPass(t *testing.T) {
 	mustPass(h, r)
 	if n := held.calls.Load(); n != 1 || len(h.patches) != 0 || h.statusWrites != 0 {
 		t.Errorf("a pass after the answer asked %d times, patched %v, wrote status %d times; want nothing", n, h.patches, h.statusWrites)
+	}
+}
+
+// TestStaleAnswerIsAskedAgain: an answer that waited longer than the breaker's period for a pass (a
+// backed-up work queue, a wake-up lost) is not judged: the breaker is asked again, and the new answer is.
+func TestStaleAnswerIsAskedAgain(t *testing.T) {
+	h, r, held, woken := heldHarness(t)
+	passGivingUp(t, h, r, held)
+	held.answers <- []string{"p1"}
+	within(t, woken, "the wake-up")
+
+	// No pass for longer than the period (5s) after the answer came.
+	h.clock.Step(5*time.Second + time.Millisecond)
+	passGivingUp(t, h, r, held)
+	if got := h.traffic("p1"); got[0] != kvv1.TrafficYes {
+		t.Errorf("p1 traffic = %v: an answer older than the period was judged", got)
+	}
+	if n := held.calls.Load(); n != 2 {
+		t.Errorf("the breaker was asked %d times, want 2 (asked again in place of the stale answer)", n)
+	}
+	if got := breakerResults(h.kvs()); strings.Contains(got, "slow=") {
+		t.Errorf("breakers in status: %q, want fast only (slow's stale answer not judged)", got)
+	}
+
+	// The new answer, judged at once, is.
+	held.answers <- []string{"p1"}
+	within(t, woken, "the second wake-up")
+	mustPass(h, r)
+	if got := h.traffic("p1"); got[0] != kvv1.TrafficNo {
+		t.Errorf("p1 traffic = %v, want ejected by the fresh answer", got)
 	}
 }
 

@@ -515,8 +515,8 @@ func (c *Cluster) Stop() error {
 	return c.stopErr
 }
 
-// RestartAPIServer kills kube-apiserver (SIGKILL: a crash; a graceful stop drains watches for longer than
-// envtest waits) and starts it again on the same port, certificates and etcd; every client keeps its
+// RestartAPIServer kills kube-apiserver (SIGKILL: a crash, which its clients see as a connection gone, not
+// the watches a graceful stop closes) and starts it again on the same port, certificates and etcd; every client keeps its
 // credentials. It returns once the new one is healthy, with how long the API server was away. Not safe with
 // a concurrent Stop.
 func (c *Cluster) RestartAPIServer() (time.Duration, error) {

@@ -94,7 +94,8 @@
 //     evaluated (its memory forgotten) cancels its queries and drops their answers; an answer asked for
 //     another UID or generation is dropped, never judged against a spec it was not asked for;
 //   - a query's context is its own (the reconcile's values, not its cancellation), bounded by the
-//     detector's timeout and cancelled by the above.
+//     detector's timeout and cancelled by the above, and by the manager stopping (inFlight.stop, a
+//     runnable of the manager): no query outlives it.
 //
 // The goroutines read nothing of the memory (the pass hands them the detector and the request) and write
 // only their own entry of the book. A query's goroutine lasts at most its timeout: it is not a goroutine

@@ -75,6 +75,8 @@ func (f *flight) answered() bool {
 type inFlight struct {
 	mu      sync.Mutex
 	flights map[flightKey]*flight
+	// stopped is set when the manager stops: every query is cancelled and none is started again.
+	stopped bool
 }
 
 func newInFlight() *inFlight { return &inFlight{flights: map[flightKey]*flight{}} }
@@ -114,11 +116,14 @@ func (b *inFlight) take(k flightKey, uid types.UID, generation int64) (*flight, 
 	}
 }
 
-// start enters a query in the book, unless the breaker already has one for this UID and generation (it is
-// then not started: false). One for another UID or generation is cancelled and replaced.
+// start enters a query in the book, unless the breaker already has one for this UID and generation or the
+// book is stopped (it is then not started: false). One for another UID or generation is cancelled and replaced.
 func (b *inFlight) start(k flightKey, f *flight) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.stopped {
+		return false
+	}
 	if old, ok := b.flights[k]; ok {
 		if old.uid == f.uid && old.generation == f.generation {
 			return false
@@ -148,5 +153,17 @@ func (b *inFlight) drop(kvs types.NamespacedName) {
 			f.cancel()
 			delete(b.flights, k)
 		}
+	}
+}
+
+// stop cancels every query and starts none after: the manager is stopping, and no query is to outlive it
+// by its timeout.
+func (b *inFlight) stop() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.stopped = true
+	for k, f := range b.flights {
+		f.cancel()
+		delete(b.flights, k)
 	}
 }

@@ -109,6 +109,23 @@ func TestInFlightBook(t *testing.T) {
 	}
 }
 
+// TestInFlightBookStop: stopping the book (the manager stops) cancels every query, and none starts after.
+func TestInFlightBookStop(t *testing.T) {
+	book := newInFlight()
+	a, aErr := newFlight("u1", 1)
+	b, bErr := newFlight("u2", 1)
+	book.start(flightKey{kvs: types.NamespacedName{Namespace: testNS, Name: "a"}, breaker: "x"}, a)
+	book.start(flightKey{kvs: types.NamespacedName{Namespace: testNS, Name: "b"}, breaker: "x"}, b)
+	book.stop()
+	if !errors.Is(aErr(), context.Canceled) || !errors.Is(bErr(), context.Canceled) || len(book.flights) != 0 {
+		t.Errorf("after stop: queries %v, %v, %d in the book; want both cancelled, none left", aErr(), bErr(), len(book.flights))
+	}
+	late, _ := newFlight("u1", 1)
+	if book.start(flightKey{kvs: types.NamespacedName{Namespace: testNS, Name: "a"}, breaker: "x"}, late) {
+		t.Error("a query was started after stop")
+	}
+}
+
 // heldDetector holds each query until the test answers it on answers (the pods flagged), telling asked when
 // a query comes and cancelled when one's context ends first.
 type heldDetector struct {

@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -294,6 +295,15 @@ func (r *KubervisorServiceReconciler) SetupWithManager(mgr ctrl.Manager, workers
 			Object: &kvv1.KubervisorService{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}:
 		default:
 		}
+	}
+	// The queries in flight end with the manager, not up to their timeout after it.
+	stopQueries := manager.RunnableFunc(func(ctx context.Context) error {
+		<-ctx.Done()
+		r.memory.flights.stop()
+		return nil
+	})
+	if err := mgr.Add(stopQueries); err != nil {
+		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("kubervisorservice").

@@ -391,21 +391,22 @@ type PeerOutlier struct {
 }
 
 // CustomService delegates anomaly detection to an HTTP service.
-// +kubebuilder:validation:XValidation:rule="!has(self.url) || !self.url.startsWith('/') || has(self.endpoint)",message="url is a path only with endpoint"
 // +kubebuilder:validation:XValidation:rule="!has(self.endpoint) || !has(self.url) || self.url.startsWith('/')",message="with endpoint, url is a path under the endpoint's URL (starting with /)"
 type CustomService struct {
-	// url is the service to ask: host:port/path or an http(s):// URL; with endpoint, a path under the
-	// endpoint's URL (starting with /) or nothing. It receives a GET with the query parameters namespace,
+	// url is the service to ask: host:port/path or an http(s):// URL; or a path (starting with /) under the
+	// URL of the named endpoint or, without endpoint, of the manager's default endpoint (SPEC §2.3); with
+	// endpoint, a path or nothing. It receives a GET with the query parameters namespace,
 	// kubervisorservice and breaker, and answers 200 with a v1 PodList (JSON or YAML) or
 	// {"pods": ["name", ...]}, worst first.
 	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=2048
-	// +kubebuilder:validation:XValidation:rule="self.startsWith('/') || (self.matches('^https?://') ? isURL(self) : self.matches('^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?(/.*)?$'))",message="must be host:port/path, an http(s):// URL, or a path (with endpoint)"
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('/') || (self.matches('^https?://') ? isURL(self) : self.matches('^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?(/.*)?$'))",message="must be host:port/path, an http(s):// URL, or a path under a detector endpoint"
 	URL string `json:"url,omitempty"`
 
 	// endpoint names a detector endpoint the manager's administrators defined (SPEC §2.3); url is then a
-	// path under its URL. With neither url nor endpoint, the manager's default endpoint is used.
+	// path under its URL. Without endpoint, a url that is only a path, or no url, uses the manager's default
+	// endpoint.
 	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63

@@ -223,7 +223,7 @@ var _ = Describe("Admission", func() {
 		}, "spec.breakers[0].continuousValueDeviation.maxDeviationPercent", "greater than or equal to 0"}),
 		Entry("custom service url with a space", invalid{func(s map[string]any) {
 			s["breakers"] = []any{map[string]any{"name": "c", "customService": map[string]any{"url": "detector :8080/x"}}}
-		}, "spec.breakers[0].customService.url", "host:port/path, an http(s):// URL, or a path (with endpoint)"}),
+		}, "spec.breakers[0].customService.url", "host:port/path, an http(s):// URL, or a path under a detector endpoint"}),
 		Entry("unknown dryRun type", invalid{func(s map[string]any) { s["dryRun"] = "perhaps" },
 			"spec.dryRun", "boolean"}),
 		Entry("prometheusService and endpoint", invalid{func(s map[string]any) { discrete0(s)["endpoint"] = "thanos" },
@@ -232,9 +232,6 @@ var _ = Describe("Admission", func() {
 			delete(discrete0(s), "prometheusService")
 			discrete0(s)["endpoint"] = "Thanos_1"
 		}, "spec.breakers[0].discreteValueOutOfList.endpoint", "should match"}),
-		Entry("custom service path without endpoint", invalid{func(s map[string]any) {
-			s["breakers"] = []any{map[string]any{"name": "c", "customService": map[string]any{"url": "/v1/anomalies"}}}
-		}, "spec.breakers[0].customService", "url is a path only with endpoint"}),
 		Entry("custom service endpoint with a full url", invalid{func(s map[string]any) {
 			s["breakers"] = []any{map[string]any{"name": "c", "customService": map[string]any{"endpoint": "d", "url": "detector:8080/x"}}}
 		}, "spec.breakers[0].customService", "with endpoint, url is a path under the endpoint's URL"}),
@@ -254,6 +251,9 @@ var _ = Describe("Admission", func() {
 		}),
 		Entry("a custom service with an endpoint alone", func(s map[string]any) {
 			s["breakers"] = []any{map[string]any{"name": "c", "customService": map[string]any{"endpoint": "d"}}}
+		}),
+		Entry("a custom service with a path alone (under the default endpoint)", func(s map[string]any) {
+			s["breakers"] = []any{map[string]any{"name": "c", "customService": map[string]any{"url": "/v1/anomalies"}}}
 		}),
 		Entry("a custom service with nothing (the default endpoint)", func(s map[string]any) {
 			s["breakers"] = []any{map[string]any{"name": "c", "customService": map[string]any{}}}

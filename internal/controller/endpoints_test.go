@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kubervisor/kubervisor/api/v1alpha1"
@@ -129,5 +130,69 @@ func TestEndpointsInThePass(t *testing.T) {
 	}
 	if w := h.kvs().Status.Breakers[0].Warnings; len(w) != 0 {
 		t.Errorf("warnings %v after a clean configuration, want none", w)
+	}
+}
+
+// TestQueryTimeoutOfTheEndpoint: a query has maxQueryTimeout unless its detector endpoint sets a timeout,
+// which may lengthen it (a slow Thanos) as well as shorten it; never past the breaker's period. A
+// customService url that is only a path goes to the default endpoint (SPEC §2.3).
+func TestQueryTimeoutOfTheEndpoint(t *testing.T) {
+	tests := map[string]struct {
+		period       int32 // seconds
+		endpoint     string
+		custom       *kvv1.CustomService // nil: the breaker names the endpoint on a Prometheus detector
+		wantTimeout  time.Duration
+		wantEndpoint string
+	}{
+		"an endpoint without a timeout: the default":      {period: 60, endpoint: "  url: https://a.example\n", wantTimeout: maxQueryTimeout, wantEndpoint: "thanos"},
+		"an endpoint's timeout longer than the default":   {period: 60, endpoint: "  url: https://a.example\n  timeout: 30s\n", wantTimeout: 30 * time.Second, wantEndpoint: "thanos"},
+		"an endpoint's timeout longer than the period":    {period: 20, endpoint: "  url: https://a.example\n  timeout: 1m\n", wantTimeout: 20 * time.Second, wantEndpoint: "thanos"},
+		"an endpoint's timeout shorter than the default":  {period: 60, endpoint: "  url: https://a.example\n  timeout: 2s\n", wantTimeout: 2 * time.Second, wantEndpoint: "thanos"},
+		"a path alone, under the default endpoint":        {period: 60, endpoint: "  url: https://a.example\n  timeout: 30s\n", custom: &kvv1.CustomService{URL: "/v1/anomalies"}, wantTimeout: 30 * time.Second, wantEndpoint: "thanos"},
+		"an address of its own: no endpoint, the default": {period: 60, endpoint: "  url: https://a.example\n  timeout: 30s\n", custom: &kvv1.CustomService{URL: "detector:8080/v1"}, wantTimeout: maxQueryTimeout},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			fleet := []client.Object{testService(true), testPod("p0", "yes", nil), testPod("p1", "yes", nil)}
+			h := newHarness(t, append(fleet, testKVS(func(k *kvv1.KubervisorService) {
+				b := &k.Spec.Breakers[0]
+				b.EvaluationPeriod = new(intstr.FromInt32(tc.period))
+				if tc.custom != nil {
+					b.CustomService = tc.custom
+				} else {
+					b.CustomService = &kvv1.CustomService{Endpoint: "thanos"}
+				}
+			}, "b"))...)
+			file := filepath.Join(t.TempDir(), "endpoints.yaml")
+			if err := os.WriteFile(file, []byte("default: thanos\nendpoints:\n- name: thanos\n"+tc.endpoint), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			reg := endpoints.NewRegistry(file, logr.Discard())
+			if err := reg.Load(); err != nil {
+				t.Fatal(err)
+			}
+			opts := h.opts()
+			var got []detector.Options
+			factory := opts.NewDetector
+			opts.NewDetector = func(b *kvv1.BreakerStrategy, o detector.Options) (detector.Detector, error) {
+				got = append(got, o)
+				return factory(b, o)
+			}
+			opts.Endpoints = reg
+			r := NewKubervisorServiceReconciler(h.client, liveReader{Reader: h.client, h: h}, h.events, opts)
+			if _, err := h.pass(r); err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 1 {
+				t.Fatalf("%d detectors built, want 1", len(got))
+			}
+			endpoint := ""
+			if got[0].Endpoint != nil {
+				endpoint = got[0].Endpoint.Name
+			}
+			if got[0].Timeout != tc.wantTimeout || endpoint != tc.wantEndpoint {
+				t.Errorf("detector built with timeout %s and endpoint %q, want %s and %q", got[0].Timeout, endpoint, tc.wantTimeout, tc.wantEndpoint)
+			}
+		})
 	}
 }

@@ -205,7 +205,7 @@ func (r *KubervisorServiceReconciler) evaluate(ctx context.Context, kvs *kvv1.Ku
 		period, _ := b.EvaluationPeriodOf()
 		metrics.LastEvaluation.WithLabelValues(kvs.Namespace, kvs.Name, b.Name).Set(float64(now.UnixNano()) / 1e9)
 		q.answered = true
-		timeout := min(period, maxQueryTimeout)
+		timeout := r.queryTimeout(b, kvs.Namespace, period)
 		d, built, err := r.detectorOf(kvs, b, ev.endpointGen, mem, timeout)
 		if err != nil {
 			// No detector to ask: the failure is the answer, judged now.
@@ -472,6 +472,17 @@ func (r *KubervisorServiceReconciler) detectorOf(kvs *kvv1.KubervisorService, b 
 		return nil, nil, fmt.Errorf("configuring the detector: %w", err)
 	}
 	return d, d, nil
+}
+
+// queryTimeout bounds one query of the breaker: its detector endpoint's timeout when it sets one,
+// maxQueryTimeout otherwise, and never more than the breaker's period (SPEC §5 step 1). A query no longer
+// holds a worker (flights.go), so an administrator may give a slow backend (a Thanos over a long range)
+// more than the default, up to the period.
+func (r *KubervisorServiceReconciler) queryTimeout(b *kvv1.BreakerStrategy, namespace string, period time.Duration) time.Duration {
+	if ep, err := r.endpointOf(b, namespace); err == nil && ep != nil && ep.Timeout > 0 {
+		return min(period, ep.Timeout)
+	}
+	return min(period, maxQueryTimeout)
 }
 
 // endpointOf resolves the named endpoint the breaker's detector talks to (SPEC §2.3), nil when it names an

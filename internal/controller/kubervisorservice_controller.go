@@ -34,8 +34,9 @@ import (
 	"github.com/kubervisor/kubervisor/internal/podstate"
 )
 
-// maxQueryTimeout bounds one detector query whatever the evaluation period: a reconcile worker must not be
-// held for an hour by a breaker evaluated hourly.
+// maxQueryTimeout bounds one detector query whatever the evaluation period, unless the breaker's detector
+// endpoint sets a timeout of its own (queryTimeout): a backend that hangs is reported within seconds, not
+// after the hour of a breaker evaluated hourly.
 const maxQueryTimeout = 10 * time.Second
 
 // conflictRetry is the wait before a pass that lost an optimistic-lock race (its status write, or a pod

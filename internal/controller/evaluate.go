@@ -368,8 +368,8 @@ func (r *KubervisorServiceReconciler) judge(q *query, kvs *kvv1.KubervisorServic
 	switch {
 	case q.err != nil:
 		be.kind, be.err = outcomeError, q.err
-	case res.NoData && guards.OnNoDataError && b.CustomService == nil:
-		be.kind, be.err = outcomeError, errors.New("the answer holds no sample about any managed pod (onNoData: error): is the query broken?")
+	case (res.NoData || res.OutOfTrafficOnly) && guards.OnNoDataError && b.CustomService == nil:
+		be.kind, be.err = outcomeError, errors.New("the answer holds no sample about any managed pod in traffic (onNoData: error): is the query broken?")
 	case res.NoData:
 		be.kind = outcomeNoData
 	default:

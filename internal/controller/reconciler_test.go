@@ -141,6 +141,11 @@ func (d *fakeDetector) Detect(_ context.Context, req detector.Request) (detector
 		}
 	}
 	res.NoData = len(res.Anomalies) == 0
+	// As the Prometheus detectors say it: every sample (here, every flagged pod) about a pod out of traffic.
+	res.OutOfTrafficOnly = !res.NoData && req.InTraffic != nil && !slices.ContainsFunc(res.Anomalies, func(a detector.Anomaly) bool {
+		_, in := req.InTraffic[a.Pod]
+		return in
+	})
 	return res, nil
 }
 
@@ -398,6 +403,16 @@ func ejectPatch(name, rv string, retries int) string {
 		`"labels":{"kubervisor/strategy":"b","kubervisor/traffic":"no"},"resourceVersion":"%s"}}`, name, defaultFingerprint, retries+1, rv)
 }
 
+// onNoDataErrorKVS is a KubervisorService whose breaker "b" is a Prometheus detector with onNoData: error.
+func onNoDataErrorKVS() *kvv1.KubervisorService {
+	return testKVS(func(k *kvv1.KubervisorService) {
+		k.Spec.Breakers[0].CustomService = nil
+		k.Spec.Breakers[0].DiscreteValueOutOfList = &kvv1.DiscreteValueOutOfList{PrometheusService: "prometheus:9090",
+			PromQL: "sum(rate(x[1m])) by (code, pod)", Key: "code", PodNameKey: "pod", GoodValues: []string{"200"}}
+		k.Spec.Breakers[0].OnNoData = kvv1.OnNoDataError
+	}, "b")
+}
+
 func TestBreakerPass(t *testing.T) {
 	floor3 := func(k *kvv1.KubervisorService) { k.Spec.Breakers[0].MinPodsAvailableCount = new(int32(3)) }
 	fleet := func() []client.Object {
@@ -532,19 +547,28 @@ func TestBreakerPass(t *testing.T) {
 			wantStatusWrites: 1, wantCalls: map[string]int{"b": 1},
 		},
 		"onNoData error on a Prometheus detector: an empty answer is an error": {
-			objs: fleetN(4),
-			kvs: testKVS(func(k *kvv1.KubervisorService) {
-				k.Spec.Breakers[0].CustomService = nil
-				k.Spec.Breakers[0].DiscreteValueOutOfList = &kvv1.DiscreteValueOutOfList{PrometheusService: "prometheus:9090",
-					PromQL: "sum(rate(x[1m])) by (code, pod)", Key: "code", PodNameKey: "pod", GoodValues: []string{"200"}}
-				k.Spec.Breakers[0].OnNoData = kvv1.OnNoDataError
-			}, "b"),
+			objs:        fleetN(4),
+			kvs:         onNoDataErrorKVS(),
 			wantResult:  ctrl.Result{RequeueAfter: 5 * time.Second},
 			wantTraffic: []string{"yes", "yes", "yes", "yes"},
 			wantEvents: []string{"Warning DetectorFailed Evaluate KubervisorService/kvs: Breaker b: the answer holds no sample about " +
-				"any managed pod (onNoData: error): is the query broken?; no pod is ejected on this evaluation"},
+				"any managed pod in traffic (onNoData: error): is the query broken?; no pod is ejected on this evaluation"},
 			wantBreakers: []kvv1.BreakerStatus{{Name: "b", LastResult: "Error: the answer holds no sample about any managed pod " +
-				"(onNoData: error): is the query broken?"}},
+				"in traffic (onNoData: error): is the query broken?"}},
+			wantConditions:   append(slices.Clone(healthy), "EjectionAllowed=True/WithinFloor", "Ready=False/DetectorError"),
+			wantStatusWrites: 1, wantCalls: map[string]int{"b": 1},
+		},
+		"onNoData error: an answer about an ejected pod only (its stale series) is an error too": {
+			objs: []client.Object{testService(true), testPod("p0", "yes", nil), testPod("p1", "yes", nil), testPod("p2", "yes", nil),
+				testPod("p3", "yes", nil), recordedPod("e", 1, t0.Add(-time.Second))},
+			kvs:         onNoDataErrorKVS(),
+			answers:     map[string][]string{"b": {"e"}},
+			wantResult:  ctrl.Result{RequeueAfter: 5 * time.Second},
+			wantTraffic: []string{"yes", "yes", "yes", "yes"},
+			wantEvents: []string{"Warning DetectorFailed Evaluate KubervisorService/kvs: Breaker b: the answer holds no sample about " +
+				"any managed pod in traffic (onNoData: error): is the query broken?; no pod is ejected on this evaluation"},
+			wantBreakers: []kvv1.BreakerStatus{{Name: "b", LastResult: "Error: the answer holds no sample about any managed pod " +
+				"in traffic (onNoData: error): is the query broken?", EjectedPods: []string{"e"}}},
 			wantConditions:   append(slices.Clone(healthy), "EjectionAllowed=True/WithinFloor", "Ready=False/DetectorError"),
 			wantStatusWrites: 1, wantCalls: map[string]int{"b": 1},
 		},

@@ -46,9 +46,12 @@ type continuousCandidate struct {
 // analyze flags the managed pods whose |1 − value| exceeds the maximum deviation; NaN is never anomalous.
 func (a *continuousAnalyzer) analyze(v model.Vector, req *Request) (Result, error) {
 	var flagged []continuousCandidate
-	judged := 0
+	judged, serving := 0, 0
 	ignored, err := forEachValue(v, a.podNameKey, req.Pods, func(pod string, x float64) {
 		judged++
+		if req.serving(pod) {
+			serving++
+		}
 		// ±Inf (a pod with activity in an otherwise idle fleet) gives an infinite deviation: anomalous and
 		// ranked worst.
 		if deviation := math.Abs(1 - x); exceeds(deviation, a.maxDeviation) {
@@ -63,6 +66,7 @@ func (a *continuousAnalyzer) analyze(v model.Vector, req *Request) (Result, erro
 		res.NoData = true
 		return res, nil
 	}
+	res.OutOfTrafficOnly = serving == 0
 	slices.SortFunc(flagged, func(x, y continuousCandidate) int {
 		if c := cmp.Compare(y.deviation, x.deviation); c != 0 {
 			return c

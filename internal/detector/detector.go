@@ -40,8 +40,18 @@ type Request struct {
 	// InTraffic holds the names of the managed pods that serve traffic (SPEC §5 step 7): peerOutlier takes
 	// its median and MAD over these pods only, so that ejected pods do not make the reference, but it still
 	// judges every managed pod against it. nil means every managed pod is in traffic; names that are not in
-	// Pods are not used. The other detectors do not read it.
+	// Pods are not used. The Prometheus detectors also say whether any of these pods had a sample
+	// (Result.OutOfTrafficOnly).
 	InTraffic map[string]struct{}
+}
+
+// serving reports whether the managed pod is in traffic (every pod when InTraffic is nil).
+func (r *Request) serving(pod string) bool {
+	if r.InTraffic == nil {
+		return true
+	}
+	_, in := r.InTraffic[pod]
+	return in
 }
 
 // Anomaly is one managed pod the detector flagged.
@@ -73,6 +83,12 @@ type Result struct {
 	// healthy fleet. The caller turns it into an error when the breaker says onNoData: error (SPEC §5
 	// step 9).
 	NoData bool
+	// OutOfTrafficOnly says that the answer's usable samples were all about managed pods out of traffic
+	// (Request.InTraffic): stale series of ejected pods, none about a pod that serves. Such an answer is
+	// not NoData (the ejected pods are judged), but onNoData: error treats it as one (SPEC §5 step 9: no
+	// sample about any managed pod in traffic), so that a query broken for every serving pod is seen. Set
+	// by the Prometheus detectors only; never with NoData.
+	OutOfTrafficOnly bool
 	// Ignored counts the samples (Prometheus) or names (custom service) left out because they are about
 	// pods that are not managed or that live in another namespace; IgnoredOtherNamespace counts the latter
 	// among them. They are reported so that a query selecting the wrong pods can be noticed, and never acted

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/common/model"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -278,6 +279,64 @@ func TestUnreachable(t *testing.T) {
 			}
 			_, err = det.Detect(context.Background(), Request{Pods: podSet("a")})
 			checkErr(t, err, []string{"at " + address, `for breaker "b"`, "connection refused"})
+		})
+	}
+}
+
+// TestOutOfTrafficOnly: an answer whose usable samples are all about pods out of traffic (stale series of
+// ejected pods) is not NoData but says OutOfTrafficOnly, which onNoData: error treats as no data (SPEC §5
+// step 9); one sample about a pod in traffic clears it, and nil InTraffic means every pod serves.
+func TestOutOfTrafficOnly(t *testing.T) {
+	discrete, err := newDiscreteAnalyzer(&v1alpha1.DiscreteValueOutOfList{Key: "code", PodNameKey: "pod", GoodValues: []string{"200"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	continuous, err := newContinuousAnalyzer(&v1alpha1.ContinuousValueDeviation{PodNameKey: "pod"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := newPeerAnalyzer(&v1alpha1.PeerOutlier{PodNameKey: "pod", Direction: v1alpha1.PeerDirectionBoth})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vector := func(pods ...string) model.Vector {
+		var v model.Vector
+		for _, p := range pods {
+			v = append(v, &model.Sample{Metric: model.Metric{"pod": model.LabelValue(p), "code": "200"}, Value: 1})
+		}
+		return v
+	}
+	pods := podSet("a", "b", "c", "d")
+	tests := map[string]struct {
+		samples   []string
+		inTraffic map[string]struct{}
+		wantOnly  bool
+		wantNo    bool
+	}{
+		"samples about ejected pods only":        {samples: []string{"c", "d"}, inTraffic: podSet("a", "b"), wantOnly: true},
+		"one sample about a pod in traffic":      {samples: []string{"a", "c", "d"}, inTraffic: podSet("a", "b")},
+		"no InTraffic: every pod serves":         {samples: []string{"c", "d"}},
+		"no sample at all: NoData, not the flag": {inTraffic: podSet("a", "b"), wantNo: true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			for kind, a := range map[string]analyzer{"discrete": discrete, "continuous": continuous} {
+				res, err := a.analyze(vector(tc.samples...), &Request{Pods: pods, InTraffic: tc.inTraffic})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.OutOfTrafficOnly != tc.wantOnly || res.NoData != tc.wantNo {
+					t.Errorf("%s: OutOfTrafficOnly %v, NoData %v; want %v, %v", kind, res.OutOfTrafficOnly, res.NoData, tc.wantOnly, tc.wantNo)
+				}
+			}
+			// peerOutlier needs 3 pods in traffic with a value: with fewer it is NoData, never the flag.
+			res, err := peer.analyze(vector(tc.samples...), &Request{Pods: pods, InTraffic: tc.inTraffic})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.OutOfTrafficOnly {
+				t.Errorf("peerOutlier: OutOfTrafficOnly set (NoData %v)", res.NoData)
+			}
 		})
 	}
 }

@@ -145,6 +145,7 @@ func (a *discreteAnalyzer) analyze(v model.Vector, req *Request) (Result, error)
 		res.NoData = true
 		return res, nil
 	}
+	res.OutOfTrafficOnly = !slices.ContainsFunc(counts, func(c eventCounts) bool { return req.serving(c.pod) })
 
 	var flagged []discreteCandidate
 	for _, c := range counts {

@@ -100,7 +100,7 @@ func (a *peerAnalyzer) analyze(v model.Vector, req *Request) (Result, error) {
 	peers := make([]float64, 0, min(len(v), len(req.Pods)))
 	ignored, err := forEachValue(v, a.podNameKey, req.Pods, func(pod string, x float64) {
 		values = append(values, peerValue{pod: pod, value: x})
-		if _, in := req.InTraffic[pod]; in || req.InTraffic == nil {
+		if req.serving(pod) {
 			peers = append(peers, x)
 		}
 	})
@@ -110,6 +110,7 @@ func (a *peerAnalyzer) analyze(v model.Vector, req *Request) (Result, error) {
 	res := Result{Ignored: ignored}
 	median, mad, ok := medianAndMAD(peers)
 	if !ok {
+		// Fewer than 3 pods in traffic with a value, none among them: NoData, whatever the others read.
 		res.NoData = true
 		return res, nil
 	}

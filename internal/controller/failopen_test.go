@@ -254,23 +254,35 @@ func TestFloorRestoration(t *testing.T) {
 		})
 	})
 
-	t.Run("dry run: restored all the same (restoring never punishes)", func(t *testing.T) {
-		h := newHarness(t, append(fleet(), testKVS(func(k *kvv1.KubervisorService) { floor4(k); k.Spec.DryRun = true }, "b"))...)
-		runSteps(t, h, []step{
-			{name: "first pass", wantStatusWrites: 1, wantCalls: 1},
-			{
-				name:        "p0 NotReady",
-				mutate:      func(h *harness) { setReady(h, "p0", false) },
-				wantTraffic: map[string]string{"p5": "yes", "p4": "no"},
-				wantPatches: []string{restorePatch("p5", t0)},
-				wantEvents: []string{
-					"Normal Restored Restore Pod/p5: Pod p5 back in traffic: 3 pods served, under the floor of 4 (breaker b ejected it)",
-					"Warning FloorRestored Restore KubervisorService/kvs: 3 pods in traffic, under the floor of 4: restored 1 pods the breakers ejected: p5",
+	// Restoring never punishes: in dry run and with an inactive selector (no traffic key in the Service's
+	// selector) alike, the ejected pods are restored.
+	for name, variant := range map[string]struct {
+		service client.Object
+		dryRun  bool
+	}{
+		"dry run: restored all the same (restoring never punishes)":                           {service: testService(true), dryRun: true},
+		"inactive selector (no traffic key in the Service's selector): restored all the same": {service: testService(false)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			objs := fleet()
+			objs[0] = variant.service
+			h := newHarness(t, append(objs, testKVS(func(k *kvv1.KubervisorService) { floor4(k); k.Spec.DryRun = variant.dryRun }, "b"))...)
+			runSteps(t, h, []step{
+				{name: "first pass", wantStatusWrites: 1, wantCalls: 1},
+				{
+					name:        "p0 NotReady",
+					mutate:      func(h *harness) { setReady(h, "p0", false) },
+					wantTraffic: map[string]string{"p5": "yes", "p4": "no"},
+					wantPatches: []string{restorePatch("p5", t0)},
+					wantEvents: []string{
+						"Normal Restored Restore Pod/p5: Pod p5 back in traffic: 3 pods served, under the floor of 4 (breaker b ejected it)",
+						"Warning FloorRestored Restore KubervisorService/kvs: 3 pods in traffic, under the floor of 4: restored 1 pods the breakers ejected: p5",
+					},
+					wantStatusWrites: 1, wantRestorations: 1,
 				},
-				wantStatusWrites: 1, wantRestorations: 1,
-			},
+			})
 		})
-	})
+	}
 
 	t.Run("under the floor with nothing to restore: BelowFloor says so, nothing is sent", func(t *testing.T) {
 		h := newHarness(t, testService(true), testPod("p0", "yes", nil), testPod("p1", "yes", nil), testKVS(floor4, "b"))
@@ -397,6 +409,37 @@ func TestWarmup(t *testing.T) {
 			wantDecisions:    []string{"b/p1=Withheld: flagged; withheld: the floor keeps 3 pods in traffic"},
 		},
 	})
+}
+
+// TestStormGuardJudgesRawAnomalies: the storm guard counts every flagged pod, those warmup or
+// failureThreshold spare included (SPEC §5.13): a detector flagging most of a rollout's warming pods is a
+// storm, not two ejections of the warm pods it also flagged.
+func TestStormGuardJudgesRawAnomalies(t *testing.T) {
+	const storm = "5 of 8 Ready pods anomalous, more than maxAnomalousPercent 50%: the detector is suspect, nobody is ejected"
+	warming := func(name string) *corev1.Pod {
+		p := testPod(name, "yes", nil)
+		p.Status.Conditions[0].LastTransitionTime = metav1.NewTime(t0.Add(-10 * time.Second))
+		return p
+	}
+	objs := []client.Object{testService(true), warming("p0"), warming("p1"), warming("p2")}
+	for i := 3; i < 8; i++ {
+		objs = append(objs, testPod(fmt.Sprintf("p%d", i), "yes", nil))
+	}
+	for name, mutate := range map[string]func(*kvv1.BreakerStrategy){
+		"warmup":           func(b *kvv1.BreakerStrategy) { b.Warmup = new(intstr.FromString("30s")) },
+		"failureThreshold": func(b *kvv1.BreakerStrategy) { b.FailureThreshold = new(int32(3)) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, append(slices.Clone(objs), testKVS(func(k *kvv1.KubervisorService) { mutate(&k.Spec.Breakers[0]) }, "b"))...)
+			runSteps(t, h, []step{{
+				name: "5 of 8 flagged, the warming or first-flagged ones spared", answer: []string{"p0", "p1", "p2", "p3", "p4"}, wantCalls: 1,
+				wantTraffic:      map[string]string{"p3": "yes", "p4": "yes"},
+				wantEvents:       []string{"Warning StormSuspected Evaluate KubervisorService/kvs: Breaker b: " + storm},
+				wantStatusWrites: 1,
+				wantEjection:     "False/StormSuspected: breaker b: " + storm,
+			}})
+		})
+	}
 }
 
 // TestMarkOutOfTraffic: the pods out of traffic that a version without the records took out get them, once

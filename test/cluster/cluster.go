@@ -490,7 +490,6 @@ func (c *Cluster) Stop() error {
 			if err := c.node.stop(c.opts.StopGracePeriod); err != nil {
 				errs = append(errs, err)
 			}
-			c.logf("real node stopped; the forwarder closed %d connection ends to kube-apiserver left open", c.node.leftOpen)
 		}
 		if c.cancel != nil {
 			c.cancel()

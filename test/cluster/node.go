@@ -139,12 +139,6 @@ type Node struct {
 	created []string // host mount points node.sh needed and the harness created
 
 	wg sync.WaitGroup
-
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{} // the forwarder's connections, both ends; stop closes what is left
-	closed bool                  // stop closed them: a connection opened later is closed at once
-	// leftOpen is how many connection ends were still open when stop closed them.
-	leftOpen int
 }
 
 // The parts of the node a NodeSetupError names.
@@ -375,51 +369,19 @@ func (n *Node) forwardService(apiHost string) error {
 			if err != nil {
 				return // closed by Stop
 			}
-			go n.pipe(in, target)
+			go pipe(in, target)
 		}
 	})
 	return nil
 }
 
-// track adds c to the forwarder's open connections, or forgets it (and closes it) when done.
-func (n *Node) track(c net.Conn, open bool) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.conns == nil {
-		n.conns = map[net.Conn]struct{}{}
-	}
-	if open && !n.closed {
-		n.conns[c] = struct{}{}
-		return
-	}
-	delete(n.conns, c)
-	_ = c.Close()
-}
-
-// closeForwarded closes the forwarder's connections still open. A pod killed at teardown may never send its
-// FIN (its network namespace goes with it): without this its watches stay open on kube-apiserver, whose
-// graceful stop then waits for them past envtest's stop timeout.
-func (n *Node) closeForwarded() (open int) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.closed, open = true, len(n.conns)
-	for c := range n.conns {
-		_ = c.Close()
-	}
-	clear(n.conns)
-	return open
-}
-
-// pipe forwards one connection: either end closing ends both.
-func (n *Node) pipe(in net.Conn, target string) {
-	n.track(in, true)
-	defer n.track(in, false)
+func pipe(in net.Conn, target string) {
+	defer func() { _ = in.Close() }() // a forwarded connection: either end closing ends both
 	out, err := net.DialTimeout("tcp", target, 5*time.Second)
 	if err != nil {
 		return
 	}
-	n.track(out, true)
-	defer n.track(out, false)
+	defer func() { _ = out.Close() }()
 	done := make(chan struct{}, 2)
 	go func() { _, _ = io.Copy(out, in); done <- struct{}{} }()
 	go func() { _, _ = io.Copy(in, out); done <- struct{}{} }()
@@ -652,7 +614,6 @@ func (n *Node) stop(grace time.Duration) error {
 			errs = append(errs, err)
 		}
 	}
-	n.leftOpen = n.closeForwarded()
 	if err := run("ip", "link", "delete", n.opts.Bridge); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
 		errs = append(errs, err)
 	}
